@@ -1,0 +1,157 @@
+"""Entry point: parse settings once, build the objects, wire them, serve.
+
+    python launch.py                      # the embedded model on http://127.0.0.1:7860
+    python launch.py --model vicuna-7b.Q4_K_M.gguf --chat-template vicuna_v1.1
+    python launch.py --share --auth alice:secret
+
+Every flag also reads an environment variable PLAYGROUND_<NAME> (flags win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from pydantic import ValidationError  # noqa: E402
+
+from playground.settings import Settings  # noqa: E402
+
+log = logging.getLogger("launch")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="launch.py",
+        description="Serve the RLHF playground (chat, feedback, training loop) in the browser.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--model", help="GGUF file to serve (default: the embedded SmolLM2-135M-Instruct Q4_1)")
+    p.add_argument("--chat-template", help="auto (the model's own), chatml, vicuna_v1.1, or a .jinja file")
+    p.add_argument("--data-dir", help="directory for the database, adapters and logs (default: ./data)")
+    p.add_argument("--db", help="SQLite file (default: DATA_DIR/playground.db)")
+    p.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)")
+    p.add_argument("--port", type=int, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--share", action=argparse.BooleanOptionalAction, help="create a public Gradio share link")
+    p.add_argument("--auth", action="append", metavar="USER:PASS", help="require a login (repeatable)")
+    p.add_argument("--auth-file", help="file with one USER:PASS per line")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per model instance (default: cores / concurrency, so instances never oversubscribe the CPU)",
+    )
+    p.add_argument(
+        "--concurrency", type=int, help="model instances, i.e. chats generated at once (default 2)"
+    )
+    p.add_argument("--n-ctx", type=int, help="context window in tokens (default 4096)")
+    p.add_argument("--gpu-layers", type=int, help="llama.cpp layers to offload to a GPU (-1 = all)")
+    p.add_argument("--system-prompt", help="default system prompt shown in the Chat tab")
+    p.add_argument(
+        "--open-browser",
+        action=argparse.BooleanOptionalAction,
+        help="open a browser tab on start (default on)",
+    )
+    return p
+
+
+def parse_settings(argv: Sequence[str]) -> Settings:
+    """CLI flags over environment variables over defaults. Exits with a readable message on bad input."""
+    parser = _serve_parser()
+    args = vars(parser.parse_args(list(argv)))
+    try:
+        return Settings(**args)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(x) for x in e['loc']).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
+        parser.error(problems)
+        raise  # unreachable: parser.error exits
+
+
+def serve(settings: Settings) -> int:
+    from feedback_store.store import FeedbackStore
+    from models.base import ModelLoadError
+    from models.loader import load_chat_model
+    from models.service import ModelService
+    from playground.app import AppContext, build_app
+
+    t0 = time.perf_counter()
+    try:
+        auth = settings.auth_pairs() or None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        model = load_chat_model(
+            settings.model,
+            chat_template=settings.chat_template,
+            n_ctx=settings.n_ctx,
+            n_threads=settings.threads_per_instance,
+            pool_size=settings.concurrency,
+            gpu_layers=settings.gpu_layers,
+        )
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = FeedbackStore(settings.db_path)
+    base = store.ensure_base_version(model.model_id, name=f"{model.display_name} (base)")
+    deployed = store.deployed_version(model.model_id) or base
+    service = ModelService(model, deployed.id, deployed.name)
+    demo = build_app(AppContext(settings=settings, store=store, service=service))
+    try:
+        demo.launch(
+            server_name=settings.host,
+            server_port=settings.port or None,
+            share=settings.share,
+            auth=auth,
+            inbrowser=settings.open_browser,
+            prevent_thread_lock=True,
+            quiet=True,
+            footer_links=["api"],
+        )
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {settings.host}:{settings.port}: {exc}. Try --port 0.", file=sys.stderr
+        )
+        model.close()
+        return 2
+    url = demo.local_url
+    print(f"Playground ready in {time.perf_counter() - t0:.1f} s at {url}", flush=True)
+    print(f"Serving {model.display_name} as version {deployed.id}; database {settings.db_path}", flush=True)
+    if settings.share:
+        if demo.share_url:
+            print(f"Public link: {demo.share_url}", flush=True)
+        else:
+            print(
+                "Could not create a public share link (is this machine offline?). "
+                f"Still serving locally at {url}",
+                flush=True,
+            )
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
+        service.close()
+        store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=os.environ.get("PLAYGROUND_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return serve(parse_settings(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""The serving contract every backend implements: sampling parameters, a running ``Generation`` and
+the ``ChatModel`` protocol.
+
+A ``Generation`` runs its backend call on a worker thread and hands text chunks to the consumer
+through a queue. Cancelling it (the Stop button, a closed connection, a dropped iterator) stops the
+backend at the next token and always gives the model instance back to its pool, whoever is iterating.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+
+class ChatMessage(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what to do about it."""
+
+
+class GenerationError(RuntimeError):
+    """A generation failed inside the backend."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling parameters shared by every backend. ``temperature == 0`` means greedy decoding."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (0.0 <= self.temperature <= 5.0) or math.isnan(self.temperature):
+            problems.append(f"temperature must be between 0 and 5, got {self.temperature}")
+        if not (0.0 < self.top_p <= 1.0):
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if not (0 <= self.top_k <= 100_000):
+            problems.append(f"top_k must be between 0 (off) and 100000, got {self.top_k}")
+        if not (1 <= self.max_new_tokens <= 32_768):
+            problems.append(f"max_new_tokens must be between 1 and 32768, got {self.max_new_tokens}")
+        if not (0.5 <= self.repetition_penalty <= 2.0):
+            problems.append(f"repetition_penalty must be between 0.5 and 2, got {self.repetition_penalty}")
+        if self.seed is not None and not (0 <= self.seed < 2**32):
+            problems.append(f"seed must be between 0 and 2**32-1, got {self.seed}")
+        if len(self.stop) > 8 or any(not s or len(s) > 100 for s in self.stop):
+            problems.append("stop: at most 8 non-empty strings of at most 100 characters")
+        if problems:
+            raise ValueError("; ".join(problems))
+        # Normalise lists coming from JSON or a UI into a tuple, so params stay hashable.
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def with_seed(self) -> SamplingParams:
+        """The same parameters with a concrete seed, so that a sampled reply can be reproduced."""
+        if self.seed is not None or self.greedy:
+            return self
+        return replace(self, seed=random.randrange(2**32))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplingParams:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "stop" in known and known["stop"] is not None:
+            known["stop"] = tuple(known["stop"])
+        return cls(**known)
+
+
+@dataclass
+class GenerationResult:
+    """Everything known about one finished (or cancelled) generation."""
+
+    text: str
+    prompt: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    params: SamplingParams
+    ttft_s: float | None = None  # request -> first token, queueing for a model instance included
+    total_s: float = 0.0  # request -> last token
+    tokens_per_s: float | None = None  # decode speed after the first token
+    queue_s: float = 0.0  # time spent waiting for a free model instance
+    notices: list[str] = field(default_factory=list)  # e.g. "history trimmed to fit the context"
+    model_name: str = ""
+    version_id: int | None = None
+
+
+class _Done:
+    __slots__ = ("result",)
+
+    def __init__(self, result: GenerationResult):
+        self.result = result
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+Producer = Callable[[Callable[[str], None], threading.Event], GenerationResult]
+
+
+class Generation(Iterator[str]):
+    """A reply being generated. Iterate for text chunks; afterwards ``result`` holds the record.
+
+    ``cancel()`` stops the backend at the next token; the iterator then ends normally with
+    ``result.finish_reason == "cancelled"`` and the partial text.
+    """
+
+    def __init__(self, producer: Producer, *, name: str = "generation"):
+        self._queue: queue.SimpleQueue[str | _Done | _Failed] = queue.SimpleQueue()
+        self._cancel = threading.Event()
+        self._finished = False
+        self._error: BaseException | None = None
+        self.result: GenerationResult | None = None
+        self.version_id: int | None = None
+        self.created = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, args=(producer,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, producer: Producer) -> None:
+        try:
+            result = producer(self._queue.put, self._cancel)
+        except BaseException as exc:  # handed to the consumer, who re-raises it
+            self._queue.put(_Failed(exc))
+        else:
+            self._queue.put(_Done(result))
+
+    def __iter__(self) -> Generation:
+        return self
+
+    def __next__(self) -> str:
+        if self._finished:
+            raise StopIteration
+        item = self._queue.get()
+        if isinstance(item, str):
+            return item
+        self._finished = True
+        if isinstance(item, _Failed):
+            self._error = item.error
+            raise item.error
+        self.result = item.result
+        if self.version_id is not None:
+            self.result.version_id = self.version_id
+        raise StopIteration
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def wait(self) -> GenerationResult:
+        """Consume the rest of the stream and return the result."""
+        for _ in self:
+            pass
+        if self._error is not None:
+            raise self._error
+        assert self.result is not None
+        return self.result
+
+    def __del__(self) -> None:  # a consumer that walked away must not hold a model instance
+        self._cancel.set()
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A chat model a user can talk to. Implementations must be safe to call from many threads."""
+
+    model_id: str  # stable identity of the base model, used as the version registry key
+    display_name: str
+    context_length: int
+
+    def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation: ...
+
+    def generate(self, messages: Sequence[ChatMessage], params: SamplingParams) -> GenerationResult: ...
+
+    def sample_n(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, n: int
+    ) -> list[GenerationResult]: ...
+
+    def render_prompt(self, messages: Sequence[ChatMessage]) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class BaseChatModel(abc.ABC):
+    """Shared behaviour of the backends: everything is built on ``stream``."""
+
+    model_id: str
+    display_name: str
+    context_length: int
+
+    @abc.abstractmethod
+    def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation: ...
+
+    @abc.abstractmethod
+    def render_prompt(self, messages: Sequence[ChatMessage]) -> str: ...
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int: ...
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Free the backend's resources."""
+
+    def generate(self, messages: Sequence[ChatMessage], params: SamplingParams) -> GenerationResult:
+        """Run one generation to the end (no streaming)."""
+        return self.stream(messages, params).wait()
+
+    def sample_n(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, n: int
+    ) -> list[GenerationResult]:
+        """K replies to the same messages, each with its own seed, generated concurrently.
+
+        Concurrency is bounded by the backend's own pool: extra requests queue for an instance.
+        A fixed ``params.seed`` gives seeds seed, seed+1, ... so the K replies differ but reproduce.
+        """
+        if not 1 <= n <= 16:
+            raise ValueError(f"n must be between 1 and 16, got {n}")
+        if params.greedy and n > 1:
+            raise ValueError(
+                "greedy decoding (temperature 0) gives the same reply every time; raise the temperature"
+            )
+        if params.seed is None:
+            seeds = [random.randrange(2**32) for _ in range(n)]
+        else:
+            seeds = [(params.seed + i) % 2**32 for i in range(n)]
+        generations = [self.stream(messages, replace(params, seed=s)) for s in seeds]
+        return [g.wait() for g in generations]

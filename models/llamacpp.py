@@ -1,0 +1,325 @@
+"""llama.cpp backend (llama-cpp-python) for GGUF files: the embedded default and any Vicuna-class GGUF.
+
+A llama.cpp context is not thread-safe, so the model keeps a small pool of ``Llama`` instances (the
+weights are memory-mapped, so instances share them; each has its own KV cache). A generation checks
+one out for its whole duration; extra requests wait in line.
+
+This CPU (AMX) crashes llama.cpp's AMX extra buffer type on the first decode (llama.cpp #20824):
+``extra_buffers="auto"`` turns extra buffer types off when the CPU has AMX and the build reports AMX.
+Our own setup builds llama.cpp without native flags (no AMX kernels at all), so "auto" is a guard for
+users who built it themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from models.base import (
+    BaseChatModel,
+    ChatMessage,
+    Generation,
+    GenerationError,
+    GenerationResult,
+    ModelLoadError,
+    SamplingParams,
+)
+from models.context import fit_to_context
+from models.templates import ChatTemplate, TemplateError, resolve_template
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+_PARAMS_PATCH_LOCK = threading.Lock()
+
+
+def check_gguf_file(path: Path) -> None:
+    """Raise ModelLoadError with advice unless ``path`` is a readable GGUF file."""
+    if not path.exists():
+        raise ModelLoadError(f"Model file {path} does not exist. Check the --model path.")
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is a directory, not a GGUF file.")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"Cannot read {path}: {exc}") from exc
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(
+            f"{path} is not a GGUF file (it does not start with the GGUF magic bytes). "
+            "Convert it with llama.cpp's convert_hf_to_gguf.py, or pass a Hugging Face directory instead."
+        )
+
+
+def cpu_has_amx() -> bool:
+    try:
+        return "amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def build_has_amx() -> bool:
+    import llama_cpp
+
+    return "AMX" in llama_cpp.llama_print_system_info().decode(errors="replace")
+
+
+@contextlib.contextmanager
+def _model_params_without_extra_buffers() -> Iterator[None]:
+    """llama-cpp-python exposes no kwarg for ``use_extra_bufts``: wrap the defaults while loading."""
+    import llama_cpp.llama_cpp as lib
+
+    with _PARAMS_PATCH_LOCK:
+        original = lib.llama_model_default_params
+
+        def patched():
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        lib.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = original
+
+
+class LlamaCppChatModel(BaseChatModel):
+    """A GGUF model served by llama.cpp with a pool of contexts."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        chat_template: str = "auto",
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        pool_size: int = 2,
+        n_gpu_layers: int = 0,
+        lora_path: str | Path | None = None,
+        lora_scale: float = 1.0,
+        extra_buffers: str = "auto",
+        display_name: str | None = None,
+    ):
+        self.path = Path(path)
+        check_gguf_file(self.path)
+        if lora_path is not None:
+            check_gguf_file(Path(lora_path))
+        if pool_size < 1:
+            raise ModelLoadError("pool size (--concurrency) must be at least 1")
+        self.model_id = self.path.name
+        self.display_name = display_name or self.path.stem
+        self.lora_path = str(lora_path) if lora_path else None
+        # Threads x instances must not exceed the cores: llama.cpp's OpenMP threads spin while waiting, and
+        # two spinning teams on the same cores collapse throughput (FACTS.md). Measured here with 2 cores:
+        # 1 thread 85 tok/s, 2 threads 114 tok/s alone, but 2+2 threads under load far worse than 1+1.
+        self.n_threads = n_threads or max(1, (os.cpu_count() or 1) // pool_size)
+        self.pool_size = pool_size
+        if extra_buffers not in ("auto", "on", "off"):
+            raise ModelLoadError("extra_buffers must be auto, on or off")
+        disable_extra = extra_buffers == "off" or (
+            extra_buffers == "auto" and cpu_has_amx() and build_has_amx()
+        )
+        kwargs = dict(
+            model_path=str(self.path),
+            n_ctx=n_ctx,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
+            n_gpu_layers=n_gpu_layers,
+            lora_path=self.lora_path,
+            lora_scale=lora_scale,
+            verbose=False,
+        )
+        self._instances = []
+        try:
+            for _ in range(pool_size):
+                self._instances.append(self._load(kwargs, disable_extra))
+        except ModelLoadError:
+            self.close()
+            raise
+        first = self._instances[0]
+        self.context_length = first.n_ctx()
+        self.metadata = dict(first.metadata)
+        bos = first._model.token_get_text(first.token_bos()) if first.token_bos() >= 0 else ""
+        eos = first._model.token_get_text(first.token_eos()) if first.token_eos() >= 0 else ""
+        self._add_bos = first._model.add_bos_token()
+        self._bos_text = bos
+        try:
+            self.template: ChatTemplate = resolve_template(
+                chat_template,
+                embedded_source=self.metadata.get("tokenizer.chat_template"),
+                model_name=self.path.name,
+                bos_token=bos,
+                eos_token=eos,
+            )
+        except TemplateError as exc:
+            self.close()
+            raise ModelLoadError(str(exc)) from exc
+        self._tokenizer = first  # tokenization only reads the vocabulary: safe beside a running decode
+        self._pool: queue.Queue = queue.Queue()
+        for inst in self._instances:
+            self._pool.put(inst)
+        self._closed = False
+        self._active = 0  # generations created and not yet finished
+        self._idle = threading.Condition()
+
+    @staticmethod
+    def _load(kwargs: dict, disable_extra_buffers: bool):
+        from llama_cpp import Llama
+
+        try:
+            if disable_extra_buffers:
+                with _model_params_without_extra_buffers():
+                    return Llama(**kwargs)
+            return Llama(**kwargs)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"llama.cpp could not load {kwargs['model_path']}"
+                + (f" with adapter {kwargs['lora_path']}" if kwargs.get("lora_path") else "")
+                + f": {exc}. Is the file complete and a model (not an adapter)?"
+            ) from exc
+
+    # -- prompt --------------------------------------------------------------------------------------
+    def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
+        return self.template.render(messages)
+
+    def _tokenize_prompt(self, prompt: str) -> list[int]:
+        add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
+        return self._tokenizer.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenize_prompt(text))
+
+    # -- generation ----------------------------------------------------------------------------------
+    def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
+        t_request = time.perf_counter()
+        params = params.with_seed()
+        with self._idle:  # counted from here, so close() never frees the tokenizer under us
+            if self._closed:
+                raise GenerationError("this model was unloaded; the server swapped to another version")
+            self._active += 1
+        try:
+            fitted = fit_to_context(
+                messages,
+                render=self.render_prompt,
+                count_tokens=self.count_tokens,
+                context_length=self.context_length,
+                max_new_tokens=params.max_new_tokens,
+            )
+            tokens = self._tokenize_prompt(fitted.prompt)
+        except BaseException:
+            self._release_slot()
+            raise
+        stop = list(dict.fromkeys(self.template.stop + params.stop))
+
+        def run(emit: Callable[[str], None], cancel: threading.Event) -> GenerationResult:
+            llm = self._checkout(cancel)
+            t_start = time.perf_counter()
+            pieces: list[str] = []
+            t_first = None
+            finish = "stop"
+            try:
+                if llm is None:  # cancelled while waiting for an instance
+                    finish = "cancelled"
+                else:
+                    completion = llm.create_completion(
+                        prompt=tokens,
+                        max_tokens=fitted.max_new_tokens,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        top_k=params.top_k,
+                        min_p=0.0,
+                        repeat_penalty=params.repetition_penalty,
+                        seed=params.seed,
+                        stop=stop or None,
+                        stream=True,
+                    )
+                    try:
+                        for chunk in completion:
+                            if cancel.is_set():
+                                finish = "cancelled"
+                                break
+                            choice = chunk["choices"][0]
+                            if choice["text"]:
+                                if t_first is None:
+                                    t_first = time.perf_counter()
+                                pieces.append(choice["text"])
+                                emit(choice["text"])
+                            if choice.get("finish_reason"):
+                                finish = choice["finish_reason"]
+                    finally:
+                        completion.close()
+            except Exception as exc:
+                raise GenerationError(f"llama.cpp generation failed: {exc}") from exc
+            finally:
+                if llm is not None:
+                    self._pool.put(llm)
+            t_end = time.perf_counter()
+            text = "".join(pieces)
+            n_out = (
+                len(self._tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+                if text
+                else 0
+            )
+            decode_s = (t_end - t_first) if t_first is not None else 0.0
+            return GenerationResult(
+                text=text,
+                prompt=fitted.prompt,
+                prompt_tokens=len(tokens),
+                completion_tokens=n_out,
+                finish_reason=finish,
+                params=params,
+                ttft_s=None if t_first is None else t_first - t_request,
+                total_s=t_end - t_request,
+                tokens_per_s=(n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else None,
+                queue_s=t_start - t_request,
+                notices=list(fitted.notices),
+                model_name=self.display_name,
+            )
+
+        def produce(emit: Callable[[str], None], cancel: threading.Event) -> GenerationResult:
+            try:
+                return run(emit, cancel)
+            finally:
+                self._release_slot()
+
+        return Generation(produce, name=f"llamacpp-{self.display_name}")
+
+    def _release_slot(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
+
+    def _checkout(self, cancel: threading.Event):
+        while True:
+            try:
+                return self._pool.get(timeout=0.1)
+            except queue.Empty:
+                if cancel.is_set():
+                    return None
+
+    @property
+    def active_generations(self) -> int:
+        return self._active
+
+    def close(self, timeout: float | None = 600.0) -> None:
+        """Refuse new generations, let those in flight finish, then free every instance."""
+        idle = getattr(self, "_idle", None)
+        if idle is not None:
+            with idle:
+                self._closed = True
+                if not idle.wait_for(lambda: self._active == 0, timeout=timeout):
+                    log.warning(
+                        "closing %s with %d generations still running", self.display_name, self._active
+                    )
+                    return  # leaking the instances is better than freeing them under a running decode
+        for inst in getattr(self, "_instances", []):
+            with contextlib.suppress(Exception):
+                inst.close()
+        self._instances = []

@@ -1,0 +1,39 @@
+"""Assembles the Gradio Blocks app from its tabs. Each tab is its own module and gets the shared
+services explicitly; nothing is global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from feedback_store.store import FeedbackStore
+from models.service import ModelService
+from playground.chat import ChatTab
+from playground.settings import Settings
+
+TITLE = "RLHF Playground"
+
+CSS = """
+#reply-stats { font-size: 0.85em; opacity: 0.8; }
+"""
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    store: FeedbackStore
+    service: ModelService
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\nChat with a 4-bit model; your feedback trains the next version.")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                ChatTab(ctx.settings, ctx.store, ctx.service).render()
+    # The generating events share the "generate" concurrency id (one slot per model instance);
+    # everything else (storing a message, feedback) may run many at once.
+    demo.queue(default_concurrency_limit=16, max_size=256)
+    return demo

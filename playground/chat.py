@@ -1,0 +1,315 @@
+"""The Chat tab: streaming chat with stop, retry, undo, edit, new conversation, a system prompt and
+sampling controls. Every user message and every reply (with its exact prompt, parameters, version and
+timings) is stored the moment it exists; a stopped reply is stored with what was generated.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from feedback_store.store import AssistantTurn, FeedbackStore
+from models.base import GenerationError, GenerationResult, SamplingParams
+from models.service import ModelService
+from playground.session import ChatSession, Turn
+from playground.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 100_000
+GENERATE_CONCURRENCY_ID = "generate"
+
+
+def user_id_for(request: gr.Request | None) -> str:
+    """The authenticated user name, or an anonymous id for this browser session."""
+    if request is None:
+        return "anonymous"
+    if getattr(request, "username", None):
+        return str(request.username)
+    session_hash = getattr(request, "session_hash", None) or "unknown"
+    return f"anon-{session_hash[:12]}"
+
+
+@dataclass
+class SamplingControls:
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    max_new_tokens: gr.Slider
+    repetition_penalty: gr.Slider
+    seed: gr.Number
+    stop: gr.Textbox
+
+    @classmethod
+    def render(cls, defaults: SamplingParams | None = None) -> SamplingControls:
+        d = defaults or SamplingParams()
+        return cls(
+            temperature=gr.Slider(0.0, 2.0, value=d.temperature, step=0.05, label="Temperature (0 = greedy)"),
+            top_p=gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="Top-p"),
+            top_k=gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0 = off)"),
+            max_new_tokens=gr.Slider(16, 2048, value=d.max_new_tokens, step=16, label="Max new tokens"),
+            repetition_penalty=gr.Slider(
+                1.0, 2.0, value=d.repetition_penalty, step=0.05, label="Repetition penalty"
+            ),
+            seed=gr.Number(value=-1, precision=0, label="Seed (-1 = random)"),
+            stop=gr.Textbox(value="", lines=2, label="Stop strings (one per line)"),
+        )
+
+    @property
+    def components(self) -> list[gr.components.Component]:
+        return [
+            self.temperature,
+            self.top_p,
+            self.top_k,
+            self.max_new_tokens,
+            self.repetition_penalty,
+            self.seed,
+            self.stop,
+        ]
+
+    @staticmethod
+    def to_params(
+        temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop
+    ) -> SamplingParams:
+        """Build validated parameters from the controls' values (raises ValueError with the reason)."""
+        seed_value = None if seed is None or int(seed) < 0 else int(seed)
+        stops = tuple(s for s in (stop or "").splitlines() if s.strip())
+        return SamplingParams(
+            temperature=float(temperature),
+            top_p=float(top_p),
+            top_k=int(top_k),
+            max_new_tokens=int(max_new_tokens),
+            repetition_penalty=float(repetition_penalty),
+            seed=seed_value,
+            stop=stops,
+        )
+
+
+def format_stats(result: GenerationResult | None, version_name: str = "") -> str:
+    if result is None:
+        return ""
+    parts = [f"{result.completion_tokens} tokens"]
+    if result.ttft_s is not None:
+        parts.append(f"first token {result.ttft_s * 1000:.0f} ms")
+    if result.tokens_per_s:
+        parts.append(f"{result.tokens_per_s:.1f} tok/s")
+    parts.append(f"finish: {result.finish_reason}")
+    if version_name:
+        parts.append(f"version {result.version_id} ({version_name})")
+    text = " · ".join(parts)
+    for notice in result.notices:
+        text += f"\n\n> {notice}"
+    return text
+
+
+def turn_record(result: GenerationResult, preset_id: str | None = None, trace: Any = None) -> AssistantTurn:
+    return AssistantTurn(
+        content=result.text,
+        model_version_id=result.version_id,
+        params=result.params.to_dict(),
+        prompt=result.prompt,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        ttft_ms=None if result.ttft_s is None else result.ttft_s * 1000,
+        tokens_per_s=result.tokens_per_s,
+        total_ms=result.total_s * 1000,
+        finish_reason=result.finish_reason,
+        preset_id=preset_id,
+        trace=trace,
+    )
+
+
+class ChatTab:
+    """Builds the Chat tab and owns its event handlers (no module state: everything hangs off self)."""
+
+    def __init__(self, settings: Settings, store: FeedbackStore, service: ModelService):
+        self.settings = settings
+        self.store = store
+        self.service = service
+
+    # -- handlers ------------------------------------------------------------------------------------
+    def submit(self, text: str, session: ChatSession, system_prompt: str, request: gr.Request):
+        text = (text or "").replace("\x00", "")
+        if not text.strip():
+            gr.Warning("Type a message first.")
+            return gr.update(), session.chatbot_messages(), session
+        if len(text) > MAX_MESSAGE_CHARS:
+            gr.Warning(
+                f"Your message has {len(text):,} characters; only the first {MAX_MESSAGE_CHARS:,} are kept."
+            )
+            text = text[:MAX_MESSAGE_CHARS]
+        if session.conversation_id is None:
+            session.user_id = user_id_for(request)
+            session.conversation_id = self.store.create_conversation(
+                session.user_id, source="ui", system_prompt=system_prompt or None
+            )
+        message_id = self.store.add_message(
+            session.conversation_id, "user", text, parent_id=session.last_message_id
+        )
+        session.add_user(text, message_id)
+        return "", session.chatbot_messages(), session
+
+    def respond(self, session: ChatSession, system_prompt: str, *sampling):
+        """Stream the reply to the last user message (a generator: Gradio shows each step)."""
+        if not session.awaiting_reply:
+            yield session.chatbot_messages(), session, gr.update()
+            return
+        try:
+            params = SamplingControls.to_params(*sampling)
+        except (ValueError, TypeError) as exc:
+            gr.Warning(f"Sampling parameters: {exc}")
+            yield session.chatbot_messages(), session, gr.update()
+            return
+        parent_id = session.last_message_id
+        messages = session.model_messages(system_prompt)
+        try:
+            generation = self.service.stream(messages, params)
+        except (ValueError, GenerationError) as exc:
+            gr.Warning(str(exc))
+            yield session.chatbot_messages(), session, gr.update()
+            return
+        version_name = self.service.served.name
+        reply = Turn("assistant", "")
+        session.turns.append(reply)
+        closed = True  # stays True only when Gradio closes this generator (Stop, new conversation)
+        try:
+            for piece in generation:
+                reply.content += piece
+                yield session.chatbot_messages(), session, gr.update()
+            closed = False
+        except GenerationError as exc:
+            closed = False
+            log.warning("generation failed: %s", exc)
+            gr.Warning(f"The model failed: {exc}. What was generated so far is kept.")
+        finally:
+            # Runs on normal end, on error, and when the Stop button closes this generator.
+            stats = self._store_reply(session, reply, generation, parent_id, version_name)
+        if not closed:
+            yield session.chatbot_messages(), session, stats
+
+    def _store_reply(self, session, reply: Turn, generation, parent_id: int | None, version_name: str) -> str:
+        generation.cancel()  # no-op when it already finished
+        try:
+            result = generation.wait()
+        except GenerationError:
+            result = None
+        if result is None:  # failed: keep the partial text the user saw, unstored and marked
+            if not reply.content:
+                session.turns.remove(reply)
+            return "The reply failed; nothing was stored."
+        reply.content = result.text
+        reply.message_id = self.store.add_assistant_message(
+            session.conversation_id, parent_id, turn_record(result)
+        )
+        reply.info = {"version_id": result.version_id, "notices": result.notices}
+        return format_stats(result, version_name)
+
+    def retry(self, session: ChatSession, data: gr.RetryData):
+        index = session.turn_index(data.index)
+        if index is None or not session.cut_for_retry(index):
+            gr.Warning("Nothing to retry.")
+        return session.chatbot_messages(), session
+
+    def undo(self, session: ChatSession, data: gr.UndoData):
+        index = session.turn_index(data.index)
+        text = session.undo(index) if index is not None else ""
+        return session.chatbot_messages(), session, text
+
+    def edit(self, session: ChatSession, data: gr.EditData):
+        index = session.turn_index(data.index)
+        new_text = data.value if isinstance(data.value, str) else _text_of(data.value)
+        if index is None or session.turns[index].role != "user" or not new_text.strip():
+            gr.Warning("Only your own messages can be edited, and not to empty text.")
+            return session.chatbot_messages(), session
+        message_id = self.store.add_message(
+            session.conversation_id, "user", new_text[:MAX_MESSAGE_CHARS], parent_id=session.parent_of(index)
+        )
+        session.replace_user(index, new_text[:MAX_MESSAGE_CHARS], message_id)
+        return session.chatbot_messages(), session
+
+    def new_conversation(self, session: ChatSession):
+        session.reset()
+        return [], session, "", ""
+
+    def model_info(self) -> str:
+        served = self.service.served
+        model = served.model
+        template = getattr(getattr(model, "template", None), "name", "?")
+        return (
+            f"**Model:** {model.display_name} · **version {served.version_id}** ({served.name}) · "
+            f"context {model.context_length} tokens · template `{template}`"
+        )
+
+    # -- layout --------------------------------------------------------------------------------------
+    def render(self) -> None:
+        session = gr.State(ChatSession())
+        with gr.Row():
+            with gr.Column(scale=3):
+                info = gr.Markdown(self.model_info(), elem_id="model-info")
+                chatbot = gr.Chatbot(
+                    label="Chat",
+                    elem_id="chatbot",
+                    height=520,
+                    editable="user",
+                    feedback_options=None,
+                    buttons=["copy"],
+                    placeholder="Ask anything. Replies stream in; every turn is saved for training.",
+                )
+                with gr.Row():
+                    textbox = gr.Textbox(
+                        placeholder="Type a message and press Enter",
+                        show_label=False,
+                        scale=5,
+                        elem_id="chat-input",
+                        max_length=MAX_MESSAGE_CHARS * 2,
+                    )
+                    send = gr.Button("Send", variant="primary", scale=1, elem_id="send-button")
+                    stop = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-button")
+                with gr.Row():
+                    new = gr.Button("New conversation", size="sm", elem_id="new-conversation")
+                stats = gr.Markdown("", elem_id="reply-stats")
+            with gr.Column(scale=1):
+                system_prompt = gr.Textbox(
+                    value=self.settings.system_prompt, lines=4, label="System prompt", elem_id="system-prompt"
+                )
+                with gr.Accordion("Sampling", open=False):
+                    controls = SamplingControls.render()
+
+        respond_inputs = [session, system_prompt, *controls.components]
+        respond_outputs = [chatbot, session, stats]
+        generate = dict(concurrency_limit=self.settings.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+
+        events = []
+        for trigger in (textbox.submit, send.click):
+            ev = trigger(
+                self.submit, [textbox, session, system_prompt], [textbox, chatbot, session], queue=True
+            )
+            events.append(ev.then(self.respond, respond_inputs, respond_outputs, **generate))
+        events.append(
+            chatbot.retry(self.retry, [session], [chatbot, session]).then(
+                self.respond, respond_inputs, respond_outputs, **generate
+            )
+        )
+        chatbot.undo(self.undo, [session], [chatbot, session, textbox])
+        events.append(
+            chatbot.edit(self.edit, [session], [chatbot, session]).then(
+                self.respond, respond_inputs, respond_outputs, **generate
+            )
+        )
+        stop.click(None, None, None, cancels=events)
+        new.click(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
+        chatbot.clear(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
+        self.components = {"chatbot": chatbot, "session": session, "info": info, "stats": stats}
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(p.get("text", "") for p in value if isinstance(p, dict))
+    if isinstance(value, dict):
+        return str(value.get("text", ""))
+    return ""

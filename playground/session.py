@@ -1,0 +1,98 @@
+"""Per-browser-session chat state and the pure logic behind the Chat tab's buttons.
+
+The session's ``turns`` are the source of truth; the Chatbot component only shows them. Every turn
+knows its database message id, so feedback, retries and edits can point at stored rows. Nothing here
+touches Gradio, the model or the database: it is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.base import ChatMessage
+
+
+@dataclass
+class Turn:
+    role: str  # "user" | "assistant"
+    content: str
+    message_id: int | None = None  # None while an assistant reply is still streaming
+    info: dict[str, Any] = field(default_factory=dict)  # version, timings, notices, trace
+
+
+@dataclass
+class ChatSession:
+    user_id: str = ""
+    conversation_id: str | None = None
+    turns: list[Turn] = field(default_factory=list)
+    # chatbot index -> turn index (extra display-only rows, e.g. a trace, map to None)
+    index_map: list[int | None] = field(default_factory=list)
+
+    # -- views ---------------------------------------------------------------------------------------
+    def chatbot_messages(self) -> list[dict[str, Any]]:
+        shown: list[dict[str, Any]] = []
+        self.index_map = []
+        for i, turn in enumerate(self.turns):
+            shown.append({"role": turn.role, "content": turn.content})
+            self.index_map.append(i)
+        return shown
+
+    def model_messages(self, system_prompt: str | None) -> list[ChatMessage]:
+        msgs: list[ChatMessage] = []
+        if system_prompt and system_prompt.strip():
+            msgs.append(ChatMessage(role="system", content=system_prompt.strip()))
+        msgs.extend(ChatMessage(role=t.role, content=t.content) for t in self.turns)
+        return msgs
+
+    # -- navigation ----------------------------------------------------------------------------------
+    def turn_index(self, chatbot_index: int | tuple[int, int] | list[int]) -> int | None:
+        if isinstance(chatbot_index, (tuple, list)):
+            chatbot_index = chatbot_index[0]
+        if not isinstance(chatbot_index, int) or not 0 <= chatbot_index < len(self.index_map):
+            return None
+        return self.index_map[chatbot_index]
+
+    @property
+    def last_message_id(self) -> int | None:
+        return self.turns[-1].message_id if self.turns else None
+
+    @property
+    def awaiting_reply(self) -> bool:
+        return bool(self.turns) and self.turns[-1].role == "user"
+
+    def parent_of(self, turn_index: int) -> int | None:
+        return self.turns[turn_index - 1].message_id if turn_index > 0 else None
+
+    # -- edits ---------------------------------------------------------------------------------------
+    def add_user(self, content: str, message_id: int) -> None:
+        self.turns.append(Turn("user", content, message_id))
+
+    def cut_for_retry(self, turn_index: int) -> bool:
+        """Keep turns up to the user message at or before ``turn_index``; True if a reply is due."""
+        while turn_index >= 0 and self.turns[turn_index].role != "user":
+            turn_index -= 1
+        if turn_index < 0:
+            return False
+        del self.turns[turn_index + 1 :]
+        return True
+
+    def undo(self, turn_index: int) -> str:
+        """Remove the user message at/before ``turn_index`` and everything after; return its text."""
+        while turn_index >= 0 and self.turns[turn_index].role != "user":
+            turn_index -= 1
+        if turn_index < 0:
+            return ""
+        text = self.turns[turn_index].content
+        del self.turns[turn_index:]
+        return text
+
+    def replace_user(self, turn_index: int, content: str, message_id: int) -> None:
+        """An edited user message becomes a new branch: later turns are dropped."""
+        del self.turns[turn_index:]
+        self.turns.append(Turn("user", content, message_id))
+
+    def reset(self) -> None:
+        self.conversation_id = None
+        self.turns = []
+        self.index_map = []

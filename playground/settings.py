@@ -1,0 +1,75 @@
+"""The one typed settings object, read from environment variables (PLAYGROUND_*) and CLI flags.
+
+``launch.py`` builds it once and passes it down; no module reads the environment or argv itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = "You are a knowledgeable assistant. Give short, correct answers."
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLAYGROUND_", extra="forbid", validate_default=True)
+
+    model: str | None = Field(
+        None,
+        description="GGUF file, Hugging Face directory or http(s) URL; default: the embedded SmolLM2-135M",
+    )
+    chat_template: str = Field(
+        "auto", description="auto (the model's own), chatml, vicuna_v1.1, or a .jinja file"
+    )
+    data_dir: Path = Field(Path("data"), description="where the database, adapters and logs live")
+    db: Path | None = Field(None, description="SQLite file; default DATA_DIR/playground.db")
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=0, le=65535)
+    share: bool = Field(False, description="create a public Gradio share link")
+    auth: list[str] = Field(default_factory=list, description="USER:PASS pairs")
+    auth_file: Path | None = Field(None, description="file with one USER:PASS per line")
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads per model instance")
+    concurrency: int = Field(2, ge=1, le=64, description="model instances = chats generated at once")
+    n_ctx: int = Field(4096, ge=256, le=131072, description="context window in tokens")
+    gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU (llama.cpp); -1 = all")
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    open_browser: bool = Field(True, description="open a browser tab on start")
+
+    @field_validator("auth")
+    @classmethod
+    def _check_auth(cls, pairs: list[str]) -> list[str]:
+        for pair in pairs:
+            user, sep, password = pair.partition(":")
+            if not sep or not user or not password:
+                raise ValueError("each --auth value must be USER:PASS with both parts non-empty")
+        return pairs
+
+    @property
+    def threads_per_instance(self) -> int:
+        """Default: share the cores among the instances so they never oversubscribe the CPU."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.concurrency)
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else self.data_dir / "playground.db"
+
+    def auth_pairs(self) -> list[tuple[str, str]]:
+        """All (user, password) pairs from --auth and --auth-file. Passwords are never logged."""
+        lines = list(self.auth)
+        if self.auth_file is not None:
+            try:
+                text = self.auth_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read auth file {self.auth_file}: {exc}") from exc
+            for number, raw in enumerate(text.splitlines(), 1):
+                line = raw.strip()
+                if not line or line.startswith("#"):
+                    continue
+                user, sep, password = line.partition(":")
+                if not sep or not user or not password:
+                    raise ValueError(f"{self.auth_file}:{number}: expected USER:PASS")
+                lines.append(line)
+        return [tuple(p.split(":", 1)) for p in lines]  # type: ignore[misc]

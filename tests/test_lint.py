@@ -1,0 +1,17 @@
+"""The code base stays ruff-clean (lint rules in pyproject.toml)."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def test_ruff_check_passes():
+    ruff = shutil.which("ruff") or str(ROOT / ".venv" / "bin" / "ruff")
+    if not shutil.which(ruff):
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    r = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
