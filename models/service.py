@@ -41,19 +41,35 @@ class ModelService:
     def version_id(self) -> int:
         return self._served.version_id
 
-    def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
+    def available_versions(self) -> list[tuple[int, str]]:
+        """(version id, name) of every version this service can generate with right now."""
+        served = self._served
+        return [(served.version_id, served.name)]
+
+    def _resolve(self, version_id: int | None) -> ServedVersion:
         served = self._served  # one read: the whole generation uses this version
+        if version_id is None or version_id == served.version_id:
+            return served
+        raise ValueError(f"version {version_id} is not loaded; available: {self.available_versions()}")
+
+    def stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, version_id: int | None = None
+    ) -> Generation:
+        """Start a generation on ``version_id`` (default: the deployed version)."""
+        served = self._resolve(version_id)
         generation = served.model.stream(messages, params)
         generation.version_id = served.version_id
         return generation
 
-    def generate(self, messages: Sequence[ChatMessage], params: SamplingParams) -> GenerationResult:
-        return self.stream(messages, params).wait()
+    def generate(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, version_id: int | None = None
+    ) -> GenerationResult:
+        return self.stream(messages, params, version_id=version_id).wait()
 
     def sample_n(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, n: int
+        self, messages: Sequence[ChatMessage], params: SamplingParams, n: int, *, version_id: int | None = None
     ) -> list[GenerationResult]:
-        served = self._served
+        served = self._resolve(version_id)
         results = served.model.sample_n(messages, params, n)
         for r in results:
             r.version_id = served.version_id
