@@ -143,6 +143,11 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+# Subcommands: name -> "module:function"; each function takes the remaining argv and returns an exit
+# code. Imported lazily so that `python launch.py` does not pay for the training stack.
+SUBCOMMANDS: dict[str, str] = {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
@@ -150,6 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        module_name, function_name = SUBCOMMANDS[argv[0]].split(":")
+        return getattr(importlib.import_module(module_name), function_name)(argv[1:])
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
     return serve(parse_settings(argv))
 
 

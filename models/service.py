@@ -67,7 +67,12 @@ class ModelService:
         return self.stream(messages, params, version_id=version_id).wait()
 
     def sample_n(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, n: int, *, version_id: int | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        n: int,
+        *,
+        version_id: int | None = None,
     ) -> list[GenerationResult]:
         served = self._resolve(version_id)
         results = served.model.sample_n(messages, params, n)
