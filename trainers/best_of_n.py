@@ -35,7 +35,9 @@ def select_best(
     return chosen
 
 
-def train_best_of_n(config: BestOfNConfig, prompts: Sequence[PromptExample]) -> TrainResult:
+def train_best_of_n(
+    config: BestOfNConfig, prompts: Sequence[PromptExample], callbacks: list | None = None
+) -> TrainResult:
     if len(prompts) < config.min_examples:
         raise TrainingDataError(f"{len(prompts)} prompts; best-of-n needs at least {config.min_examples}.")
     from trainers.evaluate import sample
@@ -60,7 +62,7 @@ def train_best_of_n(config: BestOfNConfig, prompts: Sequence[PromptExample]) -> 
     demos = [Demonstration(prompt=p.prompt, completion=text, user_id="best_of_n") for p, text, _ in best]
     if not demos:
         raise TrainingDataError("every sampled reply was empty; nothing to fine-tune on")
-    result = train_sft(replace(config, min_examples=1), demos, method="best_of_n")
+    result = train_sft(replace(config, min_examples=1), demos, method="best_of_n", callbacks=callbacks)
     flat = [v for row in scores for v in row]
     result.metrics.update(
         {

@@ -38,7 +38,9 @@ class DPOTrainConfig(CommonConfig):
     min_examples: int = 16
 
 
-def train_dpo(config: DPOTrainConfig, pairs: Sequence[PreferencePair]) -> TrainResult:
+def train_dpo(
+    config: DPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
+) -> TrainResult:
     if len(pairs) < config.min_examples:
         raise TrainingDataError(
             f"{len(pairs)} preference pairs; DPO needs at least {config.min_examples}. "
@@ -60,6 +62,7 @@ def train_dpo(config: DPOTrainConfig, pairs: Sequence[PreferencePair]) -> TrainR
             args=args,
             train_dataset=to_dataset(preference_rows(pairs)),
             processing_class=tokenizer,
+            callbacks=callbacks,
             peft_config=peft_config,
         )
         trainer.train()

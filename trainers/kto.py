@@ -45,7 +45,9 @@ def balanced_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float
     return 1.0, n_desirable / n_undesirable
 
 
-def train_kto(config: KTOTrainConfig, examples: Sequence[UnpairedExample]) -> TrainResult:
+def train_kto(
+    config: KTOTrainConfig, examples: Sequence[UnpairedExample], callbacks: list | None = None
+) -> TrainResult:
     n_good = sum(1 for e in examples if e.label)
     n_bad = len(examples) - n_good
     if len(examples) < config.min_examples or min(n_good, n_bad) < config.min_per_label:
@@ -71,6 +73,7 @@ def train_kto(config: KTOTrainConfig, examples: Sequence[UnpairedExample]) -> Tr
             args=args,
             train_dataset=to_dataset(unpaired_rows(examples)),
             processing_class=tokenizer,
+            callbacks=callbacks,
             peft_config=peft_config,
         )
         trainer.train()

@@ -88,6 +88,7 @@ def train_reward_model(
     config: RewardTrainConfig,
     pairs: Sequence[PreferencePair],
     heldout: Sequence[PreferencePair] = (),
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train a LoRA reward model; write the adapter (+ metrics.json) to ``config.output_dir``."""
     if len(pairs) < config.min_examples:
@@ -112,6 +113,7 @@ def train_reward_model(
             args=args,
             train_dataset=to_dataset(preference_rows(pairs, with_weight=True)),
             processing_class=tokenizer,
+            callbacks=callbacks,
             peft_config=config.lora_config("SEQ_CLS"),
         )
         trainer.train()

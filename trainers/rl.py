@@ -48,7 +48,9 @@ class RLTrainConfig(CommonConfig):
     min_examples: int = 4
 
 
-def train_rl(config: RLTrainConfig, prompts: Sequence[PromptExample]) -> TrainResult:
+def train_rl(
+    config: RLTrainConfig, prompts: Sequence[PromptExample], callbacks: list | None = None
+) -> TrainResult:
     if len(prompts) < config.min_examples:
         raise TrainingDataError(f"{len(prompts)} prompts; RL needs at least {config.min_examples}.")
     if not config.reward_adapter or not (Path(config.reward_adapter) / "adapter_config.json").exists():
@@ -85,6 +87,7 @@ def train_rl(config: RLTrainConfig, prompts: Sequence[PromptExample]) -> TrainRe
             args=args,
             train_dataset=to_dataset(prompt_rows(prompts)),
             processing_class=tokenizer,
+            callbacks=callbacks,
             peft_config=peft_config,
         )
         trainer.train()

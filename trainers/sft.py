@@ -31,7 +31,10 @@ class SFTTrainConfig(CommonConfig):
 
 
 def train_sft(
-    config: SFTTrainConfig, demonstrations: Sequence[Demonstration], method: str = "sft"
+    config: SFTTrainConfig,
+    demonstrations: Sequence[Demonstration],
+    method: str = "sft",
+    callbacks: list | None = None,
 ) -> TrainResult:
     if len(demonstrations) < config.min_examples:
         raise TrainingDataError(
@@ -49,6 +52,7 @@ def train_sft(
             args=args,
             train_dataset=to_dataset(sft_rows(demonstrations)),
             processing_class=tokenizer,
+            callbacks=callbacks,
             peft_config=peft_config,
         )
         trainer.train()
