@@ -145,13 +145,20 @@ def pairwise_win_matrix(battles: Sequence[Battle]) -> tuple[list[str], np.ndarra
         return players, np.where(count > 0, score / np.where(count > 0, count, 1), np.nan)
 
 
-def _encode(battles: Sequence[Battle]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def _encode(battles: Sequence[Battle]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Players, and the distinct (a, b, outcome) rows with their summed weights: the likelihood only
+    depends on those, so fits run on a few rows however many battles there are (FastChat's trick).
+    ``inverse`` maps each battle to its row, for re-weighting in the bootstrap."""
     players = sorted({p for b in battles for p in (b.a, b.b)})
     index = {p: i for i, p in enumerate(players)}
-    pairs = np.array([(index[b.a], index[b.b]) for b in battles], dtype=np.int64).reshape(-1, 2)
-    outcomes = np.array([{"a": 1.0, "b": 0.0, "tie": 0.5}[b.outcome] for b in battles])
-    weights = np.array([b.weight for b in battles], dtype=float)
-    return players, pairs, outcomes, weights
+    code = {"a": 2, "tie": 1, "b": 0}
+    rows = np.array([(index[b.a], index[b.b], code[b.outcome]) for b in battles], dtype=np.int64).reshape(
+        -1, 3
+    )
+    unique, inverse = np.unique(rows, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    battle_weights = np.array([b.weight for b in battles], dtype=float)
+    return players, unique, inverse, battle_weights, unique[:, 2] / 2.0
 
 
 def _fit(
@@ -196,8 +203,9 @@ def bradley_terry(
     _check(battles)
     if not battles:
         return {}
-    players, pairs, outcomes, weights = _encode(battles)
-    theta = _fit(len(players), pairs, outcomes, weights, l2)
+    players, rows, inverse, battle_weights, outcomes = _encode(battles)
+    weights = np.bincount(inverse, battle_weights, len(rows))
+    theta = _fit(len(players), rows[:, :2], outcomes, weights, l2)
     return dict(zip(players, _to_elo(theta, scale, base, offset).tolist(), strict=True))
 
 
@@ -229,16 +237,24 @@ def bootstrap_bradley_terry(
         return []
     if rounds < 1:
         raise ValueError("rounds must be at least 1")
-    players, pairs, outcomes, weights = _encode(battles)
-    point = _to_elo(_fit(len(players), pairs, outcomes, weights, l2), scale, base, offset)
+    players, rows, inverse, battle_weights, outcomes = _encode(battles)
+    pairs = rows[:, :2]
+
+    def fit(per_battle: np.ndarray) -> np.ndarray:
+        weights = np.bincount(inverse, per_battle, len(rows))
+        keep = weights > 0
+        return _to_elo(
+            _fit(len(players), pairs[keep], outcomes[keep], weights[keep], l2), scale, base, offset
+        )
+
+    point = fit(battle_weights)
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(len(battles), np.full(len(battles), 1 / len(battles)), size=rounds)
-    samples = np.array(
-        [_to_elo(_fit(len(players), pairs, outcomes, weights * c, l2), scale, base, offset) for c in counts]
-    )
+    samples = np.array([fit(battle_weights * c) for c in counts])
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
-    played = np.bincount(pairs.ravel(), np.repeat(weights, 2), len(players))
+    totals = np.bincount(inverse, battle_weights, len(rows))
+    played = np.bincount(pairs.ravel(), np.repeat(totals, 2), len(players))
     rows = [
         (players[i], float(point[i]), float(low[i]), float(high[i]), float(played[i]))
         for i in range(len(players))
