@@ -31,7 +31,10 @@ class Summary:
 
     @property
     def empty(self) -> bool:
-        return not any(self.totals.get(k) for k in ("feedback", "demonstrations", "comparisons", "rankings"))
+        return not any(
+            self.totals.get(k)
+            for k in ("feedback", "demonstrations", "comparisons", "rankings", "imported_pairs")
+        )
 
 
 def version_labels(store: FeedbackStore) -> dict[int, str]:

@@ -187,19 +187,19 @@ class FeedbackPanel:
         value = {"up": 1, "down": -1}.get(thumbs or "")
         reasons = (reasons_down if value == -1 else reasons_up if value == 1 else []) or []
         try:
-            saved = fb.record_feedback(
-                self.store,
-                message_id,
-                user,
-                thumbs=value,
-                reasons=reasons,
-                score=int(score) if score not in (None, "") else None,
-                flags=flags or [],
-                note=note or None,
-            )
-            demo = (
-                fb.add_demonstration(self.store, message_id, user, better) if (better or "").strip() else None
-            )
+            with self.store.write():  # one transaction: a refused better answer saves nothing
+                saved = fb.record_feedback(
+                    self.store,
+                    message_id,
+                    user,
+                    thumbs=value,
+                    reasons=reasons,
+                    score=int(score) if score not in (None, "") else None,
+                    flags=flags or [],
+                    note=note or None,
+                )
+                better = (better or "").strip()
+                demo = fb.add_demonstration(self.store, message_id, user, better) if better else None
         except StoreError as exc:
             gr.Warning(str(exc))
             return message_id, f"Not saved: {exc}"
