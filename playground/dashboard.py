@@ -32,8 +32,13 @@ def activity_figure(activity: dict[str, list[tuple[str, int]]]) -> Figure | None
         return None
     fig = Figure(figsize=(7, 3), layout="constrained")
     ax = fig.subplots()
-    for kind, series in activity.items():
-        ax.plot([d for d, _ in series], [c for _, c in series], marker="o", label=kind)
+    days = [d for d, _ in next(iter(activity.values()))]
+    bottom = [0] * len(days)
+    for kind, series in activity.items():  # stacked: every kind stays visible on a one-day history
+        counts = [c for _, c in series]
+        ax.bar(days, counts, bottom=bottom, label=kind)
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("Feedback per day")
     ax.set_ylabel("events")
     ax.legend(fontsize="small")
@@ -148,16 +153,14 @@ class DashboardTab:
             activity = gr.Plot(label="Activity", elem_id="dashboard-activity")
             thumbs = gr.Plot(label="Thumbs up", elem_id="dashboard-thumbs")
         with gr.Row():
-            with gr.Column():
-                versions_plot = gr.Plot(label="Leaderboard: model versions")
-                versions_table = gr.Dataframe(
-                    headers=BOARD_COLUMNS, interactive=False, elem_id="board-versions"
-                )
-            with gr.Column():
-                presets_plot = gr.Plot(label="Leaderboard: presets")
-                presets_table = gr.Dataframe(
-                    headers=BOARD_COLUMNS, interactive=False, elem_id="board-presets"
-                )
+            versions_plot = gr.Plot(label="Leaderboard: model versions")
+            presets_plot = gr.Plot(label="Leaderboard: presets")
+        versions_table = gr.Dataframe(
+            headers=BOARD_COLUMNS, interactive=False, label="Model versions", elem_id="board-versions"
+        )
+        presets_table = gr.Dataframe(
+            headers=BOARD_COLUMNS, interactive=False, label="Presets", elem_id="board-presets"
+        )
         with gr.Accordion("Export the data", open=False):
             gr.Markdown(
                 "TRL formats: **preferences** (prompt / chosen / rejected: DPO, reward model), **KTO** "

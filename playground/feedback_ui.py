@@ -39,7 +39,7 @@ answer becomes a training example: write what you wish the model had said.
 QUICK_REASONS = ("incorrect", "not_helpful", "too_long", "ignored_instructions", "refused", "unsafe")
 FEEDBACK_OPTIONS = ("Like", "Dislike", *(fb.DOWN_REASONS[k] for k in QUICK_REASONS))
 _REASON_BY_LABEL = {fb.DOWN_REASONS[k]: k for k in QUICK_REASONS}
-THUMBS_CHOICES = [("👍 Good", "up"), ("👎 Bad", "down")]
+THUMBS_CHOICES = [("Good", "up"), ("Bad", "down")]
 SCORE_CHOICES = [(str(i), i) for i in range(1, 8)]
 WAIT_FOR_REPLY = "Wait for the reply to finish, then rate it."
 
