@@ -131,6 +131,18 @@ class Ranking:
 
 
 # -- validation ----------------------------------------------------------------------------------------
+def _one(db, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+    """The first row as a dict. Plain ``sqlite3`` on purpose: sqlite-utils' ``query()`` wraps every
+    statement in a savepoint, which doubled the cost of a feedback write (benchmarks/store.py)."""
+    cursor = db.conn.execute(sql, params)
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    keys = [d[0] for d in cursor.description]
+    cursor.fetchall()  # finish the statement (an INSERT ... RETURNING completes only when drained)
+    return dict(zip(keys, row, strict=True))
+
+
 def _check_user(user_id: str) -> str:
     if not isinstance(user_id, str) or not user_id.strip():
         raise StoreError("user_id must be a non-empty string (the login name or the anonymous session id)")
@@ -157,7 +169,7 @@ def _assistant_rows(db, message_ids: Sequence[int]) -> dict[int, dict[str, Any]]
     for mid in message_ids:
         if isinstance(mid, bool) or not isinstance(mid, int):
             raise StoreError(f"message ids are integers, got {mid!r}")
-        row = next(db.query("SELECT * FROM messages WHERE id = ?", [mid]), None)
+        row = _one(db, "SELECT * FROM messages WHERE id = ?", [mid])
         if row is None:
             raise StoreError(f"No message {mid}.")
         if row["role"] != "assistant":
@@ -202,10 +214,7 @@ def record_feedback(
             raise StoreError(f"the note has {len(note):,} characters; at most {MAX_NOTE_CHARS:,}")
     with store.write() as db:
         _assistant_rows(db, [message_id])
-        row = next(
-            db.query("SELECT * FROM feedback WHERE message_id = ? AND user_id = ?", [message_id, user_id]),
-            None,
-        )
+        row = _one(db, "SELECT * FROM feedback WHERE message_id = ? AND user_id = ?", [message_id, user_id])
         old = Feedback.from_row(row) if row else None
         new_thumbs = (old.thumbs if old else None) if thumbs is KEEP else thumbs
         allowed = _reasons_for(new_thumbs)
@@ -241,24 +250,20 @@ def record_feedback(
             now,
             now,
         ]
-        stored = next(
-            db.query(
-                "INSERT INTO feedback (message_id, user_id, thumbs, reasons, score, flags, note, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(message_id, user_id) DO UPDATE SET thumbs = excluded.thumbs, "
-                "reasons = excluded.reasons, score = excluded.score, flags = excluded.flags, "
-                "note = excluded.note, updated_at = excluded.updated_at RETURNING *",
-                values,
-            )
+        stored = _one(
+            db,
+            "INSERT INTO feedback (message_id, user_id, thumbs, reasons, score, flags, note, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(message_id, user_id) DO UPDATE SET thumbs = excluded.thumbs, "
+            "reasons = excluded.reasons, score = excluded.score, flags = excluded.flags, "
+            "note = excluded.note, updated_at = excluded.updated_at RETURNING *",
+            values,
         )
     return Feedback.from_row(stored)
 
 
 def get_feedback(store: FeedbackStore, message_id: int, user_id: str) -> Feedback | None:
-    row = next(
-        store.db.query("SELECT * FROM feedback WHERE message_id = ? AND user_id = ?", [message_id, user_id]),
-        None,
-    )
+    row = _one(store.db, "SELECT * FROM feedback WHERE message_id = ? AND user_id = ?", [message_id, user_id])
     return None if row is None else Feedback.from_row(row)
 
 
@@ -286,31 +291,24 @@ def add_demonstration(store: FeedbackStore, message_id: int, user_id: str, conte
         if reply["content"].strip() == content:
             raise StoreError("the better answer is the same as the reply; change it first")
         now = utc_now()
-        row = next(
-            db.query(
-                "INSERT INTO demonstrations (message_id, user_id, content, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(message_id, user_id) DO UPDATE SET "
-                "content = excluded.content, updated_at = excluded.updated_at "
-                "WHERE content <> excluded.content RETURNING *",
-                [message_id, user_id, content, now, now],
-            ),
-            None,
+        row = _one(
+            db,
+            "INSERT INTO demonstrations (message_id, user_id, content, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(message_id, user_id) DO UPDATE SET "
+            "content = excluded.content, updated_at = excluded.updated_at "
+            "WHERE content <> excluded.content RETURNING *",
+            [message_id, user_id, content, now, now],
         )
         if row is None:  # the same text again: the row is unchanged
-            row = next(
-                db.query(
-                    "SELECT * FROM demonstrations WHERE message_id = ? AND user_id = ?", [message_id, user_id]
-                )
+            row = _one(
+                db, "SELECT * FROM demonstrations WHERE message_id = ? AND user_id = ?", [message_id, user_id]
             )
     return DemonstrationRow(**row)
 
 
 def get_demonstration(store: FeedbackStore, message_id: int, user_id: str) -> DemonstrationRow | None:
-    row = next(
-        store.db.query(
-            "SELECT * FROM demonstrations WHERE message_id = ? AND user_id = ?", [message_id, user_id]
-        ),
-        None,
+    row = _one(
+        store.db, "SELECT * FROM demonstrations WHERE message_id = ? AND user_id = ?", [message_id, user_id]
     )
     return None if row is None else DemonstrationRow(**row)
 
@@ -360,34 +358,33 @@ def record_comparison(
         if differed is None:
             differed = what_differed(rows[message_a], rows[message_b])
         now = utc_now()
-        row = next(
-            db.query(
-                "INSERT INTO comparisons (message_a, message_b, user_id, vote, mode, label_a, label_b, "
-                "anonymous, differed, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(message_a, message_b, user_id) DO UPDATE SET vote = excluded.vote, "
-                "mode = excluded.mode, label_a = excluded.label_a, label_b = excluded.label_b, "
-                "anonymous = excluded.anonymous, differed = excluded.differed, "
-                "updated_at = excluded.updated_at RETURNING *",
-                [
-                    message_a,
-                    message_b,
-                    user_id,
-                    vote,
-                    mode,
-                    label_a,
-                    label_b,
-                    int(bool(anonymous)),
-                    json.dumps(differed, sort_keys=True, default=str),
-                    now,
-                    now,
-                ],
-            )
+        row = _one(
+            db,
+            "INSERT INTO comparisons (message_a, message_b, user_id, vote, mode, label_a, label_b, "
+            "anonymous, differed, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(message_a, message_b, user_id) DO UPDATE SET vote = excluded.vote, "
+            "mode = excluded.mode, label_a = excluded.label_a, label_b = excluded.label_b, "
+            "anonymous = excluded.anonymous, differed = excluded.differed, "
+            "updated_at = excluded.updated_at RETURNING *",
+            [
+                message_a,
+                message_b,
+                user_id,
+                vote,
+                mode,
+                label_a,
+                label_b,
+                int(bool(anonymous)),
+                json.dumps(differed, sort_keys=True, default=str),
+                now,
+                now,
+            ],
         )
     return Comparison.from_row(row)
 
 
 def get_comparison(store: FeedbackStore, comparison_id: int) -> Comparison:
-    row = next(store.db.query("SELECT * FROM comparisons WHERE id = ?", [comparison_id]), None)
+    row = _one(store.db, "SELECT * FROM comparisons WHERE id = ?", [comparison_id])
     if row is None:
         raise StoreError(f"No comparison {comparison_id}.")
     return Comparison.from_row(row)
@@ -414,13 +411,12 @@ def record_ranking(store: FeedbackStore, message_ids_best_first: Sequence[int], 
             raise StoreError("all ranked replies must answer the same prompt (same parent message)")
         item_key = ",".join(str(m) for m in sorted(ids))
         now = utc_now()
-        row = next(
-            db.query(
-                "INSERT INTO rankings (user_id, prompt_message_id, k, item_key, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(item_key, user_id) DO UPDATE SET "
-                "updated_at = excluded.updated_at RETURNING *",
-                [user_id, parents.pop(), len(ids), item_key, now, now],
-            )
+        row = _one(
+            db,
+            "INSERT INTO rankings (user_id, prompt_message_id, k, item_key, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(item_key, user_id) DO UPDATE SET "
+            "updated_at = excluded.updated_at RETURNING *",
+            [user_id, parents.pop(), len(ids), item_key, now, now],
         )
         db.execute("DELETE FROM ranking_items WHERE ranking_id = ?", [row["id"]])
         db.conn.executemany(
@@ -433,7 +429,7 @@ def record_ranking(store: FeedbackStore, message_ids_best_first: Sequence[int], 
 
 
 def get_ranking(store: FeedbackStore, ranking_id: int) -> Ranking:
-    row = next(store.db.query("SELECT * FROM rankings WHERE id = ?", [ranking_id]), None)
+    row = _one(store.db, "SELECT * FROM rankings WHERE id = ?", [ranking_id])
     if row is None:
         raise StoreError(f"No ranking {ranking_id}.")
     ids = [
