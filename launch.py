@@ -145,7 +145,10 @@ def serve(settings: Settings) -> int:
 
 # Subcommands: name -> "module:function"; each function takes the remaining argv and returns an exit
 # code. Imported lazily so that `python launch.py` does not pay for the training stack.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "export": "feedback_store.cli:export_main",
+    "import": "feedback_store.cli:import_main",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

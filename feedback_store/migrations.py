@@ -82,3 +82,91 @@ _M001 = [
     "CREATE INDEX idx_messages_parent ON messages(parent_id)",
     "CREATE INDEX idx_messages_version ON messages(model_version_id, created_at)",
 ]
+
+
+@MIGRATIONS()
+def m_feedback_001(db: sqlite_utils.Database) -> None:
+    for statement in _M_FEEDBACK_001:
+        db.execute(statement)
+
+
+# Feedback on stored replies (feedback_store/feedback.py writes these, feedback_store/datasets.py reads
+# them). Every row is keyed so that a repeated or double-fired UI event updates it instead of adding one.
+_M_FEEDBACK_001 = [
+    # One row per (reply, user): thumbs, reasons, the InstructGPT 1-7 score and flags, a note.
+    """
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL,
+        thumbs INTEGER CHECK (thumbs IN (-1, 1)),
+        reasons TEXT NOT NULL DEFAULT '[]',
+        score INTEGER CHECK (score BETWEEN 1 AND 7),
+        flags TEXT NOT NULL DEFAULT '[]',
+        note TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (message_id, user_id)
+    )
+    """,
+    "CREATE INDEX idx_feedback_updated ON feedback(updated_at)",
+    # A user's own better answer to a stored reply: an SFT demonstration and a preference pair.
+    """
+    CREATE TABLE demonstrations (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (message_id, user_id)
+    )
+    """,
+    "CREATE INDEX idx_demonstrations_updated ON demonstrations(updated_at)",
+    # A vote between two replies to the same prompt (Compare tab, or an imported chosen/rejected pair).
+    """
+    CREATE TABLE comparisons (
+        id INTEGER PRIMARY KEY,
+        message_a INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        message_b INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL,
+        vote TEXT NOT NULL CHECK (vote IN ('a', 'b', 'tie', 'both_bad')),
+        mode TEXT NOT NULL,
+        label_a TEXT,
+        label_b TEXT,
+        anonymous INTEGER NOT NULL DEFAULT 1 CHECK (anonymous IN (0, 1)),
+        differed TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        CHECK (message_a <> message_b),
+        UNIQUE (message_a, message_b, user_id)
+    )
+    """,
+    "CREATE INDEX idx_comparisons_updated ON comparisons(updated_at)",
+    "CREATE INDEX idx_comparisons_b ON comparisons(message_b)",
+    # K replies to one prompt ordered best to worst; item_key (the sorted message ids) makes ranking the
+    # same replies again an update, not a second ranking.
+    """
+    CREATE TABLE rankings (
+        id INTEGER PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        prompt_message_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+        k INTEGER NOT NULL CHECK (k BETWEEN 2 AND 9),
+        item_key TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (item_key, user_id)
+    )
+    """,
+    "CREATE INDEX idx_rankings_updated ON rankings(updated_at)",
+    """
+    CREATE TABLE ranking_items (
+        ranking_id INTEGER NOT NULL REFERENCES rankings(id) ON DELETE CASCADE,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL CHECK (position >= 1),
+        PRIMARY KEY (ranking_id, position),
+        UNIQUE (ranking_id, message_id)
+    )
+    """,
+    "CREATE INDEX idx_ranking_items_message ON ranking_items(message_id)",
+]

@@ -11,6 +11,10 @@ import gradio as gr
 from feedback_store.store import FeedbackStore
 from models.service import ModelService
 from playground.chat import ChatTab
+from playground.compare import CompareTab
+from playground.dashboard import DashboardTab
+from playground.feedback_ui import register_api as register_feedback_api
+from playground.rank import RankTab
 from playground.settings import Settings
 
 TITLE = "RLHF Playground"
@@ -33,6 +37,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 ChatTab(ctx.settings, ctx.store, ctx.service).render()
+            with gr.Tab("Compare", id="compare"):
+                CompareTab(ctx.settings, ctx.store, ctx.service).render()
+            with gr.Tab("Rank", id="rank"):
+                RankTab(ctx.settings, ctx.store, ctx.service).render()
+            with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
+                DashboardTab(ctx.store).render(dashboard_tab)
+        register_feedback_api(ctx.store)
     # The generating events share the "generate" concurrency id (one slot per model instance);
     # everything else (storing a message, feedback) may run many at once.
     demo.queue(default_concurrency_limit=16, max_size=256)

@@ -245,6 +245,8 @@ class ChatTab:
 
     # -- layout --------------------------------------------------------------------------------------
     def render(self) -> None:
+        from playground.feedback_ui import FEEDBACK_OPTIONS, FeedbackPanel  # it imports user_id_for
+
         session = gr.State(ChatSession())
         with gr.Row():
             with gr.Column(scale=3):
@@ -254,7 +256,7 @@ class ChatTab:
                     elem_id="chatbot",
                     height=520,
                     editable="user",
-                    feedback_options=None,
+                    feedback_options=FEEDBACK_OPTIONS,
                     buttons=["copy"],
                     placeholder="Ask anything. Replies stream in; every turn is saved for training.",
                 )
@@ -303,6 +305,7 @@ class ChatTab:
         new.click(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
         chatbot.clear(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
         self.components = {"chatbot": chatbot, "session": session, "info": info, "stats": stats}
+        FeedbackPanel(self.store).render(chatbot, session, replies=events)
 
 
 def _text_of(value: Any) -> str:

@@ -1,0 +1,411 @@
+"""The one read API trainers use: stored feedback turned into training examples.
+
+- ``preference_pairs``: chosen/rejected pairs from A/B votes, expanded rankings (weight 1/C(K,2) each),
+  better answers (the user's text over the model's) and imported datasets. Ties and "both bad" votes
+  carry no preference and are left out (the Dashboard's ratings count ties as half wins).
+- ``unpaired_feedback``: (prompt, completion, label) from thumbs, for KTO.
+- ``demonstrations``: (prompt, completion) from better answers, for SFT.
+- ``prompts``: the user prompts in context, for online RL (RLOO / GRPO) and best-of-n.
+
+Every example carries its prompt in conversational form: the system prompt of the conversation, then
+every message from the root of the conversation tree down to the user message answered (branches from
+retries and edits are followed through ``parent_id``, so siblings never leak in). ``to_trl()`` gives
+TRL's conversational dataset formats; the exports in ``feedback_store.exports`` are thin writers over
+these functions. Filters: ``since`` (ISO-8601, compared with the row's last update), ``user_id``, and
+``version_id`` (the model version that wrote the reply; for a pair, either reply).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from feedback_store.feedback import pair_weight
+from feedback_store.stats import ranking_pairs
+from feedback_store.store import FeedbackStore, StoreError
+
+PAIR_SOURCES = ("comparison", "ranking", "better_answer", "import")
+PROMPT_SOURCES = ("ui", "compare", "rank", "import")
+Message = dict[str, str]
+
+
+def normalize_since(since: str | datetime | None) -> str | None:
+    """An ISO-8601 time (naive means UTC) in the stored timestamp format, so text comparison works."""
+    if since is None or since == "":
+        return None
+    if isinstance(since, str):
+        try:
+            since = datetime.fromisoformat(since.strip())
+        except ValueError as exc:
+            raise StoreError(
+                f"since must be an ISO-8601 time like 2026-11-05 or 2026-11-05T14:00, got {since!r}"
+            ) from exc
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return since.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _assistant(text: str) -> list[Message]:
+    return [{"role": "assistant", "content": text}]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: list[Message]  # conversational context, system prompt first, ending with the user message
+    chosen: str
+    rejected: str
+    source: str  # comparison | ranking | better_answer | import
+    user_id: str
+    created_at: str
+    updated_at: str
+    weight: float = 1.0  # 1/C(K,2) for a ranking's pairs, else 1
+    chosen_message_id: int | None = None  # None: the user's own answer
+    rejected_message_id: int | None = None
+    chosen_version_id: int | None = None  # None: written by a person or imported
+    rejected_version_id: int | None = None
+    chosen_preset_id: str | None = None
+    rejected_preset_id: str | None = None
+    comparison_id: int | None = None
+    ranking_id: int | None = None
+    demonstration_id: int | None = None
+
+    def to_trl(self) -> dict[str, Any]:
+        """TRL's conversational preference format (explicit prompt)."""
+        return {
+            "prompt": self.prompt,
+            "chosen": _assistant(self.chosen),
+            "rejected": _assistant(self.rejected),
+        }
+
+
+@dataclass(frozen=True)
+class UnpairedExample:
+    prompt: list[Message]
+    completion: str
+    label: bool  # thumbs up
+    message_id: int
+    user_id: str
+    version_id: int | None
+    preset_id: str | None
+    reasons: tuple[str, ...]
+    score: int | None
+    flags: tuple[str, ...]
+    created_at: str
+    updated_at: str
+
+    def to_trl(self) -> dict[str, Any]:
+        """TRL's conversational unpaired preference format (KTO)."""
+        return {"prompt": self.prompt, "completion": _assistant(self.completion), "label": self.label}
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    prompt: list[Message]
+    completion: str  # the user's answer
+    improves_message_id: int
+    replaced: str  # the model's reply it improves on
+    user_id: str
+    version_id: int | None  # the version that wrote the replaced reply
+    demonstration_id: int
+    created_at: str
+    updated_at: str
+
+    def to_trl(self) -> dict[str, Any]:
+        """TRL's conversational prompt-completion format (SFT trains on the completion only)."""
+        return {"prompt": self.prompt, "completion": _assistant(self.completion)}
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    prompt: list[Message]
+    message_id: int
+    conversation_id: str
+    source: str  # the conversation's source: ui | compare | rank | import | ...
+    user_id: str
+    created_at: str
+
+    def to_trl(self) -> dict[str, Any]:
+        return {"prompt": self.prompt}
+
+
+class _Contexts:
+    """Conversation contexts by the id of the message they end with, cached for one read."""
+
+    def __init__(self, db):
+        self.db = db
+        self._cache: dict[int, list[Message]] = {}
+
+    def ending_with(self, message_id: int) -> list[Message]:
+        if message_id not in self._cache:
+            rows = list(
+                self.db.query(
+                    "WITH RECURSIVE chain(id, parent_id, role, content, conversation_id, depth) AS ("
+                    " SELECT id, parent_id, role, content, conversation_id, 0 FROM messages WHERE id = ?"
+                    " UNION ALL SELECT m.id, m.parent_id, m.role, m.content, m.conversation_id, chain.depth + 1"
+                    " FROM messages m JOIN chain ON m.id = chain.parent_id)"
+                    " SELECT role, content, conversation_id FROM chain ORDER BY depth DESC",
+                    [message_id],
+                )
+            )
+            messages: list[Message] = []
+            if rows:
+                conv = next(
+                    self.db.query(
+                        "SELECT system_prompt FROM conversations WHERE id = ?", [rows[0]["conversation_id"]]
+                    ),
+                    None,
+                )
+                if conv and conv["system_prompt"]:
+                    messages.append({"role": "system", "content": conv["system_prompt"]})
+            messages.extend({"role": r["role"], "content": r["content"]} for r in rows)
+            self._cache[message_id] = messages
+        return [dict(m) for m in self._cache[message_id]]
+
+
+def _where(since: str | None, user_id: str | None, table: str) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    if since is not None:
+        clauses.append(f"{table}.updated_at >= ?")
+        args.append(since)
+    if user_id is not None:
+        clauses.append(f"{table}.user_id = ?")
+        args.append(user_id)
+    return (" AND " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _check_sources(sources: Sequence[str], known: Sequence[str]) -> set[str]:
+    if isinstance(sources, str):
+        sources = [sources]
+    unknown = set(sources) - set(known)
+    if unknown:
+        raise StoreError(f"unknown sources {sorted(unknown)}; choose from {list(known)}")
+    return set(sources)
+
+
+def preference_pairs(
+    store: FeedbackStore,
+    *,
+    since: str | datetime | None = None,
+    version_id: int | None = None,
+    user_id: str | None = None,
+    sources: Sequence[str] = PAIR_SOURCES,
+) -> list[PreferencePair]:
+    """Every stored preference as a (prompt, chosen, rejected) pair, oldest update first.
+
+    Pairs whose chosen text is empty or equal to the rejected text are skipped (nothing to learn).
+    """
+    wanted = _check_sources(sources, PAIR_SOURCES)
+    since = normalize_since(since)
+    db = store.db
+    ctx = _Contexts(db)
+    pairs: list[PreferencePair] = []
+    msg_cols = "{p}.content AS {p}_content, {p}.model_version_id AS {p}_version, {p}.preset_id AS {p}_preset, {p}.parent_id AS {p}_parent"
+
+    if wanted & {"comparison", "import"}:
+        where, args = _where(since, user_id, "c")
+        query = (
+            f"SELECT c.*, {msg_cols.format(p='ma')}, {msg_cols.format(p='mb')} FROM comparisons c "  # noqa: S608 (our own WHERE fragments; values are bound)
+            "JOIN messages ma ON ma.id = c.message_a JOIN messages mb ON mb.id = c.message_b "
+            f"WHERE c.vote IN ('a', 'b'){where} ORDER BY c.updated_at, c.id"
+        )
+        for r in db.query(query, args):
+            source = "import" if r["mode"] == "import" else "comparison"
+            if source not in wanted:
+                continue
+            win, lose = ("ma", "mb") if r["vote"] == "a" else ("mb", "ma")
+            pairs.append(
+                PreferencePair(
+                    prompt=ctx.ending_with(r["ma_parent"]) if r["ma_parent"] else [],
+                    chosen=r[f"{win}_content"],
+                    rejected=r[f"{lose}_content"],
+                    source=source,
+                    user_id=r["user_id"],
+                    created_at=r["created_at"],
+                    updated_at=r["updated_at"],
+                    chosen_message_id=r["message_a" if win == "ma" else "message_b"],
+                    rejected_message_id=r["message_b" if win == "ma" else "message_a"],
+                    chosen_version_id=r[f"{win}_version"],
+                    rejected_version_id=r[f"{lose}_version"],
+                    chosen_preset_id=r[f"{win}_preset"],
+                    rejected_preset_id=r[f"{lose}_preset"],
+                    comparison_id=r["id"],
+                )
+            )
+
+    if "ranking" in wanted:
+        where, args = _where(since, user_id, "r")
+        items: dict[int, list[dict[str, Any]]] = {}
+        rankings: dict[int, dict[str, Any]] = {}
+        query = (
+            "SELECT r.id AS ranking_id, r.user_id, r.created_at, r.updated_at, r.prompt_message_id, r.k, "  # noqa: S608 (our own WHERE fragments; values are bound)
+            "i.position, m.id AS message_id, m.content, m.model_version_id, m.preset_id "
+            "FROM rankings r JOIN ranking_items i ON i.ranking_id = r.id JOIN messages m ON m.id = i.message_id "
+            f"WHERE 1 = 1{where} ORDER BY r.updated_at, r.id, i.position"
+        )
+        for r in db.query(query, args):
+            rankings.setdefault(r["ranking_id"], r)
+            items.setdefault(r["ranking_id"], []).append(r)
+        for rid, head in rankings.items():
+            ordered = items[rid]
+            weight = pair_weight(len(ordered))
+            prompt = ctx.ending_with(head["prompt_message_id"]) if head["prompt_message_id"] else []
+            for i, j in ranking_pairs(range(len(ordered))):
+                better, worse = ordered[i], ordered[j]
+                pairs.append(
+                    PreferencePair(
+                        prompt=[dict(m) for m in prompt],
+                        chosen=better["content"],
+                        rejected=worse["content"],
+                        source="ranking",
+                        user_id=head["user_id"],
+                        created_at=head["created_at"],
+                        updated_at=head["updated_at"],
+                        weight=weight,
+                        chosen_message_id=better["message_id"],
+                        rejected_message_id=worse["message_id"],
+                        chosen_version_id=better["model_version_id"],
+                        rejected_version_id=worse["model_version_id"],
+                        chosen_preset_id=better["preset_id"],
+                        rejected_preset_id=worse["preset_id"],
+                        ranking_id=rid,
+                    )
+                )
+
+    if "better_answer" in wanted:
+        for d in demonstrations(store, since=since, user_id=user_id):
+            reply = store.get_message(d.improves_message_id)
+            pairs.append(
+                PreferencePair(
+                    prompt=d.prompt,
+                    chosen=d.completion,
+                    rejected=d.replaced,
+                    source="better_answer",
+                    user_id=d.user_id,
+                    created_at=d.created_at,
+                    updated_at=d.updated_at,
+                    rejected_message_id=d.improves_message_id,
+                    rejected_version_id=d.version_id,
+                    rejected_preset_id=reply.preset_id,
+                    demonstration_id=d.demonstration_id,
+                )
+            )
+
+    if version_id is not None:
+        pairs = [p for p in pairs if version_id in (p.chosen_version_id, p.rejected_version_id)]
+    pairs = [p for p in pairs if p.chosen.strip() and p.chosen != p.rejected]
+    return sorted(pairs, key=lambda p: (p.updated_at, PAIR_SOURCES.index(p.source)))
+
+
+def unpaired_feedback(
+    store: FeedbackStore,
+    *,
+    since: str | datetime | None = None,
+    version_id: int | None = None,
+    user_id: str | None = None,
+) -> list[UnpairedExample]:
+    """Every reply with a thumbs up (label True) or down (False), one example per (reply, user)."""
+    since = normalize_since(since)
+    where, args = _where(since, user_id, "f")
+    if version_id is not None:
+        where += " AND m.model_version_id = ?"
+        args.append(version_id)
+    ctx = _Contexts(store.db)
+    out = []
+    query = (
+        "SELECT f.*, m.content, m.parent_id, m.model_version_id, m.preset_id FROM feedback f "  # noqa: S608 (our own WHERE fragments; values are bound)
+        f"JOIN messages m ON m.id = f.message_id WHERE f.thumbs IS NOT NULL{where} ORDER BY f.updated_at, f.id"
+    )
+    for r in store.db.query(query, args):
+        out.append(
+            UnpairedExample(
+                prompt=ctx.ending_with(r["parent_id"]) if r["parent_id"] else [],
+                completion=r["content"],
+                label=r["thumbs"] == 1,
+                message_id=r["message_id"],
+                user_id=r["user_id"],
+                version_id=r["model_version_id"],
+                preset_id=r["preset_id"],
+                reasons=tuple(json.loads(r["reasons"])),
+                score=r["score"],
+                flags=tuple(json.loads(r["flags"])),
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+            )
+        )
+    return out
+
+
+def demonstrations(
+    store: FeedbackStore,
+    *,
+    since: str | datetime | None = None,
+    version_id: int | None = None,
+    user_id: str | None = None,
+) -> list[Demonstration]:
+    """Every better answer a user wrote, with the prompt it answers and the reply it replaces."""
+    since = normalize_since(since)
+    where, args = _where(since, user_id, "d")
+    if version_id is not None:
+        where += " AND m.model_version_id = ?"
+        args.append(version_id)
+    ctx = _Contexts(store.db)
+    query = (
+        "SELECT d.*, m.content AS replaced, m.parent_id, m.model_version_id FROM demonstrations d "  # noqa: S608 (our own WHERE fragments; values are bound)
+        f"JOIN messages m ON m.id = d.message_id WHERE 1 = 1{where} ORDER BY d.updated_at, d.id"
+    )
+    return [
+        Demonstration(
+            prompt=ctx.ending_with(r["parent_id"]) if r["parent_id"] else [],
+            completion=r["content"],
+            improves_message_id=r["message_id"],
+            replaced=r["replaced"],
+            user_id=r["user_id"],
+            version_id=r["model_version_id"],
+            demonstration_id=r["id"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+        )
+        for r in store.db.query(query, args)
+    ]
+
+
+def prompts(
+    store: FeedbackStore,
+    *,
+    since: str | datetime | None = None,
+    user_id: str | None = None,
+    sources: Sequence[str] = PROMPT_SOURCES,
+    unique: bool = True,
+) -> list[PromptRecord]:
+    """User messages in their conversational context (oldest first); ``unique`` keeps the first of
+    identical contexts (the same question asked in many conversations is one prompt)."""
+    wanted = sorted(_check_sources(sources, PROMPT_SOURCES))
+    since = normalize_since(since)
+    clauses, args = [f"c.source IN ({', '.join('?' for _ in wanted)})"], list(wanted)
+    if since is not None:
+        clauses.append("m.created_at >= ?")
+        args.append(since)
+    if user_id is not None:
+        clauses.append("c.user_id = ?")
+        args.append(user_id)
+    ctx = _Contexts(store.db)
+    seen: set[str] = set()
+    out = []
+    query = (
+        "SELECT m.id, m.conversation_id, m.created_at, c.source, c.user_id FROM messages m "  # noqa: S608 (our own WHERE fragments; values are bound)
+        f"JOIN conversations c ON c.id = m.conversation_id WHERE m.role = 'user' AND {' AND '.join(clauses)} "
+        "ORDER BY m.created_at, m.id"
+    )
+    for r in store.db.query(query, args):
+        prompt = ctx.ending_with(r["id"])
+        key = json.dumps(prompt, sort_keys=True)
+        if unique and key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            PromptRecord(prompt, r["id"], r["conversation_id"], r["source"], r["user_id"], r["created_at"])
+        )
+    return out

@@ -1,0 +1,78 @@
+"""Exports of the feedback database as JSONL files, thin writers over ``feedback_store.datasets``:
+
+- ``preferences``: TRL conversational preference format, one line {"prompt", "chosen", "rejected"}
+- ``kto``: TRL conversational unpaired format from thumbs, {"prompt", "completion", "label"}
+- ``sft``: TRL conversational prompt-completion format from better answers, {"prompt", "completion"}
+- ``raw``: every row of every table, one line {"table": NAME, "row": {...}} (a full dump: no filters)
+
+A file is written to a temporary name and renamed when complete, so a failed export never leaves a
+truncated file where a good one is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from feedback_store import datasets
+from feedback_store.store import FeedbackStore, StoreError
+
+FORMATS = ("preferences", "kto", "sft", "raw")
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def raw_rows(store: FeedbackStore) -> Iterable[dict[str, Any]]:
+    """Every row of every table of the store (internal SQLite/migration tables excluded)."""
+    db = store.db
+    for table in sorted(db.table_names()):
+        if table.startswith(("_", "sqlite_")):
+            continue
+        for row in db.query(f"SELECT * FROM [{table}] ORDER BY rowid"):  # noqa: S608 (a table name from the schema)
+            yield {"table": table, "row": row}
+
+
+def export(
+    store: FeedbackStore,
+    fmt: str,
+    out: str | Path,
+    *,
+    since: str | datetime | None = None,
+    version_id: int | None = None,
+    user_id: str | None = None,
+) -> int:
+    """Write the ``fmt`` export to ``out``; returns the number of lines written."""
+    filters = {"since": since, "version_id": version_id, "user_id": user_id}
+    if fmt == "preferences":
+        rows: Iterable[dict[str, Any]] = (p.to_trl() for p in datasets.preference_pairs(store, **filters))
+    elif fmt == "kto":
+        rows = (e.to_trl() for e in datasets.unpaired_feedback(store, **filters))
+    elif fmt == "sft":
+        rows = (d.to_trl() for d in datasets.demonstrations(store, **filters))
+    elif fmt == "raw":
+        if any(v is not None for v in filters.values()):
+            raise StoreError("the raw export is a full dump: it takes no --since/--version/--user filter")
+        rows = raw_rows(store)
+    else:
+        raise StoreError(f"unknown export format {fmt!r}; choose from {FORMATS}")
+    return _write_jsonl(Path(out), rows)

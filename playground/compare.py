@@ -1,0 +1,342 @@
+"""The Compare tab: one prompt, two replies streamed side by side, and a vote (A better, B better, tie,
+both bad) stored as a pairwise preference with both replies, what differed and who voted.
+
+Anonymous by default, as in Chatbot Arena: the sides are shuffled and shown as "Model A" / "Model B";
+the names appear after the vote. A *mode* says where the two replies come from; each side is a
+``Contestant``: a label and a function that starts a streamed reply. Adding a mode is a few lines:
+
+    CompareMode("presets", "Two presets", make_pair=..., choices=lambda: [(p.name, p.id) for p in ...])
+
+where ``make_pair(choice_a, choice_b, params)`` returns two Contestants whose ``start(messages)``
+returns a ``models.base.Generation`` (and whose ``preset_id`` is stored with the reply).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import gradio as gr
+
+from feedback_store import feedback as fb
+from feedback_store.store import FeedbackStore, StoreError
+from models.base import ChatMessage, Generation, GenerationError, SamplingParams
+from models.service import ModelService
+from playground.chat import (
+    GENERATE_CONCURRENCY_ID,
+    MAX_MESSAGE_CHARS,
+    SamplingControls,
+    turn_record,
+    user_id_for,
+)
+from playground.feedback_ui import render_guidance
+from playground.settings import Settings
+from playground.streams import Interleaved, finish
+
+VOTE_TEXT = {
+    "a": "Model A is better",
+    "b": "Model B is better",
+    "tie": "It's a tie",
+    "both_bad": "Both are bad",
+}
+
+
+@dataclass(frozen=True)
+class Contestant:
+    """One side of a comparison."""
+
+    label: str  # shown after the vote (at once when not anonymous) and stored with the vote
+    start: Callable[[Sequence[ChatMessage]], Generation]
+    preset_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CompareMode:
+    key: str  # stored as comparisons.mode
+    title: str
+    make_pair: Callable[[str | None, str | None, SamplingParams], tuple[Contestant, Contestant]]
+    choices: Callable[[], list[tuple[str, str]]] = lambda: []  # what A and B can be ([] = nothing to pick)
+    unavailable: Callable[[], str | None] = lambda: None  # why the mode cannot run now
+
+
+def samples_mode(service: ModelService) -> CompareMode:
+    """Two samples of the deployed version with different seeds."""
+
+    def make_pair(_a: str | None, _b: str | None, params: SamplingParams) -> tuple[Contestant, Contestant]:
+        if params.greedy:
+            raise ValueError("Two samples at temperature 0 are the same reply: raise the temperature.")
+        seed = params.with_seed().seed or 0
+        name = service.served.name
+
+        def side(s: int) -> Contestant:
+            p = replace(params, seed=s)
+            return Contestant(f"{name} · seed {s}", lambda messages: service.stream(messages, p))
+
+        return side(seed), side((seed + 1) % 2**32)
+
+    return CompareMode("samples", "Two samples", make_pair)
+
+
+def versions_mode(service: ModelService) -> CompareMode:
+    """Two model versions, same seed (so only the model differs)."""
+
+    def choices() -> list[tuple[str, str]]:
+        return [(f"v{vid} {name}", str(vid)) for vid, name in service.available_versions()]
+
+    def unavailable() -> str | None:
+        if len(service.available_versions()) < 2:
+            return "Only one model version can be served right now: train a new version to compare versions."
+        return None
+
+    def make_pair(a: str | None, b: str | None, params: SamplingParams) -> tuple[Contestant, Contestant]:
+        names = {value: label for label, value in choices()}
+        if a not in names or b not in names:
+            raise ValueError("Pick a version for A and for B.")
+        if a == b:
+            raise ValueError("Pick two different versions.")
+        p = params.with_seed()
+
+        def side(value: str) -> Contestant:
+            return Contestant(
+                names[value], lambda messages: service.stream(messages, p, version_id=int(value))
+            )
+
+        return side(a), side(b)
+
+    return CompareMode("versions", "Two model versions", make_pair, choices, unavailable)
+
+
+@dataclass
+class CompareRound:
+    """One prompt and its two stored replies, waiting for (or having) a vote."""
+
+    message_a: int
+    message_b: int
+    label_a: str
+    label_b: str
+    mode: str
+    anonymous: bool
+    vote: str | None = None
+
+
+class CompareTab:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeedbackStore,
+        service: ModelService,
+        modes: Sequence[CompareMode] | None = None,
+    ):
+        self.settings = settings
+        self.store = store
+        self.service = service
+        found = list(modes) if modes is not None else [samples_mode(service), versions_mode(service)]
+        self.modes = {m.key: m for m in found}
+
+    # -- handlers ------------------------------------------------------------------------------------
+    def on_mode(self, key: str):
+        mode = self.modes[key]
+        choices = mode.choices()
+        why = mode.unavailable()
+        pick = bool(choices)
+        a = gr.update(choices=choices, value=choices[0][1] if choices else None, visible=pick)
+        b = gr.update(choices=choices, value=choices[1][1] if len(choices) > 1 else None, visible=pick)
+        return a, b, f"⚠️ {why}" if why else "", gr.update(interactive=why is None)
+
+    @staticmethod
+    def _votes(enabled: bool) -> list:
+        return [gr.update(interactive=enabled) for _ in VOTE_TEXT]
+
+    def run(
+        self,
+        prompt,
+        key,
+        pick_a,
+        pick_b,
+        anonymous,
+        system_prompt,
+        temperature,
+        top_p,
+        top_k,
+        max_new_tokens,
+        repetition_penalty,
+        seed,
+        stop,
+        request: gr.Request,
+    ):
+        """Stream two replies side by side (a generator), store them, then enable the vote.
+
+        The sampling controls come one by one: Gradio passes the request only to named parameters."""
+        sampling = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop)
+        keep = (gr.update(), gr.update(), gr.update(), gr.update(), *self._votes(False))
+        prompt = (prompt or "").replace("\x00", "").strip()[:MAX_MESSAGE_CHARS]
+        mode = self.modes.get(key)
+        try:
+            if not prompt:
+                raise ValueError("Type a prompt first.")
+            if mode is None:
+                raise ValueError(f"Unknown mode {key!r}.")
+            if why := mode.unavailable():
+                raise ValueError(why)
+            params = SamplingControls.to_params(*sampling)
+            a, b = mode.make_pair(pick_a, pick_b, params)
+        except (ValueError, TypeError) as exc:
+            gr.Warning(str(exc))
+            yield keep
+            return
+        if anonymous and random.random() < 0.5:  # noqa: S311 (a coin flip for the display, not security)
+            a, b = b, a
+        user = user_id_for(request)
+        conv = self.store.create_conversation(user, source="compare", system_prompt=system_prompt or None)
+        prompt_id = self.store.add_message(conv, "user", prompt)
+        messages: list[ChatMessage] = []
+        if system_prompt and system_prompt.strip():
+            messages.append(ChatMessage(role="system", content=system_prompt.strip()))
+        messages.append(ChatMessage(role="user", content=prompt))
+        labels = ("Model A", "Model B") if anonymous else (a.label, b.label)
+        generations: list[Generation] = []
+        try:
+            for side in (a, b):
+                generations.append(side.start(messages))
+        except (ValueError, GenerationError) as exc:
+            for g in generations:
+                g.cancel()
+            gr.Warning(str(exc))
+            yield keep
+            return
+
+        texts = ["", ""]
+
+        def view(result: str, state, votes_on: bool):
+            shown = [
+                gr.update(
+                    value=[{"role": "user", "content": prompt}, {"role": "assistant", "content": t}],
+                    label=label,
+                )
+                for t, label in zip(texts, labels, strict=True)
+            ]
+            return (*shown, state, result, *self._votes(votes_on))
+
+        yield view("Generating both replies…", None, False)
+        merged = Interleaved(generations)
+        closed = True
+        try:
+            for index, chunk in merged:
+                texts[index] += chunk
+                yield view("Generating both replies…", None, False)
+            closed = False
+        finally:
+            results = finish(generations, merged)
+            ids = [
+                None
+                if r is None
+                else self.store.add_assistant_message(
+                    conv, prompt_id, turn_record(r, preset_id=side.preset_id)
+                )
+                for r, side in zip(results, (a, b), strict=True)
+            ]
+        if closed:
+            return
+        if None in ids:
+            yield view("One of the replies failed, so there is nothing to vote on. Try again.", None, False)
+            return
+        texts[:] = [r.text for r in results]
+        state = CompareRound(ids[0], ids[1], a.label, b.label, mode.key, bool(anonymous))
+        # The vote opens in a follow-up step (open_vote): Gradio re-sends a generator's last update
+        # when it completes, which would wipe a vote's result if one could be cast before that.
+        yield view("Both replies are in.", state, False)
+
+    def open_vote(self, state: CompareRound | None):
+        if state is None or state.vote is not None:
+            return gr.update(), *[gr.update() for _ in VOTE_TEXT]
+        return "**Which reply is better?** Vote below.", *self._votes(True)
+
+    def _vote(self, state: CompareRound | None, vote: str, request: gr.Request):
+        if state is None:
+            gr.Warning("Run a comparison first.")
+            return state, gr.update(), gr.update(), gr.update()
+        try:
+            fb.record_comparison(
+                self.store,
+                state.message_a,
+                state.message_b,
+                user_id_for(request),
+                vote,
+                mode=state.mode,
+                label_a=state.label_a,
+                label_b=state.label_b,
+                anonymous=state.anonymous,
+            )
+        except StoreError as exc:
+            gr.Warning(str(exc))
+            return state, gr.update(), gr.update(), gr.update()
+        state.vote = vote
+        result = (
+            f"**Thanks: {VOTE_TEXT[vote]}.** Model A was **{state.label_a}**, "
+            f"Model B was **{state.label_b}**. (Click another vote to change it.)"
+        )
+        return state, result, gr.update(label=f"A: {state.label_a}"), gr.update(label=f"B: {state.label_b}")
+
+    def vote_a(self, state, request: gr.Request):
+        return self._vote(state, "a", request)
+
+    def vote_b(self, state, request: gr.Request):
+        return self._vote(state, "b", request)
+
+    def vote_tie(self, state, request: gr.Request):
+        return self._vote(state, "tie", request)
+
+    def vote_both_bad(self, state, request: gr.Request):
+        return self._vote(state, "both_bad", request)
+
+    # -- layout --------------------------------------------------------------------------------------
+    def render(self) -> None:
+        state = gr.State(None)
+        render_guidance()
+        first = next(iter(self.modes))
+        with gr.Row():
+            mode = gr.Radio(
+                [(m.title, m.key) for m in self.modes.values()],
+                value=first,
+                label="Compare",
+                elem_id="compare-mode",
+            )
+            anonymous = gr.Checkbox(
+                True, label="Anonymous (names shown after the vote)", elem_id="compare-anonymous"
+            )
+        with gr.Row():
+            pick_a = gr.Dropdown(label="A", visible=False, elem_id="compare-pick-a")
+            pick_b = gr.Dropdown(label="B", visible=False, elem_id="compare-pick-b")
+        mode_note = gr.Markdown("", elem_id="compare-mode-note")
+        with gr.Accordion("System prompt and sampling", open=False):
+            system_prompt = gr.Textbox(value=self.settings.system_prompt, lines=2, label="System prompt")
+            controls = SamplingControls.render()
+        with gr.Row():
+            prompt = gr.Textbox(
+                placeholder="One prompt, two replies", show_label=False, scale=5, elem_id="compare-input"
+            )
+            go = gr.Button("Compare", variant="primary", scale=1, elem_id="compare-go")
+        with gr.Row(equal_height=True):
+            chat_a = gr.Chatbot(label="Model A", height=360, elem_id="compare-a", feedback_options=None)
+            chat_b = gr.Chatbot(label="Model B", height=360, elem_id="compare-b", feedback_options=None)
+        with gr.Row():
+            buttons = {
+                "a": gr.Button("👈 A is better", interactive=False, elem_id="vote-a"),
+                "b": gr.Button("👉 B is better", interactive=False, elem_id="vote-b"),
+                "tie": gr.Button("🤝 Tie", interactive=False, elem_id="vote-tie"),
+                "both_bad": gr.Button("👎 Both are bad", interactive=False, elem_id="vote-both-bad"),
+            }
+        result = gr.Markdown("", elem_id="compare-result")
+
+        mode.change(self.on_mode, [mode], [pick_a, pick_b, mode_note, go])
+        run_inputs = [prompt, mode, pick_a, pick_b, anonymous, system_prompt, *controls.components]
+        run_outputs = [chat_a, chat_b, state, result, *buttons.values()]
+        generate = dict(concurrency_limit=self.settings.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+        for trigger in (go.click, prompt.submit):
+            trigger(self.run, run_inputs, run_outputs, **generate).then(
+                self.open_vote, [state], [result, *buttons.values()]
+            )
+        handlers = {"a": self.vote_a, "b": self.vote_b, "tie": self.vote_tie, "both_bad": self.vote_both_bad}
+        for key, button in buttons.items():
+            button.click(handlers[key], [state], [state, result, chat_a, chat_b])

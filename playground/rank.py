@@ -1,0 +1,222 @@
+"""The Rank tab: K replies (K = 2..9, default 4) sampled for one prompt and streamed together; the user
+gives each a rank with a dropdown (Gradio has no ranking widget that reports its order, see FACTS.md),
+the ranks are checked server-side (each used once) and the ordering is stored as a ranking, which
+the store expands into the K*(K-1)/2 pairs of the InstructGPT reward-model loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import gradio as gr
+
+from feedback_store import feedback as fb
+from feedback_store.store import FeedbackStore, StoreError
+from models.base import ChatMessage, Generation, GenerationError, SamplingParams
+from models.service import ModelService
+from playground.chat import (
+    GENERATE_CONCURRENCY_ID,
+    MAX_MESSAGE_CHARS,
+    SamplingControls,
+    turn_record,
+    user_id_for,
+)
+from playground.feedback_ui import render_guidance
+from playground.settings import Settings
+from playground.streams import Interleaved, finish
+
+MAX_K = fb.MAX_RANKED
+DEFAULT_K = 4
+
+
+@dataclass
+class RankRound:
+    message_ids: list[int]  # in display order
+
+
+def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> list[int]:
+    """Display-ordered ranks ("1" = best) -> message ids best first; ValueError says what to fix."""
+    k = len(message_ids)
+    chosen = [None if r in (None, "") else int(r) for r in ranks[:k]]
+    missing = [i + 1 for i, r in enumerate(chosen) if r is None]
+    if missing:
+        raise ValueError(f"Give every reply a rank (missing: reply {', '.join(map(str, missing))}).")
+    for r in set(chosen):
+        users = [i + 1 for i, x in enumerate(chosen) if x == r]
+        if len(users) > 1:
+            raise ValueError(f"Rank {r} is used by replies {' and '.join(map(str, users))}: each rank once.")
+    if sorted(chosen) != list(range(1, k + 1)):
+        raise ValueError(f"Use the ranks 1 to {k}.")
+    return [m for _, m in sorted(zip(chosen, message_ids, strict=True))]
+
+
+class RankTab:
+    def __init__(self, settings: Settings, store: FeedbackStore, service: ModelService):
+        self.settings = settings
+        self.store = store
+        self.service = service
+
+    def _sampling(self, sampling) -> SamplingParams:
+        params = SamplingControls.to_params(*sampling)
+        if params.greedy:
+            raise ValueError("At temperature 0 every sample is the same reply: raise the temperature.")
+        return params.with_seed()
+
+    def run(
+        self,
+        prompt,
+        k,
+        system_prompt,
+        temperature,
+        top_p,
+        top_k,
+        max_new_tokens,
+        repetition_penalty,
+        seed,
+        stop,
+        request: gr.Request,
+    ):
+        """Stream K replies (a generator), store them, then show the rank pickers."""
+        sampling = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop)
+        n_out = 2 * MAX_K + 3  # MAX_K texts, MAX_K rank pickers, state, status, the save button
+        keep = tuple(gr.update() for _ in range(n_out))
+        prompt = (prompt or "").replace("\x00", "").strip()[:MAX_MESSAGE_CHARS]
+        try:
+            if not prompt:
+                raise ValueError("Type a prompt first.")
+            k = int(k)
+            if not 2 <= k <= MAX_K:
+                raise ValueError(f"K must be between 2 and {MAX_K}.")
+            params = self._sampling(sampling)
+        except (ValueError, TypeError) as exc:
+            gr.Warning(str(exc))
+            yield keep
+            return
+        user = user_id_for(request)
+        conv = self.store.create_conversation(user, source="rank", system_prompt=system_prompt or None)
+        prompt_id = self.store.add_message(conv, "user", prompt)
+        messages: list[ChatMessage] = []
+        if system_prompt and system_prompt.strip():
+            messages.append(ChatMessage(role="system", content=system_prompt.strip()))
+        messages.append(ChatMessage(role="user", content=prompt))
+        seeds = [((params.seed or 0) + i) % 2**32 for i in range(k)]
+        generations: list[Generation] = []
+        try:
+            for s in seeds:
+                generations.append(self.service.stream(messages, replace(params, seed=s)))
+        except (ValueError, GenerationError) as exc:
+            for g in generations:
+                g.cancel()
+            gr.Warning(str(exc))
+            yield keep
+            return
+        texts = [""] * k
+
+        def view(status: str, state, reset: bool = False):
+            boxes = [
+                gr.update(value=texts[i] if i < k else "", visible=i < k, label=f"Reply {i + 1}")
+                for i in range(MAX_K)
+            ]
+            picker = {"value": None, "choices": [str(r) for r in range(1, k + 1)]} if reset else {}
+            pickers = [gr.update(visible=i < k, interactive=False, **picker) for i in range(MAX_K)]
+            return (*boxes, *pickers, state, status, gr.update(interactive=False))
+
+        yield view(f"Sampling {k} replies…", None, reset=True)
+        merged = Interleaved(generations)
+        closed = True
+        try:
+            for index, chunk in merged:
+                texts[index] += chunk
+                yield view(f"Sampling {k} replies…", None)
+            closed = False
+        finally:
+            results = finish(generations, merged)
+            ids = [
+                None if r is None else self.store.add_assistant_message(conv, prompt_id, turn_record(r))
+                for r in results
+            ]
+        if closed:
+            return
+        if None in ids:
+            yield view("A reply failed, so this set cannot be ranked. Try again.", None)
+            return
+        texts[:] = [r.text for r in results]
+        # The pickers open in a follow-up step (open_ranking): Gradio re-sends a generator's last
+        # update when it completes, which must not reach ranks the user already picked.
+        yield view("All replies are in.", RankRound(list(ids)))
+
+    @staticmethod
+    def open_ranking(state: RankRound | None):
+        if state is None:
+            return *[gr.update() for _ in range(MAX_K)], gr.update(), gr.update()
+        k = len(state.message_ids)
+        return (
+            *[gr.update(interactive=i < k) for i in range(MAX_K)],
+            gr.update(interactive=True),
+            f"Rank the {k} replies: 1 = best, {k} = worst, each rank once; then save.",
+        )
+
+    def save(self, state: RankRound | None, r1, r2, r3, r4, r5, r6, r7, r8, r9, request: gr.Request):
+        ranks = [r1, r2, r3, r4, r5, r6, r7, r8, r9]  # one per slot (Gradio passes inputs positionally)
+        if state is None:
+            gr.Warning("Sample some replies first.")
+            return "Nothing saved."
+        try:
+            order = order_from_ranks(list(ranks), state.message_ids)
+            ranking = fb.record_ranking(self.store, order, user_id_for(request))
+        except (ValueError, StoreError) as exc:
+            gr.Warning(str(exc))
+            return f"Not saved: {exc}"
+        pairs = ranking.k * (ranking.k - 1) // 2
+        return f"Ranking saved ({ranking.k} replies, {pairs} preference pairs). Change ranks and save again to fix it."
+
+    # -- layout --------------------------------------------------------------------------------------
+    def render(self) -> None:
+        state = gr.State(None)
+        render_guidance()
+        with gr.Row():
+            prompt = gr.Textbox(
+                placeholder="One prompt, K replies to rank", show_label=False, scale=5, elem_id="rank-input"
+            )
+            k = gr.Slider(2, MAX_K, value=DEFAULT_K, step=1, label="K replies", scale=1, elem_id="rank-k")
+            go = gr.Button("Sample", variant="primary", scale=1, elem_id="rank-go")
+        with gr.Accordion("System prompt and sampling", open=False):
+            system_prompt = gr.Textbox(value=self.settings.system_prompt, lines=2, label="System prompt")
+            controls = SamplingControls.render(SamplingParams(temperature=0.9))
+        status = gr.Markdown("", elem_id="rank-status")
+        boxes, pickers = [], []
+        for i in range(MAX_K):
+            with gr.Row(equal_height=True):
+                boxes.append(
+                    gr.Textbox(
+                        label=f"Reply {i + 1}",
+                        lines=3,
+                        max_lines=12,
+                        interactive=False,
+                        visible=False,
+                        scale=6,
+                        elem_id=f"rank-reply-{i}",
+                    )
+                )
+                pickers.append(
+                    gr.Dropdown(
+                        choices=[],
+                        label="Rank",
+                        visible=False,
+                        scale=1,
+                        min_width=80,
+                        elem_id=f"rank-pos-{i}",
+                    )
+                )
+        save = gr.Button("Save ranking", variant="primary", interactive=False, elem_id="rank-save")
+        saved = gr.Markdown("", elem_id="rank-saved")
+
+        generate = dict(concurrency_limit=self.settings.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+        for trigger in (go.click, prompt.submit):
+            trigger(
+                self.run,
+                [prompt, k, system_prompt, *controls.components],
+                [*boxes, *pickers, state, status, save],
+                **generate,
+            ).then(lambda: "", None, saved).then(self.open_ranking, [state], [*pickers, save, status])
+        save.click(self.save, [state, *pickers], saved)
