@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from trainers.common import TrainingDataError, TrainResult, load_policy, write_metrics
-from trainers.data import Demonstration, PromptExample
+from trainers.data import Demonstration, PromptRecord
 from trainers.sft import SFTTrainConfig, train_sft
 
 
@@ -23,8 +23,8 @@ class BestOfNConfig(SFTTrainConfig):
 
 
 def select_best(
-    prompts: Sequence[PromptExample], samples: Sequence[Sequence[str]], scores: Sequence[Sequence[float]]
-) -> list[tuple[PromptExample, str, float]]:
+    prompts: Sequence[PromptRecord], samples: Sequence[Sequence[str]], scores: Sequence[Sequence[float]]
+) -> list[tuple[PromptRecord, str, float]]:
     """The highest-scoring non-empty sample of each prompt (pure; ties keep the first)."""
     chosen = []
     for prompt, texts, values in zip(prompts, samples, scores, strict=True):
@@ -36,7 +36,7 @@ def select_best(
 
 
 def train_best_of_n(
-    config: BestOfNConfig, prompts: Sequence[PromptExample], callbacks: list | None = None
+    config: BestOfNConfig, prompts: Sequence[PromptRecord], callbacks: list | None = None
 ) -> TrainResult:
     if len(prompts) < config.min_examples:
         raise TrainingDataError(f"{len(prompts)} prompts; best-of-n needs at least {config.min_examples}.")

@@ -10,57 +10,15 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
+
+# The records come from the store's read API; trainers add no record types of their own.
+from feedback_store.datasets import Demonstration, PreferencePair, PromptRecord, UnpairedExample
 
 Messages = list[dict[str, str]]
 
 
-@dataclass(frozen=True)
-class PreferencePair:
-    """``chosen`` was preferred over ``rejected`` as a reply to ``prompt`` (a message list ending with the user)."""
-
-    prompt: Messages
-    chosen: str
-    rejected: str
-    weight: float = 1.0  # rankings: 1 / C(K, 2) per pair, so a ranking weighs like one comparison
-    source: str = ""  # "vote" | "ranking" | "better_answer" | "import" | ...
-    user_id: str = ""
-    created_at: str = ""
-    group: str | None = None  # pairs expanded from one ranking share a group
-
-
-@dataclass(frozen=True)
-class UnpairedExample:
-    """A reply with a thumbs label (KTO)."""
-
-    prompt: Messages
-    completion: str
-    label: bool
-    user_id: str = ""
-    created_at: str = ""
-
-
-@dataclass(frozen=True)
-class Demonstration:
-    """A reply a person wrote or chose as good (SFT)."""
-
-    prompt: Messages
-    completion: str
-    user_id: str = ""
-    created_at: str = ""
-
-
-@dataclass(frozen=True)
-class PromptExample:
-    """A prompt for online RL and best-of-n sampling."""
-
-    prompt: Messages
-    user_id: str = ""
-    created_at: str = ""
-
-
-Example = TypeVar("Example", PreferencePair, UnpairedExample, Demonstration, PromptExample)
+Example = TypeVar("Example", PreferencePair, UnpairedExample, Demonstration, PromptRecord)
 
 
 def prompt_key(prompt: Sequence[dict[str, str]]) -> str:
@@ -145,38 +103,18 @@ def filter_items(
 
 
 # -- TRL dataset formats (conversational) --------------------------------------------------------------
-def _assistant(text: str) -> Messages:
-    return [{"role": "assistant", "content": text}]
-
-
 def preference_rows(pairs: Sequence[PreferencePair], with_weight: bool = False) -> list[dict[str, Any]]:
     rows = []
     for p in pairs:
-        row: dict[str, Any] = {
-            "prompt": list(p.prompt),
-            "chosen": _assistant(p.chosen),
-            "rejected": _assistant(p.rejected),
-        }
+        row = p.to_trl()
         if with_weight:
             row["weight"] = float(p.weight)
         rows.append(row)
     return rows
 
 
-def unpaired_rows(items: Sequence[UnpairedExample]) -> list[dict[str, Any]]:
-    return [
-        {"prompt": list(x.prompt), "completion": _assistant(x.completion), "label": bool(x.label)}
-        for x in items
-    ]
-
-
-def sft_rows(items: Sequence[Demonstration]) -> list[dict[str, Any]]:
-    # prompt/completion form: TRL computes the loss on the completion only.
-    return [{"prompt": list(x.prompt), "completion": _assistant(x.completion)} for x in items]
-
-
-def prompt_rows(items: Sequence[PromptExample]) -> list[dict[str, Any]]:
-    return [{"prompt": list(x.prompt)} for x in items]
+def trl_rows(items: Sequence[UnpairedExample | Demonstration | PromptRecord]) -> list[dict[str, Any]]:
+    return [item.to_trl() for item in items]
 
 
 def to_dataset(rows: list[dict[str, Any]]):

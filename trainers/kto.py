@@ -24,7 +24,7 @@ from trainers.common import (
     save_adapter,
     write_metrics,
 )
-from trainers.data import UnpairedExample, to_dataset, unpaired_rows
+from trainers.data import UnpairedExample, to_dataset, trl_rows
 
 
 @dataclass
@@ -71,7 +71,7 @@ def train_kto(
         trainer = KTOTrainer(
             model=model,
             args=args,
-            train_dataset=to_dataset(unpaired_rows(examples)),
+            train_dataset=to_dataset(trl_rows(examples)),
             processing_class=tokenizer,
             callbacks=callbacks,
             peft_config=peft_config,

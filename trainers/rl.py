@@ -28,7 +28,7 @@ from trainers.common import (
     save_adapter,
     write_metrics,
 )
-from trainers.data import PromptExample, prompt_rows, to_dataset
+from trainers.data import PromptRecord, to_dataset, trl_rows
 
 
 @dataclass
@@ -49,7 +49,7 @@ class RLTrainConfig(CommonConfig):
 
 
 def train_rl(
-    config: RLTrainConfig, prompts: Sequence[PromptExample], callbacks: list | None = None
+    config: RLTrainConfig, prompts: Sequence[PromptRecord], callbacks: list | None = None
 ) -> TrainResult:
     if len(prompts) < config.min_examples:
         raise TrainingDataError(f"{len(prompts)} prompts; RL needs at least {config.min_examples}.")
@@ -85,7 +85,7 @@ def train_rl(
             model=model,
             reward_funcs=[reward_model],
             args=args,
-            train_dataset=to_dataset(prompt_rows(prompts)),
+            train_dataset=to_dataset(trl_rows(prompts)),
             processing_class=tokenizer,
             callbacks=callbacks,
             peft_config=peft_config,

@@ -20,7 +20,7 @@ from trainers.common import (
     save_adapter,
     write_metrics,
 )
-from trainers.data import Demonstration, sft_rows, to_dataset
+from trainers.data import Demonstration, to_dataset, trl_rows
 
 
 @dataclass
@@ -50,7 +50,7 @@ def train_sft(
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=to_dataset(sft_rows(demonstrations)),
+            train_dataset=to_dataset(trl_rows(demonstrations)),
             processing_class=tokenizer,
             callbacks=callbacks,
             peft_config=peft_config,

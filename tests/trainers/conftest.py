@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from trainers.data import PreferencePair, PromptExample, UnpairedExample
+from trainers.data import PreferencePair, PromptRecord, UnpairedExample
 
 TOPICS = [
     "the weather",
@@ -70,8 +70,8 @@ def synthetic_unpaired(n: int, seed: int = 0) -> list[UnpairedExample]:
     return out
 
 
-def synthetic_prompts(n: int) -> list[PromptExample]:
-    return [PromptExample(prompt=p.prompt) for p in synthetic_pairs(n, seed=1)]
+def synthetic_prompts(n: int) -> list[PromptRecord]:
+    return [PromptRecord(prompt=p.prompt) for p in synthetic_pairs(n, seed=1)]
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from tests.trainers.conftest import synthetic_pairs
 from trainers.best_of_n import select_best
 from trainers.data import (
     PreferencePair,
-    PromptExample,
+    PromptRecord,
     cap_per_user,
     dedupe,
     filter_items,
@@ -62,8 +62,8 @@ def test_filters_and_rows():
 
 def test_select_best_and_kto_weights():
     prompts = [
-        PromptExample([{"role": "user", "content": "a"}]),
-        PromptExample([{"role": "user", "content": "b"}]),
+        PromptRecord([{"role": "user", "content": "a"}]),
+        PromptRecord([{"role": "user", "content": "b"}]),
     ]
     best = select_best(prompts, [["x", "y", ""], ["", ""]], [[0.1, 0.9, 5.0], [1.0, 2.0]])
     assert [(b[1], b[2]) for b in best] == [("y", 0.9)]  # empty replies never win; all-empty prompts drop
