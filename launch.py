@@ -148,6 +148,7 @@ def serve(settings: Settings) -> int:
 SUBCOMMANDS: dict[str, str] = {
     "export": "feedback_store.cli:export_main",
     "import": "feedback_store.cli:import_main",
+    "train": "trainers.cli:main",
 }
 
 
