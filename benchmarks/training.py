@@ -63,6 +63,11 @@ def step_timer():
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not getrusage: ru_maxrss survives exec, so a child would report
+    its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
