@@ -51,6 +51,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-ctx", type=int, help="context window in tokens (default 4096)")
     p.add_argument("--gpu-layers", type=int, help="llama.cpp layers to offload to a GPU (-1 = all)")
     p.add_argument("--system-prompt", help="default system prompt shown in the Chat tab")
+    p.add_argument("--presets-dir", help="folder of your preset TOML files (default: DATA_DIR/presets)")
+    p.add_argument(
+        "--knowledge-dir",
+        help="folder of your .md/.txt notes for the ReAct search tool (default: DATA_DIR/knowledge)",
+    )
     p.add_argument(
         "--open-browser",
         action=argparse.BooleanOptionalAction,
@@ -145,7 +150,9 @@ def serve(settings: Settings) -> int:
 
 # Subcommands: name -> "module:function"; each function takes the remaining argv and returns an exit
 # code. Imported lazily so that `python launch.py` does not pay for the training stack.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "presets": "playground.presets.cli:main",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,9 @@ import gradio as gr
 
 from feedback_store.store import FeedbackStore
 from models.service import ModelService
-from playground.chat import ChatTab
+from playground.chat import GENERATE_CONCURRENCY_ID, ChatTab
+from playground.lab import LabTab
+from playground.presets.library import PresetLibrary
 from playground.settings import Settings
 
 TITLE = "RLHF Playground"
@@ -28,11 +30,14 @@ class AppContext:
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
+    presets = PresetLibrary.from_settings(ctx.settings)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nChat with a 4-bit model; your feedback trains the next version.")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(ctx.settings, ctx.store, ctx.service).render()
+                ChatTab(ctx.settings, ctx.store, ctx.service, presets).render()
+            with gr.Tab("Prompt lab", id="lab"):
+                LabTab(presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID).render()
     # The generating events share the "generate" concurrency id (one slot per model instance);
     # everything else (storing a message, feedback) may run many at once.
     demo.queue(default_concurrency_limit=16, max_size=256)
