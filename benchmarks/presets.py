@@ -4,7 +4,7 @@
     python -m benchmarks.presets --limit 2 --presets plain,react   # a quick run: 2 tasks of each kind
     python -m benchmarks.presets --model path/to/bigger.gguf --gpu-layers -1
 
-Tasks (``benchmarks/data/preset_tasks.jsonl``, written for this project): arithmetic word problems
+Tasks (``benchmarks/tasks/preset_tasks.jsonl``, written for this project): arithmetic word problems
 with numeric answers, factual questions with accepted answers, and questions that need a tool
 (calculator, knowledge-base search, clock). Answers are checked against the final answer text: the
 number it states (numeric tolerance) or an accepted string as a whole word.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ROOT / "benchmarks" / "data" / "preset_tasks.jsonl"
+TASKS = ROOT / "benchmarks" / "tasks" / "preset_tasks.jsonl"
 KINDS = ("arithmetic", "factual", "tool")
 _PLAIN_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 
