@@ -86,7 +86,11 @@ def trace_rows(info: dict[str, Any], key: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {
             "role": "assistant",
-            "content": f"{len(steps)} step(s), {len(calls)} model call(s). Open the entries below.",
+            "content": (
+                f"Running… {len(steps)} step(s), {len(calls)} model call(s) so far."
+                if status == "pending"
+                else f"{len(steps)} step(s), {len(calls)} model call(s). Open the entries below."
+            ),
             "metadata": {"title": f"🔎 Trace · {name}", "id": key, "status": status},
         }
     ]

@@ -262,7 +262,10 @@ class PresetRun(Iterator[Event]):
                 self._track(generation)
                 generations.append(generation)
             for i, generation in enumerate(generations):
-                result = generation.wait()
+                # They all run at once; show each one's text live in turn (later ones catch up at once).
+                for piece in generation:
+                    self._queue.put(Event("partial", piece, f"{stage} {i + 1} of {len(generations)}"))
+                result = generation.result
                 self._record(f"{stage} {i + 1}", result)
                 if result.finish_reason == "cancelled" or self._cancel.is_set():
                     raise RunCancelled
