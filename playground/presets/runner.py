@@ -169,17 +169,14 @@ class PresetRun(Iterator[Event]):
     def done(self) -> bool:
         return self._finished
 
-    def __del__(self) -> None:  # an abandoned run must not keep model instances busy
-        cancel = getattr(self, "_cancel", None)
-        if cancel is not None:
-            self.cancel()
-
     # -- worker side ---------------------------------------------------------------------------------
     def _work(self, conversation: Conversation) -> None:
         ctx = RunContext(self)
+        completed = False  # a Stop that arrives after the answer was complete changes nothing
         try:
             self.preset.spec.run(ctx, conversation)
-            if self.result is None and not self._cancel.is_set():
+            completed = self.result is not None
+            if not completed and not self._cancel.is_set():
                 raise RuntimeError("the technique ended without an answer")
         except RunCancelled:
             pass
@@ -189,7 +186,7 @@ class PresetRun(Iterator[Event]):
             log.exception("preset %s failed", self.preset.id)
             self.error = GenerationError(f"the {self.preset.name} preset failed: {exc}")
         finally:
-            if self._cancel.is_set() and self.error is None:
+            if self._cancel.is_set() and self.error is None and not completed:
                 self._end_cancelled()
             self._release_all()
             self.elapsed_s = time.perf_counter() - self.started
