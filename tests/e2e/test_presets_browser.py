@@ -91,6 +91,7 @@ def test_edited_examples_apply_to_the_next_reply_and_stop_ends_a_multi_call_repl
 
     pick_preset(page, "Self-consistency (5 votes)", "self-consistency")
     page.locator("#new-conversation").click()
+    page.wait_for_function("() => !document.querySelector('#reply-stats').innerText.includes('tokens')")
     send(page, "Write a long story about a dragon who learns to count.")
     page.get_by_text("Trace · Self-consistency").first.wait_for(timeout=60_000)
     page.locator("#stop-button").click()
