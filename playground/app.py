@@ -41,7 +41,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Tab("Chat", id="chat"):
                 ChatTab(ctx.settings, ctx.store, ctx.service, presets).render()
             with gr.Tab("Compare", id="compare"):
-                CompareTab(ctx.settings, ctx.store, ctx.service).render()
+                CompareTab(ctx.settings, ctx.store, ctx.service, presets=presets).render()
             with gr.Tab("Rank", id="rank"):
                 RankTab(ctx.settings, ctx.store, ctx.service).render()
             with gr.Tab("Prompt lab", id="lab"):
