@@ -51,6 +51,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-ctx", type=int, help="context window in tokens (default 4096)")
     p.add_argument("--gpu-layers", type=int, help="llama.cpp layers to offload to a GPU (-1 = all)")
     p.add_argument("--system-prompt", help="default system prompt shown in the Chat tab")
+    p.add_argument("--presets-dir", help="folder of your preset TOML files (default: DATA_DIR/presets)")
+    p.add_argument(
+        "--knowledge-dir",
+        help="folder of your .md/.txt notes for the ReAct search tool (default: DATA_DIR/knowledge)",
+    )
     p.add_argument(
         "--open-browser",
         action=argparse.BooleanOptionalAction,
@@ -148,6 +153,7 @@ def serve(settings: Settings) -> int:
 SUBCOMMANDS: dict[str, str] = {
     "export": "feedback_store.cli:export_main",
     "import": "feedback_store.cli:import_main",
+    "presets": "playground.presets.cli:main",
     "train": "trainers.cli:main",
 }
 

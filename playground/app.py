@@ -10,10 +10,12 @@ import gradio as gr
 
 from feedback_store.store import FeedbackStore
 from models.service import ModelService
-from playground.chat import ChatTab
+from playground.chat import GENERATE_CONCURRENCY_ID, ChatTab
 from playground.compare import CompareTab
 from playground.dashboard import DashboardTab
 from playground.feedback_ui import register_api as register_feedback_api
+from playground.lab import LabTab
+from playground.presets.library import PresetLibrary
 from playground.rank import RankTab
 from playground.settings import Settings
 
@@ -32,15 +34,18 @@ class AppContext:
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
+    presets = PresetLibrary.from_settings(ctx.settings)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nChat with a 4-bit model; your feedback trains the next version.")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(ctx.settings, ctx.store, ctx.service).render()
+                ChatTab(ctx.settings, ctx.store, ctx.service, presets).render()
             with gr.Tab("Compare", id="compare"):
-                CompareTab(ctx.settings, ctx.store, ctx.service).render()
+                CompareTab(ctx.settings, ctx.store, ctx.service, presets=presets).render()
             with gr.Tab("Rank", id="rank"):
                 RankTab(ctx.settings, ctx.store, ctx.service).render()
+            with gr.Tab("Prompt lab", id="lab"):
+                LabTab(presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID).render()
             with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
                 DashboardTab(ctx.store).render(dashboard_tab)
         register_feedback_api(ctx.store)

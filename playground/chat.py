@@ -14,6 +14,9 @@ import gradio as gr
 from feedback_store.store import AssistantTurn, FeedbackStore
 from models.base import GenerationError, GenerationResult, SamplingParams
 from models.service import ModelService
+from playground.presets.display import apply_event
+from playground.presets.library import PresetLibrary
+from playground.presets.panel import PresetPanel
 from playground.session import ChatSession, Turn
 from playground.settings import Settings
 
@@ -125,10 +128,17 @@ def turn_record(result: GenerationResult, preset_id: str | None = None, trace: A
 class ChatTab:
     """Builds the Chat tab and owns its event handlers (no module state: everything hangs off self)."""
 
-    def __init__(self, settings: Settings, store: FeedbackStore, service: ModelService):
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeedbackStore,
+        service: ModelService,
+        presets: PresetLibrary | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.service = service
+        self.presets = PresetPanel(presets or PresetLibrary.from_settings(settings), settings.system_prompt)
 
     # -- handlers ------------------------------------------------------------------------------------
     def submit(self, text: str, session: ChatSession, system_prompt: str, request: gr.Request):
@@ -152,8 +162,9 @@ class ChatTab:
         session.add_user(text, message_id)
         return "", session.chatbot_messages(), session
 
-    def respond(self, session: ChatSession, system_prompt: str, *sampling):
+    def respond(self, session: ChatSession, system_prompt: str, *controls):
         """Stream the reply to the last user message (a generator: Gradio shows each step)."""
+        sampling, technique = controls[:7], controls[7:]  # technique: the preset id and examples text
         if not session.awaiting_reply:
             yield session.chatbot_messages(), session, gr.update()
             return
@@ -166,18 +177,18 @@ class ChatTab:
         parent_id = session.last_message_id
         messages = session.model_messages(system_prompt)
         try:
-            generation = self.service.stream(messages, params)
-        except (ValueError, GenerationError) as exc:
+            run = self.presets.start(*technique, messages, params, self.service)
+        except (ValueError, GenerationError) as exc:  # PresetError (bad edited examples) is a ValueError
             gr.Warning(str(exc))
             yield session.chatbot_messages(), session, gr.update()
             return
         version_name = self.service.served.name
-        reply = Turn("assistant", "")
+        reply = Turn("assistant", "", info=self.presets.reply_info(run))
         session.turns.append(reply)
         closed = True  # stays True only when Gradio closes this generator (Stop, new conversation)
         try:
-            for piece in generation:
-                reply.content += piece
+            for event in run:  # answer chunks, and trace entries shown as collapsible rows
+                apply_event(reply, event)
                 yield session.chatbot_messages(), session, gr.update()
             closed = False
         except GenerationError as exc:
@@ -186,26 +197,31 @@ class ChatTab:
             gr.Warning(f"The model failed: {exc}. What was generated so far is kept.")
         finally:
             # Runs on normal end, on error, and when the Stop button closes this generator.
-            stats = self._store_reply(session, reply, generation, parent_id, version_name)
+            stats = self._store_reply(session, reply, run, parent_id, version_name)
         if not closed:
             yield session.chatbot_messages(), session, stats
 
-    def _store_reply(self, session, reply: Turn, generation, parent_id: int | None, version_name: str) -> str:
-        generation.cancel()  # no-op when it already finished
+    def _store_reply(self, session, reply: Turn, run, parent_id: int | None, version_name: str) -> str:
+        run.cancel()  # no-op when it already finished; frees the model instances of a stopped run
         try:
-            result = generation.wait()
+            result = run.wait()
         except GenerationError:
             result = None
+        reply.info.update(streaming=False, trace=run.trace)
+        reply.info.pop("pending", None)
         if result is None:  # failed: keep the partial text the user saw, unstored and marked
             if not reply.content:
                 session.turns.remove(reply)
             return "The reply failed; nothing was stored."
         reply.content = result.text
         reply.message_id = self.store.add_assistant_message(
-            session.conversation_id, parent_id, turn_record(result)
+            session.conversation_id, parent_id, turn_record(result, run.preset.id, run.trace)
         )
-        reply.info = {"version_id": result.version_id, "notices": result.notices}
-        return format_stats(result, version_name)
+        reply.info.update(version_id=result.version_id, notices=result.notices)
+        stats = format_stats(result, version_name)
+        if run.preset.technique != "zero_shot":
+            stats = f"{run.preset.name}: {run.model_calls} model call(s) · {stats}"
+        return stats
 
     def retry(self, session: ChatSession, data: gr.RetryData):
         index = session.turn_index(data.index)
@@ -274,13 +290,15 @@ class ChatTab:
                     new = gr.Button("New conversation", size="sm", elem_id="new-conversation")
                 stats = gr.Markdown("", elem_id="reply-stats")
             with gr.Column(scale=1):
+                self.presets.render()
                 system_prompt = gr.Textbox(
                     value=self.settings.system_prompt, lines=4, label="System prompt", elem_id="system-prompt"
                 )
                 with gr.Accordion("Sampling", open=False):
                     controls = SamplingControls.render()
 
-        respond_inputs = [session, system_prompt, *controls.components]
+        self.presets.wire(system_prompt, controls.components)
+        respond_inputs = [session, system_prompt, *controls.components, *self.presets.components]
         respond_outputs = [chatbot, session, stats]
         generate = dict(concurrency_limit=self.settings.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
 

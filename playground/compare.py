@@ -31,6 +31,8 @@ from playground.chat import (
     user_id_for,
 )
 from playground.feedback_ui import render_guidance
+from playground.presets.library import PresetLibrary
+from playground.presets.runner import PresetRun
 from playground.settings import Settings
 from playground.streams import Interleaved, finish
 
@@ -107,6 +109,60 @@ def versions_mode(service: ModelService) -> CompareMode:
     return CompareMode("versions", "Two model versions", make_pair, choices, unavailable)
 
 
+class PresetStream:
+    """A ``PresetRun`` seen as a ``Generation`` for the Compare tab: its answer streams as text; the
+    trace (thoughts, tool calls, votes) stays on the run and is stored with the reply."""
+
+    def __init__(self, run: PresetRun):
+        self.run = run
+
+    def __iter__(self):
+        for event in self.run:
+            # A "replace" event rewrites the whole answer (e.g. after answer extraction); the final
+            # text is taken from the result once the run ends, so only plain chunks are streamed.
+            if event.kind == "answer" and not event.data.get("replace"):
+                yield event.text
+
+    def cancel(self) -> None:
+        self.run.cancel()
+
+    def wait(self):
+        result = self.run.wait()
+        if result is None:
+            raise GenerationError(f"the {self.run.preset.name} preset produced no answer")
+        return result
+
+    @property
+    def trace(self):
+        return self.run.trace
+
+
+def presets_mode(service: ModelService, library: PresetLibrary) -> CompareMode:
+    """The same question through two prompt-technique presets, on the deployed version, same seed."""
+
+    def choices() -> list[tuple[str, str]]:
+        return library.choices()
+
+    def make_pair(a: str | None, b: str | None, params: SamplingParams) -> tuple[Contestant, Contestant]:
+        if not a or not b:
+            raise ValueError("Pick a preset for A and for B.")
+        if a == b:
+            raise ValueError("Pick two different presets.")
+        p = params.with_seed()
+
+        def side(preset_id: str) -> Contestant:
+            preset = library.get(preset_id)
+            return Contestant(
+                preset.name,
+                lambda messages: PresetStream(library.run(preset, messages, preset.sampling(p), service)),
+                preset_id=preset.id,
+            )
+
+        return side(a), side(b)
+
+    return CompareMode("presets", "Two presets", make_pair, choices)
+
+
 @dataclass
 class CompareRound:
     """One prompt and its two stored replies, waiting for (or having) a vote."""
@@ -127,11 +183,17 @@ class CompareTab:
         store: FeedbackStore,
         service: ModelService,
         modes: Sequence[CompareMode] | None = None,
+        presets: PresetLibrary | None = None,
     ):
         self.settings = settings
         self.store = store
         self.service = service
-        found = list(modes) if modes is not None else [samples_mode(service), versions_mode(service)]
+        if modes is not None:
+            found = list(modes)
+        else:
+            found = [samples_mode(service), versions_mode(service)]
+            if presets is not None:
+                found.append(presets_mode(service, presets))
         self.modes = {m.key: m for m in found}
 
     # -- handlers ------------------------------------------------------------------------------------
@@ -232,9 +294,9 @@ class CompareTab:
                 None
                 if r is None
                 else self.store.add_assistant_message(
-                    conv, prompt_id, turn_record(r, preset_id=side.preset_id)
+                    conv, prompt_id, turn_record(r, preset_id=side.preset_id, trace=getattr(g, "trace", None))
                 )
-                for r, side in zip(results, (a, b), strict=True)
+                for r, side, g in zip(results, (a, b), generations, strict=True)
             ]
         if closed:
             return

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.base import ChatMessage
+from playground.presets.display import trace_rows
 
 
 @dataclass
@@ -26,7 +27,9 @@ class ChatSession:
     user_id: str = ""
     conversation_id: str | None = None
     turns: list[Turn] = field(default_factory=list)
-    # chatbot index -> turn index (extra display-only rows, e.g. a trace, map to None)
+    # chatbot index -> turn index. A reply's trace rows map to the reply's own turn: Gradio groups
+    # consecutive assistant messages into one bubble and reports a like on it with the index of the
+    # bubble's FIRST message, which is the first trace row. (Other display-only rows map to None.)
     index_map: list[int | None] = field(default_factory=list)
 
     # -- views ---------------------------------------------------------------------------------------
@@ -34,6 +37,10 @@ class ChatSession:
         shown: list[dict[str, Any]] = []
         self.index_map = []
         for i, turn in enumerate(self.turns):
+            if turn.role == "assistant":
+                for row in trace_rows(turn.info, key=f"trace-{i}"):
+                    shown.append(row)
+                    self.index_map.append(i)
             shown.append({"role": turn.role, "content": turn.content})
             self.index_map.append(i)
         return shown

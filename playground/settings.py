@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU (llama.cpp); -1 = all")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     open_browser: bool = Field(True, description="open a browser tab on start")
+    presets_dir: Path | None = Field(None, description="your preset TOML files; default DATA_DIR/presets")
+    knowledge_dir: Path | None = Field(
+        None, description="your .md/.txt notes for the ReAct search tool; default DATA_DIR/knowledge"
+    )
 
     @field_validator("auth")
     @classmethod
@@ -55,6 +59,18 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.db if self.db is not None else self.data_dir / "playground.db"
+
+    @property
+    def presets_path(self) -> Path:
+        return self.presets_dir if self.presets_dir is not None else self.data_dir / "presets"
+
+    @property
+    def knowledge_path(self) -> Path:
+        return self.knowledge_dir if self.knowledge_dir is not None else self.data_dir / "knowledge"
+
+    @property
+    def knowledge_db_path(self) -> Path:
+        return self.data_dir / "knowledge.db"
 
     def auth_pairs(self) -> list[tuple[str, str]]:
         """All (user, password) pairs from --auth and --auth-file. Passwords are never logged."""

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 from tests.conftest import ROOT
 
@@ -32,6 +33,12 @@ def test_broken_model_file_is_a_clear_error(tmp_path):
 
 def test_share_offline_keeps_serving_locally(server_factory):
     server = server_factory("--share")
-    log = server.log()
+    # The page answers before launch() has given up on the share link: wait for its message.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        log = server.log()
+        if "Could not create a public share link" in log or "Public link:" in log:
+            break
+        time.sleep(0.2)
     assert "Could not create a public share link" in log or "Public link:" in log
     assert server.proc.poll() is None  # still serving

@@ -11,7 +11,7 @@ from feedback_store import feedback as fb
 from feedback_store.store import AssistantTurn, FeedbackStore
 from models.base import SamplingParams
 from models.service import ModelService
-from playground.compare import CompareTab, samples_mode, versions_mode
+from playground.compare import CompareTab, presets_mode, samples_mode, versions_mode
 from playground.dashboard import EMPTY, DashboardTab
 from playground.feedback_ui import WAIT_FOR_REPLY, FeedbackPanel, thumbs_value
 from playground.rank import order_from_ranks
@@ -135,6 +135,47 @@ def test_versions_mode_needs_two_loaded_versions(service, store):
     assert "Only one model version" in note and go["interactive"] is False
     with pytest.raises(ValueError, match="two different"):
         mode.make_pair("1", "1", SamplingParams())
+
+
+def test_presets_mode_streams_two_techniques_and_stores_their_traces(service, store):
+    from playground.presets.library import PresetLibrary
+
+    library = PresetLibrary.from_settings(Settings(data_dir=store.path.parent))
+    mode = presets_mode(service, library)
+    assert {"plain", "zero-shot-cot"} <= {value for _, value in mode.choices()}
+    with pytest.raises(ValueError, match="two different"):
+        mode.make_pair("plain", "plain", SamplingParams())
+    tab = CompareTab(Settings(), store, service, presets=library)
+    steps = list(
+        tab.run(
+            "What is 2 + 3?",
+            "presets",
+            "plain",
+            "zero-shot-cot",
+            False,
+            "",
+            0.7,
+            0.95,
+            40,
+            32,
+            1.1,
+            5,
+            "",
+            None,
+        )
+    )
+    state = steps[-1][2]
+    assert state is not None and {state.label_a, state.label_b} == {
+        library.get("plain").name,
+        library.get("zero-shot-cot").name,
+    }
+    rows = {
+        m.preset_id: m
+        for m in store.conversation_messages(store.get_message(state.message_a).conversation_id)
+    }
+    assert set(rows) >= {"plain", "zero-shot-cot"}
+    assert rows["zero-shot-cot"].trace and rows["zero-shot-cot"].content  # two calls: reasoning, then answer
+    assert all(m.model_version_id == service.version_id for m in rows.values() if m.role == "assistant")
 
 
 def test_dashboard_empty_then_filled(store):
