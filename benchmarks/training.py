@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -83,7 +84,7 @@ def run_ours(method: str, base: str, steps: int, work: Path, reward_adapter: str
 
     pairs = long_pairs(BATCH * steps)
     common = dict(
-        output_dir=str(work / f"ours-{method}"),
+        output_dir=str(work / f"ours-{method}-{os.getpid()}"),
         base_model_dir=base,
         max_steps=steps,
         batch_size=BATCH,
