@@ -37,7 +37,9 @@ class VersionRegistry:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def list(self, base_model: str | None = None, *, statuses: tuple[str, ...] | None = None) -> list[ModelVersion]:
+    def list(
+        self, base_model: str | None = None, *, statuses: tuple[str, ...] | None = None
+    ) -> list[ModelVersion]:
         versions = self.store.list_versions(base_model)
         if statuses is not None:
             versions = [v for v in versions if v.status in statuses]

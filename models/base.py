@@ -175,6 +175,11 @@ class Generation(Iterator[str]):
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    @property
+    def running(self) -> bool:
+        """True while the backend is still producing (whether or not anyone reads)."""
+        return self._thread.is_alive()
+
     def wait(self) -> GenerationResult:
         """Consume the rest of the stream and return the result."""
         for _ in self:

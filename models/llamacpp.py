@@ -107,6 +107,15 @@ class LlamaCppChatModel(BaseChatModel):
         extra_buffers: str = "auto",
         display_name: str | None = None,
     ):
+        self._init_args = dict(
+            chat_template=chat_template,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            pool_size=pool_size,
+            n_gpu_layers=n_gpu_layers,
+            lora_scale=lora_scale,
+            extra_buffers=extra_buffers,
+        )
         self.path = Path(path)
         check_gguf_file(self.path)
         if lora_path is not None:
@@ -168,6 +177,15 @@ class LlamaCppChatModel(BaseChatModel):
         self._closed = False
         self._active = 0  # generations created and not yet finished
         self._idle = threading.Condition()
+
+    def clone(
+        self, *, lora_path: str | Path | None = None, display_name: str | None = None
+    ) -> LlamaCppChatModel:
+        """A new pool on the same GGUF with the same settings, optionally with a GGUF LoRA adapter.
+
+        The weights are memory-mapped, so a clone costs its KV caches and the adapter, not a second model.
+        """
+        return LlamaCppChatModel(self.path, lora_path=lora_path, display_name=display_name, **self._init_args)
 
     @staticmethod
     def _load(kwargs: dict, disable_extra_buffers: bool):

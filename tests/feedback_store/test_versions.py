@@ -25,7 +25,12 @@ def adapter(tmp_path, name="a1"):
 
 def test_register_candidate_records_lineage_and_metrics(registry, tmp_path):
     v = registry.register_candidate(
-        BASE, adapter_path=adapter(tmp_path), parent_id=1, method="dpo", metrics={"win_rate": 0.6}, training_run_id=7
+        BASE,
+        adapter_path=adapter(tmp_path),
+        parent_id=1,
+        method="dpo",
+        metrics={"win_rate": 0.6},
+        training_run_id=7,
     )
     assert v.status == "candidate" and v.parent_id == 1 and v.method == "dpo"
     assert v.metrics == {"win_rate": 0.6} and v.training_run_id == 7
