@@ -25,7 +25,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _store(args: argparse.Namespace) -> FeedbackStore:
-    settings = Settings(**{k: v for k, v in vars(args).items() if k in ("data_dir", "db")})
+    settings = Settings(**{k: v for k, v in vars(args).items() if k in ("data_dir", "db") and v is not None})
     if not settings.db_path.exists():
         raise StoreError(f"no database at {settings.db_path}; pass --db or --data-dir")
     return FeedbackStore(settings.db_path)
@@ -54,13 +54,10 @@ def format_versions(versions: Sequence[ModelVersion]) -> str:
 
 def versions_command(argv: list[str]) -> int:
     p = _parser("versions", "List the model versions (base models and adapters) in the database.")
-    p.add_argument("--base", help="only versions of this base model")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--base", default=None, help="only versions of this base model")
+    p.add_argument("--json", action="store_true", default=False, help="print JSON instead of a table")
     args = p.parse_args(argv)
-    base = getattr(args, "base", None)
-    as_json = getattr(args, "json", False)
-    for key in ("base", "json"):
-        vars(args).pop(key, None)
+    base, as_json = args.base, args.json
     try:
         store = _store(args)
     except StoreError as exc:
@@ -90,15 +87,12 @@ def _change(argv: list[str], *, rollback: bool) -> int:
         else "Deploy a version (a candidate, or any earlier one).",
     )
     p.add_argument(
-        "version_id", type=int, nargs="?" if rollback else None, help="version id (`launch.py versions`)"
+        "version_id", type=int, nargs="?" if rollback else None, default=None, help="version id (`launch.py versions`)"
     )
     if not rollback:
-        p.add_argument("--force", action="store_true", help="deploy even a version the gate rejected")
+        p.add_argument("--force", action="store_true", default=False, help="deploy even a version the gate rejected")
     args = p.parse_args(argv)
-    version_id = getattr(args, "version_id", None)
-    force = getattr(args, "force", False)
-    for key in ("version_id", "force"):
-        vars(args).pop(key, None)
+    version_id, force = args.version_id, getattr(args, "force", False)
     try:
         store = _store(args)
     except StoreError as exc:
