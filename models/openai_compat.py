@@ -120,7 +120,7 @@ class OpenAICompatChatModel(BaseChatModel):
             request["stop"] = list(params.stop)
         if self.send_extra_params:
             request["extra_body"] = {
-                "top_k": params.top_k if params.top_k > 0 else -1,
+                "top_k": params.top_k,  # 0 = off for llama.cpp and vLLM alike
                 "repeat_penalty": params.repetition_penalty,
                 "repetition_penalty": params.repetition_penalty,
             }

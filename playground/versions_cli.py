@@ -87,10 +87,16 @@ def _change(argv: list[str], *, rollback: bool) -> int:
         else "Deploy a version (a candidate, or any earlier one).",
     )
     p.add_argument(
-        "version_id", type=int, nargs="?" if rollback else None, default=None, help="version id (`launch.py versions`)"
+        "version_id",
+        type=int,
+        nargs="?" if rollback else None,
+        default=None,
+        help="version id (`launch.py versions`)",
     )
     if not rollback:
-        p.add_argument("--force", action="store_true", default=False, help="deploy even a version the gate rejected")
+        p.add_argument(
+            "--force", action="store_true", default=False, help="deploy even a version the gate rejected"
+        )
     args = p.parse_args(argv)
     version_id, force = args.version_id, getattr(args, "force", False)
     try:

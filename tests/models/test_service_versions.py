@@ -61,7 +61,9 @@ def test_compare_loads_other_versions_on_demand_and_evicts(setup):
     assert ids[0] == base.id and {v_gguf.id, v_peft.id} <= set(ids)
     a = service.generate(Q, GREEDY, version_id=v_peft.id)  # PEFT-only: exported to GGUF on the fly
     b = service.generate(Q, GREEDY, version_id=v_gguf.id)  # same adapter, exported by the fixture
-    assert a.version_id == v_peft.id and b.version_id == v_gguf.id and a.text.split()[:3] == b.text.split()[:3]
+    assert (
+        a.version_id == v_peft.id and b.version_id == v_gguf.id and a.text.split()[:3] == b.text.split()[:3]
+    )
     assert v_peft.id not in service._cache and v_gguf.id in service._cache  # cache_size=1: LRU evicted
     assert service.version_id == base.id  # comparing never changes the deployed version
     with pytest.raises(VersionUnavailable, match="No model version 999"):
