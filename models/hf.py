@@ -66,7 +66,7 @@ def gptq_config_of(path: Path) -> dict[str, Any] | None:
     legacy = path / "quantize_config.json"
     if legacy.is_file():
         try:
-            return {"quant_method": "gptq", **json.loads(legacy.read_text())}
+            return {"quant_method": "gptq", **json.loads(legacy.read_text()), "legacy_file": legacy.name}
         except ValueError as exc:
             raise ModelLoadError(f"{legacy} is not valid JSON: {exc}") from exc
     return None
@@ -211,14 +211,15 @@ class HFBase:
         from transformers import GPTQConfig
 
         kwargs: dict[str, Any] = {"device_map": {"": "cuda"}, "dtype": torch.float16}
-        # transformers reads quantization_config from config.json itself; old AutoGPTQ checkpoints only
-        # have quantize_config.json, so build the config from it.
-        kwargs["quantization_config"] = GPTQConfig(
-            bits=int(gptq.get("bits", 4)),
-            group_size=int(gptq.get("group_size", 128)),
-            desc_act=bool(gptq.get("desc_act", False)),
-            sym=bool(gptq.get("sym", True)),
-        )
+        # transformers reads quantization_config from config.json itself (with every field GPTQModel
+        # wrote); old AutoGPTQ checkpoints only have quantize_config.json, so build the config from it.
+        if gptq.get("legacy_file"):
+            kwargs["quantization_config"] = GPTQConfig(
+                bits=int(gptq.get("bits", 4)),
+                group_size=int(gptq.get("group_size", 128)),
+                desc_act=bool(gptq.get("desc_act", False)),
+                sym=bool(gptq.get("sym", True)),
+            )
         return kwargs
 
     @staticmethod

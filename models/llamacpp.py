@@ -232,6 +232,8 @@ class LlamaCppChatModel(BaseChatModel):
         return self.template.render(messages)
 
     def _tokenize_prompt(self, prompt: str) -> list[int]:
+        if not self._instances:  # freed by close(): touching the vocabulary now would crash the process
+            raise GenerationError("this model was unloaded; the server swapped to another version")
         add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
         return self._tokenizer.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 

@@ -9,6 +9,7 @@ base is the Q4 GGUF and transformers runs its fp32 dequantization, so small diff
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +72,34 @@ def make_random_lora(
     out_dir = Path(out_dir)
     peft_model.save_pretrained(out_dir)
     return out_dir
+
+
+def make_random_gguf_lora(
+    base_gguf: str | Path, out_dir: str | Path, *, layers: int = 4, rank: int = 8, seed: int = 0, b_std: float = 0.5
+) -> Path:
+    """A small random q/v LoRA written as PEFT files with numpy alone (no transformers base needed) and
+    exported to GGUF: enough to make a visibly different version for hot-swap tests and benchmarks."""
+    from safetensors.numpy import save_file
+
+    from models.lora_export import export_peft_lora_to_gguf, read_base_gguf
+
+    info = read_base_gguf(base_gguf)
+    hidden, head_dim = info.embedding_length, info.embedding_length // info.n_head
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for layer in range(min(layers, info.n_layer)):
+        for module, out in (("q_proj", hidden), ("v_proj", head_dim * info.n_head_kv)):
+            key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{key}.lora_A.weight"] = rng.normal(0, 0.05, (rank, hidden)).astype(np.float32)
+            tensors[f"{key}.lora_B.weight"] = rng.normal(0, b_std, (out, rank)).astype(np.float32)
+    out_dir = Path(out_dir)
+    peft_dir = out_dir / "peft"
+    peft_dir.mkdir(parents=True, exist_ok=True)
+    (peft_dir / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"]})
+    )
+    save_file(tensors, str(peft_dir / "adapter_model.safetensors"))
+    return export_peft_lora_to_gguf(peft_dir, out_dir / "adapter.gguf", base_gguf=base_gguf).path
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -50,6 +50,7 @@ class BaseGGUFInfo:
     n_head: int
     n_head_kv: int
     n_layer: int
+    embedding_length: int
     tensor_names: frozenset[str] = field(repr=False)
 
     @property
@@ -103,6 +104,7 @@ def _read_base_gguf(path: str, size: int, mtime_ns: int) -> BaseGGUFInfo:
         n_head=int(n_head),
         n_head_kv=int(n_head_kv),
         n_layer=int(n_layer),
+        embedding_length=int(field_value(f"{arch}.embedding_length") or 0),
         tensor_names=frozenset(t.name for t in reader.tensors),
     )
 

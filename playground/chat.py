@@ -238,10 +238,12 @@ class ChatTab:
         served = self.service.served
         model = served.model
         template = getattr(getattr(model, "template", None), "name", "?")
-        return (
+        text = (
             f"**Model:** {model.display_name} · **version {served.version_id}** ({served.name}) · "
             f"context {model.context_length} tokens · template `{template}`"
         )
+        error = getattr(self.service, "last_error", None)
+        return text + (f"\n\n> ⚠ {error}" if error else "")
 
     # -- layout --------------------------------------------------------------------------------------
     def render(self) -> None:
@@ -249,6 +251,8 @@ class ChatTab:
         with gr.Row():
             with gr.Column(scale=3):
                 info = gr.Markdown(self.model_info(), elem_id="model-info")
+                # versions are hot-swapped under a running page: refresh the line now and then
+                gr.Timer(5).tick(self.model_info, None, info, show_progress="hidden")
                 chatbot = gr.Chatbot(
                     label="Chat",
                     elem_id="chatbot",

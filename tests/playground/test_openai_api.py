@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import openai
 import pytest
 
@@ -35,23 +34,9 @@ def client(server):
 
 
 def small_gguf_lora(tmp_path):
-    """A random LoRA on q/v of the first layers, written as PEFT files and exported to GGUF."""
-    from safetensors.numpy import save_file
+    from models.lora_agreement import make_random_gguf_lora
 
-    from models.lora_export import export_peft_lora_to_gguf
-
-    rng = np.random.default_rng(0)
-    tensors = {}
-    for layer in range(4):
-        for module, out in (("q_proj", 576), ("v_proj", 192)):
-            key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            tensors[f"{key}.lora_A.weight"] = rng.normal(0, 0.05, (8, 576)).astype(np.float32)
-            tensors[f"{key}.lora_B.weight"] = rng.normal(0, 0.5, (out, 8)).astype(np.float32)
-    d = tmp_path / "peft"
-    d.mkdir()
-    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16}))
-    save_file(tensors, str(d / "adapter_model.safetensors"))
-    return export_peft_lora_to_gguf(d, tmp_path / "a.gguf", base_gguf=embedded_model_path()).path
+    return make_random_gguf_lora(embedded_model_path(), tmp_path)
 
 
 def api_messages(server):
