@@ -31,7 +31,11 @@ def _serve_parser() -> argparse.ArgumentParser:
         description="Serve the RLHF playground (chat, feedback, training loop) in the browser.",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--model", help="GGUF file to serve (default: the embedded SmolLM2-135M-Instruct Q4_1)")
+    p.add_argument(
+        "--model",
+        help="GGUF file, Hugging Face directory (GPTQ too) or http(s) URL of an OpenAI-compatible server "
+        "(default: the embedded SmolLM2-135M-Instruct Q4_1)",
+    )
     p.add_argument("--chat-template", help="auto (the model's own), chatml, vicuna_v1.1, or a .jinja file")
     p.add_argument("--data-dir", help="directory for the database, adapters and logs (default: ./data)")
     p.add_argument("--db", help="SQLite file (default: DATA_DIR/playground.db)")

@@ -91,9 +91,10 @@ def load_chat_model(
             n_ctx=n_ctx,
             dtype=dtype,
             quantization=quantization,
-            # on CPU one generation at a time is fastest; a GPU batches nothing here but overlaps well
-            max_concurrency=1 if not _cuda() else pool_size,
-            n_threads=n_threads,
+            # on CPU one generation at a time is fastest, so it gets every instance's threads; a GPU
+            # overlaps several generations well
+            max_concurrency=pool_size if _cuda() else 1,
+            n_threads=None if n_threads is None or _cuda() else n_threads * pool_size,
         )
     from models.llamacpp import LlamaCppChatModel
 

@@ -75,7 +75,13 @@ def make_random_lora(
 
 
 def make_random_gguf_lora(
-    base_gguf: str | Path, out_dir: str | Path, *, layers: int = 4, rank: int = 8, seed: int = 0, b_std: float = 0.5
+    base_gguf: str | Path,
+    out_dir: str | Path,
+    *,
+    layers: int = 4,
+    rank: int = 8,
+    seed: int = 0,
+    b_std: float = 0.5,
 ) -> Path:
     """A small random q/v LoRA written as PEFT files with numpy alone (no transformers base needed) and
     exported to GGUF: enough to make a visibly different version for hot-swap tests and benchmarks."""
@@ -96,7 +102,9 @@ def make_random_gguf_lora(
     peft_dir = out_dir / "peft"
     peft_dir.mkdir(parents=True, exist_ok=True)
     (peft_dir / "adapter_config.json").write_text(
-        json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"]})
+        json.dumps(
+            {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"]}
+        )
     )
     save_file(tensors, str(peft_dir / "adapter_model.safetensors"))
     return export_peft_lora_to_gguf(peft_dir, out_dir / "adapter.gguf", base_gguf=base_gguf).path

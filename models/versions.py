@@ -109,6 +109,9 @@ class VersionLoader:
     def close(self) -> None:
         """Free what the loader itself holds (the transformers base shared by all its views)."""
         from models.hf import HFChatModel
+        from models.llamacpp import LlamaCppChatModel
 
         if isinstance(self.root, HFChatModel):
             self.root.close()
+        elif isinstance(self.root, LlamaCppChatModel) and not self._root_handed_out:
+            self.root.close()  # never served (an adapter version was deployed all along)

@@ -36,10 +36,8 @@ def test_stop_strings_length_and_seeds(hf_model):
     assert "Paris" not in r.text and r.text and r.finish_reason == "stop"
     r = hf_model.generate(QUESTION, SamplingParams(temperature=0, max_new_tokens=3))
     assert r.finish_reason == "length" and r.completion_tokens == 3
-    p = SamplingParams(temperature=1.0, seed=11, max_new_tokens=16)
+    p = SamplingParams(temperature=1.0, seed=11, max_new_tokens=8)
     assert hf_model.generate(QUESTION, p).text == hf_model.generate(QUESTION, p).text
-    replies = hf_model.sample_n(QUESTION, SamplingParams(temperature=1.2, seed=5, max_new_tokens=12), 3)
-    assert [x.params.seed for x in replies] == [5, 6, 7] and len({x.text for x in replies}) >= 2
 
 
 def test_cancel_stops_the_generation(hf_model):
@@ -60,20 +58,19 @@ def test_adapter_views_generate_differently_and_concurrently(hf_model, random_lo
     base = hf_model.with_adapter(None)
     try:
         p = SamplingParams(temperature=0, max_new_tokens=12)
-        prompts = [[{"role": "user", "content": q}] for q in ("Why is the sky blue?", "Tell me about cats.")]
-        base_texts = [base.generate(m, p).text for m in prompts]
-        lora_texts = [lora.generate(m, p).text for m in prompts]
-        assert base_texts != lora_texts  # the adapter really changes the model
-        assert base_texts[0] == hf_model.generate(prompts[0], p).text  # the base view is the bare base
+        prompt = [{"role": "user", "content": "Why is the sky blue?"}]
+        base_text = base.generate(prompt, p).text
+        lora_text = lora.generate(prompt, p).text
+        assert base_text != lora_text  # the adapter really changes the model
+        assert base_text == hf_model.generate(prompt, p).text  # the base view is the bare base
         # both versions at once: each generation names its adapter, nothing shared flips
-        gens = [v.stream(prompts[0], p) for v in (lora, base, lora, base)]
-        texts = [g.wait().text for g in gens]
-        assert texts == [lora_texts[0], base_texts[0], lora_texts[0], base_texts[0]]
+        gens = [v.stream(prompt, p) for v in (lora, base, lora)]
+        assert [g.wait().text for g in gens] == [lora_text, base_text, lora_text]
     finally:
         lora.close()
         base.close()
     assert hf_model.base.adapters == {} and hf_model.base._peft is None  # unwrapped back to the bare base
-    assert hf_model.generate(prompts[0], p).text == base_texts[0]
+    assert hf_model.generate(prompt, p).text == base_text
 
 
 def test_corrupt_or_missing_adapter_is_a_clear_error(hf_model, random_lora, tmp_path):
