@@ -255,14 +255,15 @@ def main() -> None:
         for fn in paths.values():  # warm-up: first-call costs (imports, caches) are not serving overhead
             fn("Say hello.")
         runs: dict[str, list[Run]] = {name: [] for name in paths}
-        # Every path gets every question once per round, but at any moment each path asks a different
-        # one: llama.cpp reuses a context's cached prompt prefix, and the server's instances must not be
-        # handed the question the previous path just asked (a free cache hit the raw baseline never gets).
+        # Every path gets every question once per round, in a shifted order: llama.cpp reuses a context's
+        # cached prompt prefix, so a server instance must never get the question it answered last (a free
+        # cache hit the raw baseline never gets). With the server's instances taking turns, a shift of two
+        # questions per path keeps each instance's previous question different from its next.
         replies: dict[tuple[str, str], str] = {}
         for _ in range(args.rounds):
             for k in range(len(QUESTIONS)):
                 for i, (name, fn) in enumerate(paths.items()):
-                    q = QUESTIONS[(k + i) % len(QUESTIONS)]
+                    q = QUESTIONS[(k + 2 * i) % len(QUESTIONS)]
                     run = fn(q)
                     runs[name].append(run)
                     replies[(name, q)] = run.text
