@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("PLAYGROUND_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("httpx", "httpcore", "urllib3"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if argv and argv[0] in SUBCOMMANDS:
         import importlib

@@ -190,7 +190,10 @@ class HFBase:
         # A base dequantized from a GGUF keeps the GGUF's name as its identity, so versions (adapters)
         # registered against it apply whether llama.cpp or transformers serves it.
         self.model_id = model_id or (self.gguf_source or {}).get("model_id") or self.path.name
-        self.display_name = display_name or self.path.name
+        gguf_name = (self.gguf_source or {}).get("model_id")
+        self.display_name = display_name or (
+            f"{Path(gguf_name).stem} (transformers)" if gguf_name else self.path.name
+        )
         self.max_concurrency = max_concurrency
         self._slots = threading.Semaphore(max_concurrency)
         self._exclusive = threading.Lock()
