@@ -159,6 +159,10 @@ class Generation(Iterator[str]):
         item = self._queue.get()
         if isinstance(item, str):
             return item
+        self._end(item)
+        raise StopIteration
+
+    def _end(self, item: _Done | _Failed) -> None:
         self._finished = True
         if isinstance(item, _Failed):
             self._error = item.error
@@ -166,7 +170,24 @@ class Generation(Iterator[str]):
         self.result = item.result
         if self.version_id is not None:
             self.result.version_id = self.version_id
-        raise StopIteration
+
+    def batches(self) -> Iterator[str]:
+        """The text like iterating, except that whatever arrived while the consumer was busy comes as one
+        chunk. It waits for nothing extra: a consumer that keeps up still gets every piece at once, and a
+        slow one (a UI that re-renders per update, on a busy CPU) pays one update per catch-up instead of
+        one per token, which leaves the CPU to the model."""
+        while not self._finished:
+            parts = [self._queue.get()]
+            while not isinstance(parts[-1], (_Done, _Failed)):
+                try:
+                    parts.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            end = parts.pop() if isinstance(parts[-1], (_Done, _Failed)) else None
+            if parts:
+                yield "".join(parts)  # type: ignore[arg-type]
+            if end is not None:
+                self._end(end)
 
     def cancel(self) -> None:
         self._cancel.set()

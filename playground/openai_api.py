@@ -298,10 +298,11 @@ class OpenAIAPI:
             return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
         result: GenerationResult | None = None
+        pieces = generation.batches()  # tokens that queued while we were sending go out as one chunk
         try:
             yield chunk({"role": "assistant", "content": ""})
             while True:
-                piece = await anyio.to_thread.run_sync(next, generation, None)
+                piece = await anyio.to_thread.run_sync(next, pieces, None)
                 if piece is None:
                     break
                 yield chunk({"content": piece})
