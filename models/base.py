@@ -171,20 +171,24 @@ class Generation(Iterator[str]):
         if self.version_id is not None:
             self.result.version_id = self.version_id
 
-    def batches(self) -> Iterator[str]:
+    def batches(self, min_interval_s: float = 0.0) -> Iterator[str]:
         """The text like iterating, except that whatever arrived while the consumer was busy comes as one
-        chunk. It waits for nothing extra: a consumer that keeps up still gets every piece at once, and a
-        slow one (a UI that re-renders per update, on a busy CPU) pays one update per catch-up instead of
-        one per token, which leaves the CPU to the model."""
+        chunk, and (with ``min_interval_s``) chunks after the first come at most that often. The first
+        piece is never delayed. A UI that re-renders per update then pays one update per interval instead
+        of one per token, which leaves the CPU to the model."""
+        last = 0.0
         while not self._finished:
             parts = [self._queue.get()]
+            due = last + min_interval_s if last else 0.0
             while not isinstance(parts[-1], (_Done, _Failed)):
+                wait = due - time.perf_counter()
                 try:
-                    parts.append(self._queue.get_nowait())
+                    parts.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
             end = parts.pop() if isinstance(parts[-1], (_Done, _Failed)) else None
             if parts:
+                last = time.perf_counter()
                 yield "".join(parts)  # type: ignore[arg-type]
             if end is not None:
                 self._end(end)

@@ -176,7 +176,7 @@ class ChatTab:
         session.turns.append(reply)
         closed = True  # stays True only when Gradio closes this generator (Stop, new conversation)
         try:
-            for piece in generation.batches():  # a backlog while the UI catches up is one update
+            for piece in generation.batches(0.05):  # <= 20 re-renders/s: the CPU is for the model
                 reply.content += piece
                 yield session.chatbot_messages(), session, gr.update()
             closed = False

@@ -69,3 +69,20 @@ def test_batches_raise_the_backend_error_after_the_text():
     assert next(batches) == "partial"
     with pytest.raises(GenerationError, match="boom"):
         next(batches)
+
+
+def test_batches_with_an_interval_send_fewer_updates_and_the_first_at_once():
+    import time
+
+    from models.base import Generation, GenerationResult
+
+    def producer(emit, cancel):
+        for i in range(20):
+            emit(str(i % 10))
+            time.sleep(0.005)
+        return GenerationResult("x", "p", 1, 20, "stop", SamplingParams())
+
+    chunks = list(Generation(producer).batches(0.05))
+    assert chunks[0] == "0"  # never held back
+    assert "".join(chunks) == "01234567890123456789"
+    assert len(chunks) < 20
