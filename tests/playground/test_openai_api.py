@@ -81,6 +81,9 @@ def test_streaming_with_usage(server, client):
             finish = choice.finish_reason or finish
     text = "".join(pieces)
     assert "Paris" in text and finish == "stop" and usage.completion_tokens > 0
+    deadline = time.monotonic() + 30  # a streamed reply is stored right after its last event
+    while api_messages(server)[-1]["content"] != text and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert api_messages(server)[-1]["content"] == text
 
 
@@ -138,8 +141,13 @@ def test_hot_swap_keeps_running_streams_and_logs_versions(server, client, tmp_pa
     assert fingerprint == f"version-{v.id}"  # swapped without a restart
     rest = list(chunks)  # the stream that started before the swap still completes, on the old version
     assert rest and rest[-1].choices[0].finish_reason in ("stop", "length")
-    rows = api_messages(server)
-    started_before = [r for r in rows if r["prompt"] and "dragon" in r["prompt"]]
+    deadline = time.monotonic() + 30  # the reply is stored right after the stream's last event
+    while True:
+        rows = api_messages(server)
+        started_before = [r for r in rows if r["prompt"] and "dragon" in r["prompt"]]
+        if started_before or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert started_before and started_before[-1]["model_version_id"] == base.id
     # the stream that started before the swap is stored last (when it ended); the request that saw the
     # new version was written by it
