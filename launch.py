@@ -31,7 +31,11 @@ def _serve_parser() -> argparse.ArgumentParser:
         description="Serve the RLHF playground (chat, feedback, training loop) in the browser.",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--model", help="GGUF file to serve (default: the embedded SmolLM2-135M-Instruct Q4_1)")
+    p.add_argument(
+        "--model",
+        help="GGUF file, Hugging Face directory (GPTQ too) or http(s) URL of an OpenAI-compatible server "
+        "(default: the embedded SmolLM2-135M-Instruct Q4_1)",
+    )
     p.add_argument("--chat-template", help="auto (the model's own), chatml, vicuna_v1.1, or a .jinja file")
     p.add_argument("--data-dir", help="directory for the database, adapters and logs (default: ./data)")
     p.add_argument("--db", help="SQLite file (default: DATA_DIR/playground.db)")
@@ -55,6 +59,19 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--knowledge-dir",
         help="folder of your .md/.txt notes for the ReAct search tool (default: DATA_DIR/knowledge)",
+    )
+    p.add_argument("--backend", help="auto (default), llamacpp, hf or openai_compat")
+    p.add_argument("--dtype", help="hf backend: auto, float32, bfloat16 or float16")
+    p.add_argument("--quantization", help="hf backend on a GPU: nf4 (bitsandbytes 4-bit)")
+    p.add_argument("--remote-model", help="openai_compat: model name on the remote server")
+    p.add_argument("--remote-api-key", help="openai_compat: API key of the remote server")
+    p.add_argument(
+        "--api", action=argparse.BooleanOptionalAction, help="serve the OpenAI API at /v1 (default on)"
+    )
+    p.add_argument("--api-key", help="key for the /v1 API; required with --share or --auth")
+    p.add_argument("--version-cache", type=int, help="non-deployed versions kept loaded (default 2)")
+    p.add_argument(
+        "--version-poll-s", type=float, help="seconds between checks for a new deployed version (default 2)"
     )
     p.add_argument(
         "--open-browser",
@@ -94,22 +111,40 @@ def serve(settings: Settings) -> int:
     try:
         model = load_chat_model(
             settings.model,
+            backend=settings.backend,
             chat_template=settings.chat_template,
             n_ctx=settings.n_ctx,
             n_threads=settings.threads_per_instance,
             pool_size=settings.concurrency,
             gpu_layers=settings.gpu_layers,
+            cache_dir=settings.hf_cache_dir,
+            dtype=settings.dtype,
+            quantization=settings.quantization,
+            remote_model=settings.remote_model,
+            remote_api_key=settings.remote_api_key,
         )
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from models.versions import VersionLoader
+    from playground.openai_api import OpenAIAPI
+
     store = FeedbackStore(settings.db_path)
     base = store.ensure_base_version(model.model_id, name=f"{model.display_name} (base)")
-    deployed = store.deployed_version(model.model_id) or base
-    service = ModelService(model, deployed.id, deployed.name)
+    service = ModelService.from_registry(
+        VersionLoader(model), store.versions, base_version_id=base.id, cache_size=settings.version_cache
+    )
+    if service.last_error:
+        print(f"warning: {service.last_error}", file=sys.stderr)
+    service.start_watching(settings.version_poll_s)
+    deployed = service.served
+    model = deployed.model
     demo = build_app(AppContext(settings=settings, store=store, service=service))
+    # The /v1 routes go into Gradio's own FastAPI app, ahead of its routes: one process, --share included.
+    app_kwargs = {"routes": OpenAIAPI(settings, store, service).routes()} if settings.api else None
     try:
         demo.launch(
+            app_kwargs=app_kwargs,
             server_name=settings.host,
             server_port=settings.port or None,
             share=settings.share,
@@ -123,11 +158,16 @@ def serve(settings: Settings) -> int:
         print(
             f"error: cannot listen on {settings.host}:{settings.port}: {exc}. Try --port 0.", file=sys.stderr
         )
-        model.close()
+        service.close()
         return 2
     url = demo.local_url
     print(f"Playground ready in {time.perf_counter() - t0:.1f} s at {url}", flush=True)
-    print(f"Serving {model.display_name} as version {deployed.id}; database {settings.db_path}", flush=True)
+    print(
+        f"Serving {model.display_name} as version {deployed.version_id}; database {settings.db_path}",
+        flush=True,
+    )
+    if settings.api:
+        print(f"OpenAI-compatible API: {url.rstrip('/')}/v1 (model 'playground')", flush=True)
     if settings.share:
         if demo.share_url:
             print(f"Public link: {demo.share_url}", flush=True)
@@ -154,6 +194,9 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "feedback_store.cli:export_main",
     "import": "feedback_store.cli:import_main",
     "presets": "playground.presets.cli:main",
+    "versions": "playground.versions_cli:versions_command",
+    "deploy": "playground.versions_cli:deploy_command",
+    "rollback": "playground.versions_cli:rollback_command",
     "train": "trainers.cli:main",
 }
 
@@ -163,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("PLAYGROUND_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("httpx", "httpcore", "urllib3"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if argv and argv[0] in SUBCOMMANDS:
         import importlib

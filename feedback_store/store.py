@@ -127,6 +127,13 @@ class FeedbackStore:
     def count(self, table: str) -> int:
         return self.db[table].count
 
+    @property
+    def versions(self):
+        """The model version registry (register candidates, deploy, roll back): feedback_store.versions."""
+        from feedback_store.versions import VersionRegistry
+
+        return VersionRegistry(self)
+
     # -- model versions --------------------------------------------------------------------------
     def ensure_base_version(self, base_model: str, name: str | None = None) -> ModelVersion:
         """Return the base version (no adapter) of ``base_model``, creating it on first use.

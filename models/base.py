@@ -159,6 +159,10 @@ class Generation(Iterator[str]):
         item = self._queue.get()
         if isinstance(item, str):
             return item
+        self._end(item)
+        raise StopIteration
+
+    def _end(self, item: _Done | _Failed) -> None:
         self._finished = True
         if isinstance(item, _Failed):
             self._error = item.error
@@ -166,7 +170,28 @@ class Generation(Iterator[str]):
         self.result = item.result
         if self.version_id is not None:
             self.result.version_id = self.version_id
-        raise StopIteration
+
+    def batches(self, min_interval_s: float = 0.0) -> Iterator[str]:
+        """The text like iterating, except that whatever arrived while the consumer was busy comes as one
+        chunk, and (with ``min_interval_s``) chunks after the first come at most that often. The first
+        piece is never delayed. A UI that re-renders per update then pays one update per interval instead
+        of one per token, which leaves the CPU to the model."""
+        last = 0.0
+        while not self._finished:
+            parts = [self._queue.get()]
+            due = last + min_interval_s if last else 0.0
+            while not isinstance(parts[-1], (_Done, _Failed)):
+                wait = due - time.perf_counter()
+                try:
+                    parts.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            end = parts.pop() if isinstance(parts[-1], (_Done, _Failed)) else None
+            if parts:
+                last = time.perf_counter()
+                yield "".join(parts)  # type: ignore[arg-type]
+            if end is not None:
+                self._end(end)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -174,6 +199,11 @@ class Generation(Iterator[str]):
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    @property
+    def running(self) -> bool:
+        """True while the backend is still producing (whether or not anyone reads)."""
+        return self._thread.is_alive()
 
     def wait(self) -> GenerationResult:
         """Consume the rest of the stream and return the result."""

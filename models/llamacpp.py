@@ -90,6 +90,30 @@ def _model_params_without_extra_buffers() -> Iterator[None]:
             lib.llama_model_default_params = original
 
 
+def _attach_lora(llm, path: str, scale: float) -> None:
+    """Load a GGUF LoRA adapter onto a loaded ``Llama`` and activate it on its context.
+
+    Not ``Llama(lora_path=...)``: llama-cpp-python 0.3.36 then turns memory-mapping off (every version
+    would hold a full private copy of the weights) and misses a failed load (it compares the returned
+    pointer with None, while ctypes returns a NULL pointer object), after which the first decode
+    crashes the process. Here a corrupt adapter is a ModelLoadError and the weights stay shared.
+    """
+    import ctypes
+
+    import llama_cpp
+
+    adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
+    if not adapter:  # NULL pointer: not a LoRA for this model, or a damaged file
+        raise ModelLoadError(
+            f"llama.cpp could not load the LoRA adapter {path}: not a GGUF LoRA for this base model, or damaged"
+        )
+    llm._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)  # freed before the context and model
+    adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(scale)
+    if llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, scales):
+        raise ModelLoadError(f"llama.cpp could not activate the LoRA adapter {path}")
+
+
 class LlamaCppChatModel(BaseChatModel):
     """A GGUF model served by llama.cpp with a pool of contexts."""
 
@@ -107,6 +131,15 @@ class LlamaCppChatModel(BaseChatModel):
         extra_buffers: str = "auto",
         display_name: str | None = None,
     ):
+        self._init_args = dict(
+            chat_template=chat_template,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            pool_size=pool_size,
+            n_gpu_layers=n_gpu_layers,
+            lora_scale=lora_scale,
+            extra_buffers=extra_buffers,
+        )
         self.path = Path(path)
         check_gguf_file(self.path)
         if lora_path is not None:
@@ -132,14 +165,15 @@ class LlamaCppChatModel(BaseChatModel):
             n_threads=self.n_threads,
             n_threads_batch=self.n_threads,
             n_gpu_layers=n_gpu_layers,
-            lora_path=self.lora_path,
-            lora_scale=lora_scale,
             verbose=False,
         )
         self._instances = []
         try:
             for _ in range(pool_size):
-                self._instances.append(self._load(kwargs, disable_extra))
+                llm = self._load(kwargs, disable_extra)
+                self._instances.append(llm)
+                if self.lora_path:
+                    _attach_lora(llm, self.lora_path, lora_scale)
         except ModelLoadError:
             self.close()
             raise
@@ -169,6 +203,15 @@ class LlamaCppChatModel(BaseChatModel):
         self._active = 0  # generations created and not yet finished
         self._idle = threading.Condition()
 
+    def clone(
+        self, *, lora_path: str | Path | None = None, display_name: str | None = None
+    ) -> LlamaCppChatModel:
+        """A new pool on the same GGUF with the same settings, optionally with a GGUF LoRA adapter.
+
+        The weights are memory-mapped, so a clone costs its KV caches and the adapter, not a second model.
+        """
+        return LlamaCppChatModel(self.path, lora_path=lora_path, display_name=display_name, **self._init_args)
+
     @staticmethod
     def _load(kwargs: dict, disable_extra_buffers: bool):
         from llama_cpp import Llama
@@ -180,9 +223,8 @@ class LlamaCppChatModel(BaseChatModel):
             return Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(
-                f"llama.cpp could not load {kwargs['model_path']}"
-                + (f" with adapter {kwargs['lora_path']}" if kwargs.get("lora_path") else "")
-                + f": {exc}. Is the file complete and a model (not an adapter)?"
+                f"llama.cpp could not load {kwargs['model_path']}: {exc}. "
+                "Is the file complete and a model (not an adapter)?"
             ) from exc
 
     # -- prompt --------------------------------------------------------------------------------------
@@ -190,6 +232,8 @@ class LlamaCppChatModel(BaseChatModel):
         return self.template.render(messages)
 
     def _tokenize_prompt(self, prompt: str) -> list[int]:
+        if not self._instances:  # freed by close(): touching the vocabulary now would crash the process
+            raise GenerationError("this model was unloaded; the server swapped to another version")
         add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
         return self._tokenizer.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 

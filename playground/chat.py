@@ -6,6 +6,7 @@ timings) is stored the moment it exists; a stopped reply is stored with what was
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 100_000
 GENERATE_CONCURRENCY_ID = "generate"
+RENDER_INTERVAL_S = 0.05
 
 
 def user_id_for(request: gr.Request | None) -> str:
@@ -187,9 +189,15 @@ class ChatTab:
         session.turns.append(reply)
         closed = True  # stays True only when Gradio closes this generator (Stop, new conversation)
         try:
+            shown_at = 0.0
             for event in run:  # answer chunks, and trace entries shown as collapsible rows
                 apply_event(reply, event)
-                yield session.chatbot_messages(), session, gr.update()
+                # At most 20 re-renders a second (the first token is never held back): every update
+                # costs server CPU that the model needs. The final state is sent after the loop.
+                now = time.perf_counter()
+                if now - shown_at >= RENDER_INTERVAL_S:
+                    shown_at = now
+                    yield session.chatbot_messages(), session, gr.update()
             closed = False
         except GenerationError as exc:
             closed = False
@@ -254,10 +262,12 @@ class ChatTab:
         served = self.service.served
         model = served.model
         template = getattr(getattr(model, "template", None), "name", "?")
-        return (
+        text = (
             f"**Model:** {model.display_name} · **version {served.version_id}** ({served.name}) · "
             f"context {model.context_length} tokens · template `{template}`"
         )
+        error = getattr(self.service, "last_error", None)
+        return text + (f"\n\n> ⚠ {error}" if error else "")
 
     # -- layout --------------------------------------------------------------------------------------
     def render(self) -> None:
@@ -267,6 +277,8 @@ class ChatTab:
         with gr.Row():
             with gr.Column(scale=3):
                 info = gr.Markdown(self.model_info(), elem_id="model-info")
+                # versions are hot-swapped under a running page: refresh the line now and then
+                gr.Timer(5).tick(self.model_info, None, info, show_progress="hidden")
                 chatbot = gr.Chatbot(
                     label="Chat",
                     elem_id="chatbot",

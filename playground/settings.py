@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,29 @@ class Settings(BaseSettings):
     knowledge_dir: Path | None = Field(
         None, description="your .md/.txt notes for the ReAct search tool; default DATA_DIR/knowledge"
     )
+    # -- model backends and versions (issue 3) --
+    backend: Literal["auto", "llamacpp", "hf", "openai_compat"] = Field(
+        "auto",
+        description="auto: .gguf -> llamacpp, HF directory -> hf (GPTQ via GPTQModel), URL -> openai_compat",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="hf backend weights dtype"
+    )
+    quantization: Literal["nf4"] | None = Field(None, description="hf backend: bitsandbytes 4-bit NF4 (GPU)")
+    remote_model: str | None = Field(
+        None, description="openai_compat: the remote model name (default: first listed)"
+    )
+    remote_api_key: str | None = Field(None, description="openai_compat: the remote server's API key")
+    api: bool = Field(True, description="serve the OpenAI-compatible API at /v1 beside the UI")
+    api_key: str | None = Field(
+        None, min_length=8, description="key for the /v1 API (required with --share/--auth)"
+    )
+    version_cache: int = Field(
+        2, ge=1, le=16, description="non-deployed versions kept loaded (Compare tab, rollback)"
+    )
+    version_poll_s: float = Field(
+        2.0, ge=0, le=3600, description="seconds between checks of the deployed version; 0 = off"
+    )
 
     @field_validator("auth")
     @classmethod
@@ -55,6 +79,11 @@ class Settings(BaseSettings):
     def threads_per_instance(self) -> int:
         """Default: share the cores among the instances so they never oversubscribe the CPU."""
         return self.threads or max(1, (os.cpu_count() or 1) // self.concurrency)
+
+    @property
+    def hf_cache_dir(self) -> Path:
+        """Where GGUF files dequantized for transformers are kept (made once, reloaded in ~0.2 s)."""
+        return self.data_dir / "hf-base"
 
     @property
     def db_path(self) -> Path:

@@ -31,3 +31,58 @@ def test_with_seed_fixes_a_seed_only_when_sampling():
     assert SamplingParams(temperature=0).with_seed().seed is None
     assert SamplingParams(temperature=0.7).with_seed().seed is not None
     assert SamplingParams(temperature=0.7, seed=3).with_seed().seed == 3
+
+
+def test_batches_join_what_arrived_meanwhile_and_keep_the_result():
+    import threading
+
+    from models.base import Generation, GenerationResult
+
+    release = threading.Event()
+
+    def producer(emit, cancel):
+        emit("a")
+        release.wait(10)
+        for piece in ("b", "c", "d"):
+            emit(piece)
+        return GenerationResult("abcd", "p", 1, 4, "stop", SamplingParams())
+
+    g = Generation(producer)
+    batches = g.batches()
+    assert next(batches) == "a"
+    release.set()
+    g._thread.join(10)  # b, c, d and the end are all queued now
+    assert list(batches) == ["bcd"]
+    assert g.result.text == "abcd" and g.wait().finish_reason == "stop"
+
+
+def test_batches_raise_the_backend_error_after_the_text():
+    from models.base import Generation, GenerationError
+
+    def producer(emit, cancel):
+        emit("partial")
+        raise GenerationError("boom")
+
+    g = Generation(producer)
+    g._thread.join(10)
+    batches = g.batches()
+    assert next(batches) == "partial"
+    with pytest.raises(GenerationError, match="boom"):
+        next(batches)
+
+
+def test_batches_with_an_interval_send_fewer_updates_and_the_first_at_once():
+    import time
+
+    from models.base import Generation, GenerationResult
+
+    def producer(emit, cancel):
+        for i in range(20):
+            emit(str(i % 10))
+            time.sleep(0.005)
+        return GenerationResult("x", "p", 1, 20, "stop", SamplingParams())
+
+    chunks = list(Generation(producer).batches(0.05))
+    assert chunks[0] == "0"  # never held back
+    assert "".join(chunks) == "01234567890123456789"
+    assert len(chunks) < 20
