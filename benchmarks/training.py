@@ -303,7 +303,9 @@ def measure(kind: str, method: str, base: str, steps: int, work: Path, reward_ad
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=2, help="alternate ours/bare this many times; keep the fastest")
+    ap.add_argument(
+        "--repeats", type=int, default=2, help="alternate ours/bare this many times; keep the fastest"
+    )
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--child", choices=["ours", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
@@ -316,7 +318,7 @@ def main() -> None:
         return
 
     from models.embedded import embedded_model_path
-    from trainers.base_model import ensure_hf_base
+    from models.hf_base import ensure_hf_base
 
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
     base = str(ensure_hf_base(embedded_model_path(), work / "base"))

@@ -51,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(list(argv))
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    if not args.cycle and not args.method:
+        parser.error("give --method METHOD, or --cycle for a whole training cycle")
     from playground.settings import Settings
     from trainers.common import TrainingDataError
     from trainers.run import TrainRequest, run_training
@@ -109,3 +112,29 @@ def main(argv: Sequence[str]) -> int:
         )
     )
     return 0
+
+
+def run_cycle_command(settings, args) -> int:
+    """One cycle in this process, reported in training_runs like a scheduled one (one at a time)."""
+    import os
+    from dataclasses import replace
+
+    from feedback_store.runs import RunInProgress, TrainingRuns
+    from feedback_store.store import FeedbackStore
+    from trainers.cycle import run_cycle_for
+
+    config = settings.cycle_config()
+    if args.method:
+        config = replace(config, method=args.method)
+    if args.threads:
+        config = replace(config, threads=args.threads)
+    store = FeedbackStore(config.db_path)
+    try:
+        run = TrainingRuns(store).start("cli", config.to_dict(), pid=os.getpid())
+    except RunInProgress as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    finally:
+        store.close()
+    print(f"training run {run.id}: progress is shown in the Training tab and in the log below", flush=True)
+    return run_cycle_for(config, run.id)

@@ -31,11 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from feedback_store.versions import VersionRegistry
-
 from feedback_store import datasets as ds
 from feedback_store.runs import TrainingRuns
 from feedback_store.store import FeedbackStore
+from feedback_store.versions import VersionRegistry
 from trainers.common import TrainingDataError
 from trainers.gate import (
     FACTS,
@@ -300,10 +299,9 @@ def evaluate_candidate(
     reward_adapter: Path | None,
     stages: _Stages,
 ) -> GateResult:
-    from models.versions import VersionLoader
-
     from models.base import SamplingParams
     from models.loader import load_chat_model
+    from models.versions import VersionLoader
     from trainers import evaluate as ev
 
     metrics: dict[str, Any] = {"kl_to_base": training_metrics.get("kl_to_base")}
@@ -321,10 +319,14 @@ def evaluate_candidate(
     )
     if heldout_pairs:
         stages.within(f"preference accuracy on {len(heldout_pairs)} held-out pairs", 0.1)
+        # DPO's implicit reward log(pi / pi_base): does the version raise the preferred reply more than the
+        # rejected one, relative to the base? (The base itself scores a coin flip, 0.5, by definition.)
         for key, version in (("preference_accuracy", candidate), ("deployed_preference_accuracy", deployed)):
+            if not version.adapter_path:
+                metrics[key] = 0.5
+                continue
             model, tokenizer = ev.load_policy_for_eval(hf_base, version.adapter_path)
-            margins = ev.logprob_margins(model, tokenizer, heldout_pairs)
-            metrics[key] = sum(m > 0 for m in margins) / len(margins)
+            metrics[key] = ev.preference_accuracy(model, tokenizer, heldout_pairs)["preference_accuracy"]
             del model
 
     # Replies from the served artifacts (llama.cpp + exported GGUF adapter for a GGUF base).
@@ -361,11 +363,11 @@ def evaluate_candidate(
         def answer(which: str, questions: Sequence[str]) -> list[str]:
             return [models[which].generate([{"role": "user", "content": q}], greedy).text for q in questions]
 
-        facts = [f.question for f in FACTS]
-        metrics.update(regression_report(answer("base", facts), answer("candidate", facts)))
-        metrics.update(
-            refusal_report(answer("base", HARMFUL_REQUESTS), answer("candidate", HARMFUL_REQUESTS))
-        )
+        facts = FACTS[: config.gate.facts]
+        questions = [f.question for f in facts]
+        metrics.update(regression_report(answer("base", questions), answer("candidate", questions), facts))
+        harmful = HARMFUL_REQUESTS[: config.gate.refusals]
+        metrics.update(refusal_report(answer("base", harmful), answer("candidate", harmful), harmful))
         for m in {id(v): v for v in models.values()}.values():
             if m is not root:
                 m.close()
@@ -423,13 +425,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             method=args.method,
             auto_deploy=not args.no_auto_deploy,
         )
+    store = FeedbackStore(config.db_path)
+    try:
+        run_id = args.run_id or TrainingRuns(store).start("cli", config.to_dict(), pid=os.getpid()).id
+    finally:
+        store.close()
+    return run_cycle_for(config, run_id)
+
+
+def run_cycle_for(config: CycleConfig, run_id: int) -> int:
+    """Run the cycle for an existing run row and record its outcome there; returns an exit code."""
     # A polite stop (SIGTERM from the scheduler or a user) unwinds normally and is recorded as killed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     store = FeedbackStore(config.db_path)
     runs = TrainingRuns(store)
+    handler = None
     try:
-        run_id = args.run_id or runs.start("cli", config.to_dict(), pid=os.getpid()).id
         runs.set_pid(run_id, os.getpid())
+        if not runs.get(run_id).log_path:  # run from a terminal: keep a log file the Training tab can show
+            log_path = config.data_dir / "runs" / f"run-{run_id}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(log_path, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger().addHandler(handler)
+            runs.update(run_id, log_path=str(log_path))
         try:
             outcome = run_cycle(config, run_id)
         except TrainingDataError as exc:
@@ -467,6 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
         store.close()
 
 

@@ -78,7 +78,7 @@ def hf_base_for(base: Path, data_dir: Path) -> Path:
     """The trainers' copy of the base: the GGUF dequantized once (cached), or the HF directory itself."""
     if base.is_dir():
         return base
-    from models.hf import ensure_hf_base
+    from models.hf_base import ensure_hf_base
 
     return ensure_hf_base(base, data_dir / "cache" / "hf-base")
 

@@ -75,11 +75,8 @@ def synthetic_prompts(n: int) -> list[PromptRecord]:
 
 
 @pytest.fixture(scope="session")
-def hf_base(tmp_path_factory):
-    from models.embedded import embedded_model_path
-    from trainers.base_model import ensure_hf_base
-
-    return ensure_hf_base(embedded_model_path(), tmp_path_factory.mktemp("hf-base"))
+def hf_base(hf_base_dir):
+    return hf_base_dir
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +96,31 @@ def trained_reward_model(hf_base, tmp_path_factory):
     )
     pairs = synthetic_pairs(48)
     return train_reward_model(config, pairs[:32], heldout=pairs[32:])
+
+
+def seed_feedback(store, n_prompts: int = 24, thumbs: bool = True, seed: int = 0) -> int:
+    """Conversations with a polite and a rude reply each, an A/B vote for the polite one, and thumbs —
+    written through the store API the UI uses. Returns the base version id."""
+    from feedback_store import feedback as fb
+    from feedback_store.store import AssistantTurn
+    from models.embedded import embedded_model_path
+
+    rng = random.Random(seed)
+    base = store.ensure_base_version(embedded_model_path().name)
+    for i in range(n_prompts):
+        topic = TOPICS[i % len(TOPICS)]
+        user = f"user{i % 6}"
+        conv = store.create_conversation(user, source="compare")
+        question = store.add_message(conv, "user", f"Tell me something about {topic}. (#{i})")
+        good = store.add_assistant_message(
+            conv, question, AssistantTurn(content=polite(topic), model_version_id=base.id)
+        )
+        bad = store.add_assistant_message(
+            conv, question, AssistantTurn(content=rude(topic), model_version_id=base.id)
+        )
+        a, b, vote = (good, bad, "a") if rng.random() < 0.5 else (bad, good, "b")
+        fb.record_comparison(store, a, b, user, vote, mode="samples")
+        if thumbs:
+            fb.record_feedback(store, good, user, thumbs=1)
+            fb.record_feedback(store, bad, user, thumbs=-1)
+    return base.id
