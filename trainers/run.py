@@ -80,7 +80,7 @@ def hf_base_for(base: Path, data_dir: Path) -> Path:
         return base
     from models.hf_base import ensure_hf_base
 
-    return ensure_hf_base(base, data_dir / "cache" / "hf-base")
+    return ensure_hf_base(base, data_dir / "hf-base")  # the same cache the server uses (Settings.hf_cache_dir)
 
 
 def latest_reward_model(data_dir: Path) -> Path | None:

@@ -39,8 +39,8 @@ LENIENT = GateConfig(
 
 def data_dir_with_base(path: Path, hf_base_dir: Path) -> Path:
     """A data directory whose dequantized-base cache points at the session's copy (no 15 s conversion)."""
-    (path / "cache").mkdir(parents=True)
-    (path / "cache" / "hf-base").symlink_to(hf_base_dir.parent, target_is_directory=True)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "hf-base").symlink_to(hf_base_dir.parent, target_is_directory=True)
     return path
 
 
