@@ -5,6 +5,7 @@ services explicitly; nothing is global.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -18,6 +19,7 @@ from playground.lab import LabTab
 from playground.presets.library import PresetLibrary
 from playground.rank import RankTab
 from playground.settings import Settings
+from playground.training import TrainingTab
 
 TITLE = "RLHF Playground"
 
@@ -31,6 +33,7 @@ class AppContext:
     settings: Settings
     store: FeedbackStore
     service: ModelService
+    scheduler: Any = None  # trainers.scheduler.TrainingScheduler, when this server runs one
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -48,6 +51,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 LabTab(presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID).render()
             with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
                 DashboardTab(ctx.store).render(dashboard_tab)
+            with gr.Tab("Training", id="training") as training_tab:
+                TrainingTab(ctx.store, ctx.service.base_model, ctx.scheduler).render(training_tab)
         register_feedback_api(ctx.store)
     # The generating events share the "generate" concurrency id (one slot per model instance);
     # everything else (storing a message, feedback) may run many at once.
