@@ -16,6 +16,7 @@ from playground.compare import CompareTab
 from playground.dashboard import DashboardTab
 from playground.feedback_ui import register_api as register_feedback_api
 from playground.lab import LabTab
+from playground.loop_panel import LoopPanel
 from playground.presets.library import PresetLibrary
 from playground.rank import RankTab
 from playground.settings import Settings
@@ -51,6 +52,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 LabTab(presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID).render()
             with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
                 DashboardTab(ctx.store).render(dashboard_tab)
+                LoopPanel(ctx.settings.data_dir, threads=ctx.settings.train_threads).render(dashboard_tab)
             with gr.Tab("Training", id="training") as training_tab:
                 TrainingTab(ctx.store, ctx.service.base_model, ctx.scheduler).render(training_tab)
         register_feedback_api(ctx.store)

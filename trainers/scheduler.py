@@ -107,6 +107,11 @@ class TrainingScheduler:
             )
         return "Training cycle starting."
 
+    def run_now_and_wait(self, trigger: str = "manual") -> int | None:
+        """Run one cycle now (the same child process as a scheduled one) and wait for it; returns the
+        run id, or None when another cycle holds the run row. For drivers such as benchmarks.loop."""
+        return self._job(trigger)
+
     def _job(self, trigger: str) -> int | None:
         """Run one cycle if allowed; returns the run id (None when skipped)."""
         if not self._lock.acquire(blocking=False):

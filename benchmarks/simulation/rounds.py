@@ -1,0 +1,284 @@
+"""Rounds of iterative deployment with simulated users, through the real product:
+
+    round 0: measure the base version on held-out prompts;
+    round r: simulated users chat with the deployed version and give feedback (on-policy) ->
+             the scheduler runs one training cycle (``python -m trainers.cycle`` in a child process:
+             export -> reward model -> policy -> gate -> deploy or reject) -> the service swaps to
+             what the registry says is deployed -> measure the candidate (and so the deployed version).
+
+Everything lives in its own work directory (database, adapters, reward models, run logs): the user's
+own database is never touched. ``hf-base`` there links to a shared cache of the dequantized base.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.simulation.labelers import BradleyTerryLabeler, LabelStats
+from benchmarks.simulation.measure import Evaluator, Measurement
+from benchmarks.simulation.oracles import make_oracle
+from benchmarks.simulation.tasks import capability_tasks, prompt_set
+from benchmarks.simulation.users import EventMix, RoundFeedback, SimulatedUsers
+from trainers.gate import GateConfig
+
+Log = Callable[[str], None]
+DEFAULT_SYSTEM_PROMPT = "You are a knowledgeable assistant. Give short, correct answers."  # the Chat tab's
+
+
+@dataclass
+class LoopConfig:
+    work_dir: Path
+    hf_cache: Path
+    """Shared cache of the dequantized base (the server's DATA_DIR/hf-base); linked as work_dir/hf-base."""
+    oracle: str = "vader"
+    method: str = "dpo"
+    rounds: int = 3
+    feedback_per_round: int = 200
+    mix: EventMix = field(default_factory=EventMix)
+    max_new_tokens: int = 40
+    temperature: float = 0.7
+    bt_scale: float = 4.0
+    n_users: int = 8
+    samples_per_prompt: int = 2
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    init_from: str = "deployed"
+    threads: int = 2
+    seed: int = 0
+    reward_overrides: dict[str, Any] = field(default_factory=dict)
+    policy_overrides: dict[str, Any] = field(default_factory=dict)
+    gate: GateConfig = field(default_factory=GateConfig)
+    heldout_limit: int | None = None
+    """Measure on at most this many held-out prompts (quick runs and tests)."""
+    capability_limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["work_dir"], d["hf_cache"] = str(self.work_dir), str(self.hf_cache)
+        return d
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    feedback: dict[str, Any]
+    run_id: int | None
+    status: str
+    decision: str | None
+    reasons: list[str]
+    candidate_version_id: int | None
+    deployed_version_id: int
+    stage_seconds: dict[str, float]
+    candidate: dict[str, Any] | None
+    deployed: dict[str, Any]
+    seconds: dict[str, float]
+    elapsed_minutes: float
+
+
+def feedback_summary(fb: RoundFeedback, before: LabelStats, after: LabelStats) -> dict[str, Any]:
+    """One round's feedback, with the labelers' agreement with gold over that round only."""
+    votes = after.votes - before.votes
+    pairs = votes + after.ranking_pairs - before.ranking_pairs
+    agreeing = after.votes_agreeing - before.votes_agreeing + after.ranking_pairs_agreeing - before.ranking_pairs_agreeing
+    thumbs = after.thumbs - before.thumbs
+    return {
+        "events": dict(fb.events),
+        "total_events": sum(fb.events.values()),
+        "replies": fb.replies,
+        "tokens": fb.tokens,
+        "gold_seen": fb.gold_mean,
+        "pair_agreement": agreeing / pairs if pairs else None,
+        "thumbs_up_rate": (after.thumbs_up - before.thumbs_up) / thumbs if thumbs else None,
+        "seconds": round(fb.seconds, 1),
+    }
+
+
+def summary(base: Measurement, final: Measurement, minutes: float) -> dict[str, Any]:
+    """The figures the issue asks for on the last line."""
+    return {
+        "gold_base": round(base.gold, 4),
+        "gold_final": round(final.gold, 4),
+        "win_rate_final": round(final.win_rate, 4),
+        "kl_final": round(final.kl, 4),
+        "capability_base": round(100 * base.capability, 1),
+        "capability_final": round(100 * final.capability, 1),
+        "minutes": round(minutes, 2),
+    }
+
+
+def _link_hf_base(config: LoopConfig) -> None:
+    from models.embedded import embedded_model_path
+    from models.hf_base import ensure_hf_base
+
+    ensure_hf_base(embedded_model_path(), config.hf_cache)  # made once (about 20 s), then reused
+    link = config.work_dir / "hf-base"
+    if not link.exists():
+        link.symlink_to(config.hf_cache.resolve(), target_is_directory=True)
+
+
+def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
+    """Run the rounds; returns the result (also written to work_dir/result.json)."""
+    from feedback_store.runs import TrainingRuns
+    from feedback_store.store import FeedbackStore
+    from models.base import SamplingParams
+    from models.embedded import embedded_model_path
+    from models.llamacpp import LlamaCppChatModel
+    from models.service import ModelService
+    from models.versions import VersionLoader
+    from trainers.cycle import CycleConfig
+    from trainers.run import hf_base_for, latest_reward_model
+    from trainers.scheduler import SchedulerConfig, TrainingScheduler
+
+    t_start = time.perf_counter()
+
+    def elapsed() -> float:
+        return (time.perf_counter() - t_start) / 60
+
+    config.work_dir.mkdir(parents=True, exist_ok=True)
+    _link_hf_base(config)
+    oracle = make_oracle(config.oracle)
+    prompts = prompt_set(oracle.prompt_set)
+    heldout = prompts.heldout[: config.heldout_limit] if config.heldout_limit else prompts.heldout
+    capability = capability_tasks()[: config.capability_limit] if config.capability_limit else capability_tasks()
+    cycle = CycleConfig(
+        db_path=config.work_dir / "playground.db",
+        data_dir=config.work_dir,
+        method=config.method,
+        auto_deploy=True,
+        gate=config.gate,
+        reward_overrides=dict(config.reward_overrides),
+        policy_overrides=dict(config.policy_overrides),
+        threads=config.threads,
+        init_from=config.init_from,
+    )
+    (config.work_dir / "loop_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
+    store = FeedbackStore(cycle.db_path)
+    root = LlamaCppChatModel(embedded_model_path(), pool_size=1, n_threads=config.threads)
+    base = store.ensure_base_version(root.model_id, name=f"{root.display_name} (base)")
+    service = ModelService.from_registry(VersionLoader(root), store.versions, base_version_id=base.id)
+    scheduler = TrainingScheduler(
+        SchedulerConfig(interval_minutes=0, threads=config.threads, nice=0, enabled=False, min_new_feedback=0),
+        cycle,
+    )
+    params = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    labeler = BradleyTerryLabeler(oracle, scale=config.bt_scale, rng=random.Random(config.seed))
+    users = SimulatedUsers(
+        store, service, labeler, params, system_prompt=config.system_prompt, n_users=config.n_users, seed=config.seed
+    )
+    evaluator = Evaluator(
+        service,
+        oracle,
+        heldout,
+        capability,
+        params,
+        hf_base_for(embedded_model_path(), config.work_dir),
+        system_prompt=config.system_prompt,
+        samples_per_prompt=config.samples_per_prompt,
+    )
+    result: dict[str, Any] = {
+        "oracle": config.oracle,
+        "method": config.method,
+        "config": config.to_dict(),
+        "prompts": {"train": len(prompts.train), "heldout": len(heldout), "capability": len(capability)},
+    }
+    try:
+        log(f"round 0: measuring the base version on {len(heldout)} held-out prompts ...")
+        base_m = evaluator.measure_base(base.id)
+        result["base"] = base_m.to_dict()
+        log(_row_header())
+        log(_row(0, None, base_m, None, elapsed()))
+        deployed_m, records = base_m, []
+        for r in range(1, config.rounds + 1):
+            before = LabelStats(**asdict(labeler.stats))
+            fb = users.give_feedback(prompts.train, config.feedback_per_round, config.mix)
+            fb_summary = feedback_summary(fb, before, labeler.stats)
+            t0 = time.perf_counter()
+            run_id = scheduler.run_now_and_wait("simulation")
+            cycle_s = time.perf_counter() - t0
+            run = TrainingRuns(store).get(run_id) if run_id is not None else None
+            service.sync_with_registry()
+            candidate_id = run.candidate_version_id if run else None
+            t0 = time.perf_counter()
+            cand_m = None
+            if candidate_id is not None:
+                row = store.versions.get(candidate_id)
+                cand_m = evaluator.measure(candidate_id, row.adapter_path, latest_reward_model(config.work_dir))
+                if service.version_id == candidate_id:
+                    deployed_m = cand_m
+            measure_s = time.perf_counter() - t0
+            record = RoundRecord(
+                round=r,
+                feedback=fb_summary,
+                run_id=run_id,
+                status=run.status if run else "not started",
+                decision=run.decision if run else None,
+                reasons=list(run.reasons or []) if run else [],
+                candidate_version_id=candidate_id,
+                deployed_version_id=service.version_id,
+                stage_seconds=dict(run.stage_seconds or {}) if run else {},
+                candidate=cand_m.to_dict() if cand_m else None,
+                deployed=deployed_m.to_dict(),
+                seconds={"users": round(fb.seconds, 1), "cycle": round(cycle_s, 1), "measure": round(measure_s, 1)},
+                elapsed_minutes=round(elapsed(), 2),
+            )
+            records.append(asdict(record))
+            log(_row(r, record, cand_m, fb_summary, elapsed()))
+            if run is not None and run.status != "succeeded":
+                log(f"  cycle {run.status}: {(run.error or '').splitlines()[0] if run.error else ''}")
+            elif record.decision == "rejected":
+                log("  gate: " + "; ".join(record.reasons))
+        result["rounds"] = records
+        result["summary"] = summary(base_m, deployed_m, elapsed())
+    finally:
+        scheduler.shutdown()
+        service.close()
+        store.close()
+    (config.work_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+_COLUMNS = (
+    ("round", 5),
+    ("events", 7),
+    ("pairs agree", 11),
+    ("decision", 9),
+    ("version", 7),
+    ("gold", 7),
+    ("win vs base", 11),
+    ("KL", 6),
+    ("proxy gain", 10),
+    ("capability", 10),
+    ("words", 6),
+    ("minutes", 7),
+)
+
+
+def _row_header() -> str:
+    return " ".join(name.rjust(width) for name, width in _COLUMNS)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _row(r: int, record: RoundRecord | None, m: Measurement | None, fb: dict[str, Any] | None, minutes: float) -> str:
+    values = [
+        str(r),
+        str(fb["total_events"]) if fb else "-",
+        _fmt(fb.get("pair_agreement") if fb else None, ".0%"),
+        (record.decision or record.status) if record else "base",
+        str(m.version_id) if m else "-",
+        _fmt(m.gold if m else None, ".3f"),
+        _fmt(m.win_rate if m else None, ".0%"),
+        _fmt(m.kl if m else None, ".2f"),
+        _fmt(m.proxy_gain if m else None, "+.2f"),
+        _fmt(100 * m.capability if m else None, ".1f"),
+        _fmt(m.reply_words if m else None, ".0f"),
+        f"{minutes:.1f}",
+    ]
+    return " ".join(v[:w].rjust(w) for v, (_, w) in zip(values, _COLUMNS, strict=True))

@@ -1,0 +1,99 @@
+"""The prompt sets simulated users chat on, and their fixed train / held-out split.
+
+Data files (written for this benchmark, one JSON object a line: ``id``, ``kind``, ``prompt`` and, for
+factual questions, ``answers``):
+
+- ``loop_sentiment.jsonl``: 220 prompts in the style of the DPO paper's controlled sentiment
+  generation: review requests, continuations of IMDB-like review openings of either polarity, and
+  mundane or unpleasant everyday experiences (so the base model's sentiment varies).
+- ``loop_facts.jsonl``: 222 factual questions with accepted answers (capitals, languages, continents,
+  currencies, general knowledge).
+- ``loop_capability.jsonl``: 40 further factual questions, disjoint from both, for the capability check.
+
+The split is a hash of the task id (not a random draw), so a task is held out in every run and the
+model never sees a held-out prompt through feedback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+TASK_FILES = {
+    "sentiment": TASKS_DIR / "loop_sentiment.jsonl",
+    "facts": TASKS_DIR / "loop_facts.jsonl",
+    "capability": TASKS_DIR / "loop_capability.jsonl",
+}
+HELDOUT_FRACTION = 0.2
+SPLIT_SALT = "loop-split-v1"
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    prompt: str
+    kind: str = ""
+    answers: tuple[str, ...] = ()
+
+    def messages(self, system_prompt: str | None = None) -> list[dict[str, str]]:
+        """The conversation a user starts with this prompt (the UI's system prompt first, if any)."""
+        out = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        return [*out, {"role": "user", "content": self.prompt}]
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    train: tuple[Task, ...]
+    heldout: tuple[Task, ...]
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Read a task file; a malformed line is an error naming the file and line."""
+    path = Path(path)
+    tasks, seen = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            task = Task(
+                id=str(row["id"]),
+                prompt=str(row["prompt"]),
+                kind=str(row.get("kind", "")),
+                answers=tuple(str(a) for a in row.get("answers", ())),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: not a task ({exc}); expected id, prompt[, kind, answers]") from exc
+        if not task.prompt.strip() or task.id in seen:
+            raise ValueError(f"{path}:{number}: empty prompt or repeated id {task.id!r}")
+        seen.add(task.id)
+        tasks.append(task)
+    return tasks
+
+
+def is_heldout(task_id: str, fraction: float = HELDOUT_FRACTION) -> bool:
+    """Stable membership of the held-out split (a hash of the id)."""
+    digest = hashlib.sha256(f"{SPLIT_SALT}:{task_id}".encode()).hexdigest()
+    return int(digest[:8], 16) / 2**32 < fraction
+
+
+def split(name: str, tasks: Sequence[Task], fraction: float = HELDOUT_FRACTION) -> PromptSet:
+    train = tuple(t for t in tasks if not is_heldout(t.id, fraction))
+    heldout = tuple(t for t in tasks if is_heldout(t.id, fraction))
+    return PromptSet(name, train, heldout)
+
+
+def prompt_set(name: str, fraction: float = HELDOUT_FRACTION) -> PromptSet:
+    """One of the bundled prompt sets (``sentiment`` or ``facts``), split."""
+    if name not in TASK_FILES:
+        raise ValueError(f"unknown prompt set {name!r}; choose one of {sorted(TASK_FILES)}")
+    return split(name, load_tasks(TASK_FILES[name]), fraction)
+
+
+def capability_tasks() -> list[Task]:
+    return load_tasks(TASK_FILES["capability"])

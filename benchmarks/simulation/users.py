@@ -1,0 +1,191 @@
+"""Simulated users inside the product: the calls the Chat, Compare and Rank tabs make, with a labeler
+in place of the person clicking.
+
+- Chat tab: a conversation (source ``ui``), the user message, a reply from the served version
+  (``ModelService.stream``, what the plain preset does), stored with ``turn_record``, then a thumbs up
+  or down through ``feedback.record_feedback``.
+- Compare tab, "two samples" mode: two replies with seeds s and s+1, shown in random order (anonymous),
+  both stored, then an A/B vote through ``feedback.record_comparison``.
+- Rank tab: K replies with seeds s .. s+K-1, stored, then ``feedback.record_ranking`` (best first).
+
+Why these Python calls rather than the server's HTTP API: they are exactly what the tab handlers call
+(the handlers add only widgets around them), the benchmark then needs no server process competing for
+the two cores, and replies still come from the served artifact (llama.cpp + the deployed GGUF adapter)
+with every turn stored as a UI turn would be.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from benchmarks.simulation.labelers import BradleyTerryLabeler
+from benchmarks.simulation.tasks import Task
+from feedback_store import feedback as fb
+from feedback_store.store import FeedbackStore
+from models.base import GenerationResult, SamplingParams
+from models.service import ModelService
+
+EVENT_KINDS = ("thumbs", "votes", "rankings")
+
+
+@dataclass(frozen=True)
+class EventMix:
+    """Shares of the feedback events of each kind (a ranking of K counts as one event)."""
+
+    thumbs: float = 0.4
+    votes: float = 0.5
+    rankings: float = 0.1
+    k: int = 4
+
+    def __post_init__(self) -> None:
+        shares = [self.thumbs, self.votes, self.rankings]
+        if any(s < 0 for s in shares) or sum(shares) <= 0:
+            raise ValueError("event shares must be >= 0 and not all 0")
+        if not 2 <= self.k <= 9:
+            raise ValueError(f"a ranking orders 2 to 9 replies, got k={self.k}")
+
+    @classmethod
+    def parse(cls, text: str, k: int = 4) -> EventMix:
+        """``"thumbs=0.4,votes=0.5,rankings=0.1"`` (missing kinds count 0)."""
+        values = dict.fromkeys(EVENT_KINDS, 0.0)
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = part.partition("=")
+            if name.strip() not in values:
+                raise ValueError(f"unknown event kind {name!r} in {text!r}; use {', '.join(EVENT_KINDS)}")
+            values[name.strip()] = float(value)
+        return cls(**values, k=k)
+
+    def counts(self, n: int) -> dict[str, int]:
+        """Exactly ``n`` events split by the shares (largest remainder)."""
+        shares = {"thumbs": self.thumbs, "votes": self.votes, "rankings": self.rankings}
+        total = sum(shares.values())
+        exact = {k: n * v / total for k, v in shares.items()}
+        out = {k: int(v) for k, v in exact.items()}
+        for k in sorted(exact, key=lambda k: exact[k] - out[k], reverse=True)[: n - sum(out.values())]:
+            out[k] += 1
+        return out
+
+    def replies_needed(self, n: int) -> int:
+        c = self.counts(n)
+        return c["thumbs"] + 2 * c["votes"] + self.k * c["rankings"]
+
+
+@dataclass
+class RoundFeedback:
+    """What the simulated users did in one round."""
+
+    events: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_KINDS, 0))
+    replies: int = 0
+    tokens: int = 0
+    gold: list[float] = field(default_factory=list)
+    """Gold reward of every reply the users saw (on-policy: written by the deployed version)."""
+    seconds: float = 0.0
+
+    @property
+    def gold_mean(self) -> float | None:
+        return sum(self.gold) / len(self.gold) if self.gold else None
+
+
+class SimulatedUsers:
+    def __init__(
+        self,
+        store: FeedbackStore,
+        service: ModelService,
+        labeler: BradleyTerryLabeler,
+        params: SamplingParams,
+        *,
+        system_prompt: str | None = None,
+        n_users: int = 8,
+        seed: int = 0,
+    ):
+        from playground.chat import turn_record  # the tabs' own record of a generated reply
+
+        self._turn_record = turn_record
+        self.store = store
+        self.service = service
+        self.labeler = labeler
+        self.params = params
+        self.system_prompt = system_prompt
+        self.users = [f"sim-user-{i + 1}" for i in range(n_users)]
+        self.rng = random.Random(seed)
+
+    # -- one interaction per tab -------------------------------------------------------------------
+    def _start(self, task: Task, user: str, source: str) -> tuple[str, int]:
+        conv = self.store.create_conversation(user, source=source, system_prompt=self.system_prompt)
+        return conv, self.store.add_message(conv, "user", task.prompt)
+
+    def _seeded(self) -> SamplingParams:
+        return replace(self.params, seed=self.rng.randrange(2**31))
+
+    def _generate(self, task: Task, seeds: Sequence[int]) -> list[GenerationResult]:
+        generations = [
+            self.service.stream(task.messages(self.system_prompt), replace(self.params, seed=s)) for s in seeds
+        ]
+        return [g.wait() for g in generations]
+
+    def _store(self, conv: str, parent: int, results: Sequence[GenerationResult], preset: str | None) -> list[int]:
+        return [self.store.add_assistant_message(conv, parent, self._turn_record(r, preset_id=preset)) for r in results]
+
+    def _saw(self, record: RoundFeedback, task: Task, results: Sequence[GenerationResult]) -> None:
+        record.replies += len(results)
+        record.tokens += sum(r.completion_tokens for r in results)
+        record.gold.extend(self.labeler.gold(task, r.text) for r in results)
+
+    def chat_and_rate(self, task: Task, user: str, record: RoundFeedback) -> None:
+        conv, question = self._start(task, user, "ui")
+        (result,) = self._generate(task, [self._seeded().seed])
+        (reply,) = self._store(conv, question, [result], "plain")
+        fb.record_feedback(self.store, reply, user, thumbs=self.labeler.thumbs(task, result.text))
+        self._saw(record, task, [result])
+        record.events["thumbs"] += 1
+
+    def compare_and_vote(self, task: Task, user: str, record: RoundFeedback) -> None:
+        conv, question = self._start(task, user, "compare")
+        seed = self._seeded().seed
+        results = self._generate(task, [seed, seed + 1])
+        if self.rng.random() < 0.5:  # anonymous: the tab shuffles which sample is shown as A
+            results.reverse()
+        a, b = self._store(conv, question, results, None)
+        vote = self.labeler.vote(task, results[0].text, results[1].text)
+        fb.record_comparison(
+            self.store, a, b, user, vote, mode="samples", label_a="Model A", label_b="Model B", anonymous=True
+        )
+        self._saw(record, task, results)
+        record.events["votes"] += 1
+
+    def rank(self, task: Task, user: str, k: int, record: RoundFeedback) -> None:
+        conv, question = self._start(task, user, "rank")
+        seed = self._seeded().seed
+        results = self._generate(task, [seed + i for i in range(k)])
+        ids = self._store(conv, question, results, None)
+        order = self.labeler.rank(task, [r.text for r in results])
+        fb.record_ranking(self.store, [ids[i] for i in order], user)
+        self._saw(record, task, results)
+        record.events["rankings"] += 1
+
+    # -- a round -----------------------------------------------------------------------------------
+    def give_feedback(self, tasks: Sequence[Task], n_events: int, mix: EventMix) -> RoundFeedback:
+        """``n_events`` interactions on training prompts (each prompt about equally often), shuffled."""
+        if not tasks:
+            raise ValueError("no prompts to chat on")
+        t0 = time.perf_counter()
+        counts = mix.counts(n_events)
+        kinds = [k for k in EVENT_KINDS for _ in range(counts[k])]
+        self.rng.shuffle(kinds)
+        order = list(tasks)
+        self.rng.shuffle(order)
+        record = RoundFeedback()
+        for i, kind in enumerate(kinds):
+            task = order[i % len(order)]
+            user = self.users[i % len(self.users)]
+            if kind == "thumbs":
+                self.chat_and_rate(task, user, record)
+            elif kind == "votes":
+                self.compare_and_vote(task, user, record)
+            else:
+                self.rank(task, user, mix.k, record)
+        record.seconds = time.perf_counter() - t0
+        return record

@@ -1,0 +1,80 @@
+"""One round of the simulated loop on the real embedded model: simulated users write feedback through
+the tabs' store calls, the scheduler runs a real (tiny) cycle in a child process, the gate decides, the
+service swaps, and the round is measured and published where the Dashboard finds it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks.loop import build_config, parse_args, publish
+from benchmarks.simulation.rounds import LoopConfig, run_loop
+from benchmarks.simulation.users import EventMix
+from feedback_store.store import FeedbackStore
+from trainers.gate import GateConfig
+
+TINY = {"max_steps": 2, "max_length": 64, "lora_targets": ("q_proj", "v_proj"), "batch_size": 4}
+
+
+def test_cli_defaults_and_overrides(tmp_path):
+    config = build_config(parse_args(["--data-dir", str(tmp_path), "--oracle", "concise", "--max-steps", "7"]))
+    assert config.oracle == "concise" and config.method == "dpo" and config.rounds == 3
+    assert config.feedback_per_round == 200 and config.policy_overrides["max_steps"] == 7
+    assert config.work_dir.parent == tmp_path / "loop" / "runs" and config.hf_cache == tmp_path / "hf-base"
+    assert config.mix.counts(200) == {"thumbs": 80, "votes": 100, "rankings": 20}
+    kto = build_config(parse_args(["--data-dir", str(tmp_path), "--method", "kto"]))
+    assert kto.mix.thumbs > kto.mix.votes and kto.mix.rankings == 0
+
+
+@pytest.mark.slow
+def test_one_round_through_the_product(tmp_path, hf_base_dir):
+    config = LoopConfig(
+        work_dir=tmp_path / "loop" / "runs" / "vader-dpo-test",
+        hf_cache=hf_base_dir.parent,
+        rounds=1,
+        feedback_per_round=20,
+        mix=EventMix(thumbs=0.4, votes=0.5, rankings=0.1, k=4),
+        max_new_tokens=16,
+        samples_per_prompt=1,
+        heldout_limit=3,
+        capability_limit=3,
+        reward_overrides=dict(TINY),
+        policy_overrides=dict(TINY),
+        gate=GateConfig(min_win_rate=0.0, kl_budget=1000, max_regressions=99, eval_prompts=2, facts=2, refusals=1, max_new_tokens=16),
+    )
+    lines: list[str] = []
+    result = run_loop(config, log=lines.append)
+
+    (record,) = result["rounds"]
+    assert record["status"] == "succeeded", record
+    assert record["decision"] == "deployed"  # the lenient gate passes it, and the service swapped
+    assert record["deployed_version_id"] == record["candidate_version_id"] != result["base"]["version_id"]
+    assert record["feedback"]["events"] == {"thumbs": 8, "votes": 10, "rankings": 2}
+    assert record["feedback"]["replies"] == 8 + 20 + 8
+    cand = record["candidate"]
+    assert all(math.isfinite(cand[k]) for k in ("gold", "win_rate", "kl", "capability", "proxy"))
+    assert cand["kl"] > 0 and 0 <= cand["win_rate"] <= 1
+    assert set(result["summary"]) == {
+        "gold_base", "gold_final", "win_rate_final", "kl_final", "capability_base", "capability_final", "minutes"
+    }
+    assert any(line.lstrip().startswith("1 ") for line in lines)  # the round's table row
+
+    # The feedback is in the product's tables, as the tabs write it.
+    store = FeedbackStore(config.work_dir / "playground.db")
+    try:
+        db = store.db
+        assert db["feedback"].count == 8 and db["comparisons"].count == 10 and db["rankings"].count == 2
+        sources = {r["source"]: r["n"] for r in db.query("SELECT source, COUNT(*) AS n FROM conversations GROUP BY source")}
+        assert sources == {"ui": 8, "compare": 10, "rank": 2}
+        versions = {r["model_version_id"] for r in db.query("SELECT model_version_id FROM messages WHERE role = 'assistant'")}
+        assert versions == {result["base"]["version_id"]}  # round 1's replies came from the base (on-policy)
+        assert {r["mode"] for r in db.query("SELECT mode FROM comparisons")} == {"samples"}
+    finally:
+        store.close()
+
+    png = publish(result, tmp_path / "loop")
+    assert png.stat().st_size > 10_000
+    assert json.loads((tmp_path / "loop" / "latest.json").read_text())["summary"] == result["summary"]
+    assert (tmp_path / "loop" / "results" / "vader-dpo.json").exists()
