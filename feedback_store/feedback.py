@@ -20,6 +20,7 @@ from typing import Any
 
 from feedback_store.db import utc_now
 from feedback_store.store import FeedbackStore, StoreError
+from feedback_store.text import storable
 
 # Reason keys as stored; the labels are what the UI shows. "other" fits both directions.
 DOWN_REASONS: dict[str, str] = {
@@ -209,7 +210,7 @@ def record_feedback(
     if flags is not KEEP:
         flags = _known(flags, INSTRUCTGPT_FLAGS, "flags")
     if note is not KEEP and note is not None:
-        note = str(note).strip() or None
+        note = storable(str(note)).strip() or None
         if note is not None and len(note) > MAX_NOTE_CHARS:
             raise StoreError(f"the note has {len(note):,} characters; at most {MAX_NOTE_CHARS:,}")
     with store.write() as db:
@@ -281,7 +282,7 @@ def add_demonstration(store: FeedbackStore, message_id: int, user_id: str, conte
     updates it). ``datasets.demonstrations`` serves it for SFT and ``datasets.preference_pairs`` as a
     pair (the user's answer chosen over the model's reply)."""
     _check_user(user_id)
-    content = (content or "").replace("\x00", "").strip()
+    content = storable(content or "").strip()
     if not content:
         raise StoreError("the better answer is empty")
     if len(content) > MAX_ANSWER_CHARS:

@@ -15,13 +15,14 @@ from typing import Any
 
 from feedback_store.db import ConnectionPool, utc_now
 from feedback_store.migrations import MIGRATIONS
+from feedback_store.text import storable
 
 VERSION_STATUSES = ("candidate", "deployed", "retired", "rejected")
 ROLES = ("system", "user", "assistant")
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return None if value is None else storable(json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 
 def _loads(value: str | None) -> Any:
@@ -218,7 +219,13 @@ class FeedbackStore:
             db.execute(
                 "INSERT INTO conversations (id, user_id, source, system_prompt, created_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
-                [conversation_id, user_id, source, system_prompt, utc_now()],
+                [
+                    conversation_id,
+                    user_id,
+                    source,
+                    None if system_prompt is None else storable(system_prompt),
+                    utc_now(),
+                ],
             )
         return conversation_id
 
@@ -236,8 +243,12 @@ class FeedbackStore:
         *,
         parent_id: int | None = None,
         turn: AssistantTurn | None = None,
+        moderation: dict[str, Any] | None = None,
     ) -> int:
-        """Append a message; for assistant replies ``turn`` carries the generation record."""
+        """Append a message; for assistant replies ``turn`` carries the generation record.
+        ``moderation`` is the moderation decision on the text (``{"flagged": bool, ...}``); for a reply
+        it may come in ``turn.moderation`` instead. Text SQLite cannot hold (NUL, lone surrogates) is
+        made storable (feedback_store.text)."""
         if role not in ROLES:
             raise StoreError(f"role must be one of {ROLES}, got {role!r}")
         if not isinstance(content, str):
@@ -246,7 +257,7 @@ class FeedbackStore:
             "conversation_id": conversation_id,
             "parent_id": parent_id,
             "role": role,
-            "content": content,
+            "content": storable(content),
             "created_at": utc_now(),
         }
         if turn is not None:
@@ -264,6 +275,10 @@ class FeedbackStore:
                 moderation=_dumps(turn.moderation),
                 trace=_dumps(turn.trace),
             )
+            if turn.prompt is not None:
+                values["prompt"] = storable(turn.prompt)
+        if moderation is not None:
+            values["moderation"] = _dumps(moderation)
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         try:

@@ -17,6 +17,7 @@ from playground.feedback_ui import register_api as register_feedback_api
 from playground.lab import LabTab
 from playground.presets.library import PresetLibrary
 from playground.rank import RankTab
+from playground.safety import Safety
 from playground.settings import Settings
 
 TITLE = "RLHF Playground"
@@ -31,24 +32,30 @@ class AppContext:
     settings: Settings
     store: FeedbackStore
     service: ModelService
+    safety: Safety | None = None  # rate limits, moderation, admins; built from the settings if None
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     presets = PresetLibrary.from_settings(ctx.settings)
+    if ctx.safety is None:
+        ctx.safety = Safety.from_settings(ctx.settings, ctx.store, ctx.service)
+    safety = ctx.safety
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nChat with a 4-bit model; your feedback trains the next version.")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(ctx.settings, ctx.store, ctx.service, presets).render()
+                ChatTab(ctx.settings, ctx.store, ctx.service, presets, safety=safety).render()
             with gr.Tab("Compare", id="compare"):
-                CompareTab(ctx.settings, ctx.store, ctx.service, presets=presets).render()
+                CompareTab(ctx.settings, ctx.store, ctx.service, presets=presets, safety=safety).render()
             with gr.Tab("Rank", id="rank"):
-                RankTab(ctx.settings, ctx.store, ctx.service).render()
+                RankTab(ctx.settings, ctx.store, ctx.service, safety=safety).render()
             with gr.Tab("Prompt lab", id="lab"):
-                LabTab(presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID).render()
+                LabTab(
+                    presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID, safety=safety
+                ).render()
             with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
-                DashboardTab(ctx.store).render(dashboard_tab)
-        register_feedback_api(ctx.store)
+                DashboardTab(ctx.store, safety=safety).render(dashboard_tab)
+        register_feedback_api(ctx.store, safety)
     # The generating events share the "generate" concurrency id (one slot per model instance);
     # everything else (storing a message, feedback) may run many at once.
     demo.queue(default_concurrency_limit=16, max_size=256)
