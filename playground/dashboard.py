@@ -144,10 +144,9 @@ class DashboardTab:
             or [[None, no_battles.format("presets"), None, "", None, ""]],
         )
 
-    def export(self, fmt: str, request: gr.Request | None = None) -> str | None:
+    def export(self, fmt: str, request: gr.Request | None = None) -> str:
         if why := self.safety.access.admin_refusal(request, "Exporting everybody's data"):
-            gr.Warning(why)
-            return None
+            raise gr.Error(why)
         out = Path(tempfile.mkdtemp(prefix="playground-export-")) / EXPORT_FILES[fmt]
         n = exports.export(self.store, fmt, out)
         gr.Info(f"Exported {n} rows ({fmt}).")
