@@ -140,7 +140,7 @@ def serve(settings: Settings) -> int:
     from playground.app import AppContext, build_app
 
     t0 = time.perf_counter()
-    from playground.access import share_refusal
+    from playground.access import LoginCheck, share_refusal
     from playground.moderation.rules import ModerationConfigError, RuleModerator
 
     try:
@@ -198,7 +198,7 @@ def serve(settings: Settings) -> int:
             server_name=settings.host,
             server_port=settings.port or None,
             share=settings.share,
-            auth=auth,
+            auth=LoginCheck(auth) if auth else None,
             inbrowser=settings.open_browser,
             prevent_thread_lock=True,
             quiet=True,

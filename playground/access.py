@@ -11,11 +11,18 @@ The command line (``launch.py deploy``, ``export``, ...) is always the operator'
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from playground.ratelimit import RateLimiter
 from playground.settings import Settings
+
+log = logging.getLogger(__name__)
+LOGIN_FAILURES = "10/minute"  # failed logins per user name before even the right password is refused
 
 SHARE_WITHOUT_AUTH = (
     "--share puts this playground on the public internet: anyone with the link could chat with the "
@@ -48,6 +55,28 @@ def is_loopback(address: str | None) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return address == "localhost"
+
+
+class LoginCheck:
+    """Gradio's login check (``launch(auth=LoginCheck(pairs))``): constant-time password comparison,
+    and at most ``LOGIN_FAILURES`` failed attempts per user name, so a public link cannot be used to
+    guess passwords at speed. Passwords are never logged; failures are, with the user name only."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], failures: str = LOGIN_FAILURES):
+        self._passwords = {user: password.encode() for user, password in pairs}
+        self._failures = RateLimiter({"login": (failures, None)})
+
+    def __call__(self, username: str, password: str) -> bool:
+        expected = self._passwords.get(username)
+        if expected is not None and not self._failures.blocked("login", username):
+            if hmac.compare_digest(password.encode(), expected):
+                return True
+        elif expected is not None:
+            log.warning("login refused for %r: too many failed attempts, try again later", username)
+            return False
+        self._failures.check("login", username, None)
+        log.info("failed login for %r", username if expected is not None else "(unknown user)")
+        return False
 
 
 def share_refusal(settings: Settings, logins: int) -> str | None:

@@ -195,4 +195,4 @@ class DashboardTab:
             tab.select(self.refresh, None, outputs)
             tab.select(self.safety_panel.refresh, None, safety_outputs)
         for fmt, button in buttons.items():
-            button.click(self._exporter(fmt), None, download)
+            button.click(self._exporter(fmt), None, download, api_name=f"export_{fmt}")

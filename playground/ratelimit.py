@@ -100,5 +100,10 @@ class RateLimiter:
                 return Limited(scope, who, describe(item, _WHAT.get(scope, "requests")), 1)
         return None
 
+    def blocked(self, scope: str, user: str) -> bool:
+        """Whether ``user`` is over the per-user limit of ``scope`` right now (counts nothing)."""
+        per_user, _ = self.limits.get(scope, (None, None))
+        return per_user is not None and not self._limiter.test(per_user, scope, "user", user)
+
     def reset(self) -> None:
         self._storage.reset()
