@@ -81,7 +81,7 @@ def record_report(
     _check_user(user_id)
     if kind not in REPORT_KINDS:
         raise StoreError(f"kind must be one of {REPORT_KINDS}, got {kind!r}")
-    if isinstance(message_id, bool) or not isinstance(message_id, int):
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or not -(2**63) <= message_id < 2**63:
         raise StoreError(f"message ids are integers, got {message_id!r}")
     if isinstance(categories, str):
         categories = [categories]

@@ -15,7 +15,7 @@ from typing import Any
 
 from feedback_store.db import ConnectionPool, utc_now
 from feedback_store.migrations import MIGRATIONS
-from feedback_store.text import storable
+from feedback_store.text import is_storable, storable
 
 VERSION_STATUSES = ("candidate", "deployed", "retired", "rejected")
 ROLES = ("system", "user", "assistant")
@@ -214,6 +214,8 @@ class FeedbackStore:
         system_prompt: str | None = None,
         conversation_id: str | None = None,
     ) -> str:
+        if not is_storable(user_id) or not is_storable(source) or not is_storable(conversation_id or ""):
+            raise StoreError("user_id, source and conversation_id must be text without NULs or lone surrogates")
         conversation_id = conversation_id or uuid.uuid4().hex
         with self.write() as db:
             db.execute(
@@ -253,6 +255,10 @@ class FeedbackStore:
             raise StoreError(f"role must be one of {ROLES}, got {role!r}")
         if not isinstance(content, str):
             raise StoreError("message content must be text")
+        if parent_id is not None and (
+            isinstance(parent_id, bool) or not isinstance(parent_id, int) or not -(2**63) <= parent_id < 2**63
+        ):
+            raise StoreError(f"parent_id must be a message id, got {parent_id!r}")
         values: dict[str, Any] = {
             "conversation_id": conversation_id,
             "parent_id": parent_id,
@@ -299,6 +305,8 @@ class FeedbackStore:
         return self.add_message(conversation_id, "assistant", turn.content, parent_id=parent_id, turn=turn)
 
     def get_message(self, message_id: int) -> StoredMessage:
+        if isinstance(message_id, bool) or not isinstance(message_id, int) or not -(2**63) <= message_id < 2**63:
+            raise StoreError(f"No message {message_id!r}.")
         row = next(self.db.query("SELECT * FROM messages WHERE id = ?", [message_id]), None)
         if row is None:
             raise StoreError(f"No message {message_id}.")

@@ -23,6 +23,11 @@ def storable(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+def is_storable(text: object) -> bool:
+    """Text that SQLite stores as given (for keys like user ids, which must not be silently changed)."""
+    return isinstance(text, str) and "\x00" not in text and not _SURROGATE.search(text)
+
+
 def clean_input(text: str | None) -> str:
     """User input as it is kept: ``storable`` and without control characters except \\t \\n \\r."""
     return _CONTROL.sub("", storable(text or ""))
