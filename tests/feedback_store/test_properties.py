@@ -25,18 +25,23 @@ SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-ids = st.one_of(st.integers(-3, 40), st.sampled_from([None, "1", 1.5, True, 2**70]))
+# Mostly ids that exist (the first rows written), sometimes ids that do not or are not ids at all.
+ids = st.one_of(
+    st.integers(1, 6), st.integers(1, 6), st.integers(-3, 40), st.sampled_from([None, "1", 1.5, True, 2**70])
+)
 users = st.one_of(st.sampled_from(["alice", "bob", ""]), hostile_text)
+message_op = st.tuples(
+    st.just("message"),
+    st.integers(0, 5),
+    st.sampled_from(["assistant", "assistant", "user", "system", "tool", ""]),
+    st.one_of(hostile_text, hostile_text, st.integers(), st.none()),
+    st.one_of(st.none(), st.none(), ids),
+)
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("conversation"), users, st.one_of(st.none(), hostile_text)),
-        st.tuples(
-            st.just("message"),
-            st.integers(0, 5),
-            st.sampled_from(["user", "assistant", "system", "tool", ""]),
-            st.one_of(hostile_text, st.integers(), st.none()),
-            ids,
-        ),
+        message_op,
+        message_op,
         st.tuples(
             st.just("feedback"),
             ids,
@@ -52,7 +57,7 @@ ops = st.lists(
         st.tuples(st.just("ranking"), st.lists(ids, max_size=10), users),
         st.tuples(st.just("report"), ids, users, st.sampled_from(["false_positive", "false_negative", "?"])),
     ),
-    max_size=25,
+    max_size=30,
 )
 
 
@@ -132,15 +137,18 @@ turns = st.lists(st.tuples(st.sampled_from(["user", "assistant"]), hostile_text)
     lambda ts: [{"role": r, "content": c} for r, c in ts] + [{"role": "user", "content": "q?"}]
 )
 good_rows = st.builds(lambda ctx, c, r: (ctx, c, r), turns, hostile_text, hostile_text)
-lines = st.lists(
-    st.one_of(
-        good_rows.map(lambda t: ("pair", t)),
-        json_values.map(lambda v: ("json", v)),
-        st.sampled_from(['{"chosen": "truncated', "not json", "[1, 2", "\ufeff{}", ""]).map(
-            lambda s: ("raw", s)
+lines = st.one_of(
+    st.lists(good_rows.map(lambda t: ("pair", t)), min_size=1, max_size=8),  # a clean file
+    st.lists(
+        st.one_of(
+            good_rows.map(lambda t: ("pair", t)),
+            json_values.map(lambda v: ("json", v)),
+            st.sampled_from(['{"chosen": "truncated', "not json", "[1, 2", "\ufeff{}", ""]).map(
+                lambda s: ("raw", s)
+            ),
         ),
+        max_size=12,
     ),
-    max_size=12,
 )
 
 

@@ -112,7 +112,7 @@ def test_api_message_lists_parse_or_get_a_400(body):
     assert all("\x00" not in m["content"] for m in messages)
 
 
-toml_lines = st.lists(
+_random_lines = st.lists(
     st.one_of(
         st.sampled_from(
             [
@@ -145,7 +145,17 @@ toml_lines = st.lists(
         hostile_text,
     ),
     max_size=10,
-).map("\n".join)
+)
+# Half the files start as a valid preset or rules file, so both the accepting and the refusing paths run.
+_valid_start = st.sampled_from(
+    [
+        [],
+        ['name = "Fuzzed"', 'technique = "zero_shot"'],
+        ['name = "Fuzzed"', 'technique = "few_shot"', "[[examples]]", 'question = "q"', 'answer = "a"'],
+        ["[categories.fuzz]", 'words = ["zorblax"]'],
+    ]
+)
+toml_lines = st.builds(lambda start, rest: "\n".join(start + rest), _valid_start, _random_lines)
 
 
 @SETTINGS
