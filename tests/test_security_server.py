@@ -88,6 +88,8 @@ def test_admin_only_actions_are_refused_to_normal_users(locked):
     bob = Client(locked.url, auth=("bob", BOB_PW), verbose=False)
     with pytest.raises(AppError, match="needs an admin login"):
         bob.predict(api_name="/export_raw")
+    with pytest.raises(AppError, match="No message 999"):  # a normal user's report, refused clearly
+        bob.predict(999, "false_positive", api_name="/report_moderation")
     alice = Client(locked.url, auth=("alice", ALICE_PW), verbose=False)
     path = alice.predict(api_name="/export_raw")
     assert str(path).endswith("raw_tables.jsonl")

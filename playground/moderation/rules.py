@@ -96,7 +96,11 @@ class RuleModerator:
             except (OSError, UnicodeDecodeError) as exc:
                 raise ModerationConfigError(f"cannot read the moderation file {path}: {exc}") from exc
             _merge(categories, lists, _parse(text, str(path)), str(path))
-        return cls(categories, lists)
+        try:
+            return cls(categories, lists)
+        except ModerationConfigError as exc:  # a bad regex: say which files were merged
+            files = ", ".join(str(p) for p in paths if p is not None) or BUILTIN_RULES
+            raise ModerationConfigError(f"{files}: {exc}") from None
 
     def _expand(self, pattern: str) -> str:
         def sub(m: re.Match) -> str:
