@@ -80,7 +80,9 @@ def hf_base_for(base: Path, data_dir: Path) -> Path:
         return base
     from models.hf_base import ensure_hf_base
 
-    return ensure_hf_base(base, data_dir / "hf-base")  # the same cache the server uses (Settings.hf_cache_dir)
+    return ensure_hf_base(
+        base, data_dir / "hf-base"
+    )  # the same cache the server uses (Settings.hf_cache_dir)
 
 
 def latest_reward_model(data_dir: Path) -> Path | None:
@@ -204,7 +206,9 @@ def run_training(
             from models.lora_export import export_peft_lora_to_gguf
 
             gguf_path = result.adapter_dir / "adapter.gguf"
+            t_export = time.perf_counter()
             export_peft_lora_to_gguf(result.adapter_dir, gguf_path, base_gguf=base)
+            result.metrics["gguf_export_seconds"] = round(time.perf_counter() - t_export, 2)
         result.metrics["wall_seconds"] = time.perf_counter() - t0
         write_metrics(result.adapter_dir, result.metrics)
         version_id = None
