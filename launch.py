@@ -111,6 +111,42 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--moderation-output", help="withhold (default) or mark a flagged reply")
     p.add_argument(
+        "--train-every", type=float, help="minutes between training checks (default 30; 0 = on demand)"
+    )
+    p.add_argument("--train-cron", help='crontab schedule for training checks, e.g. "0 3 * * *"')
+    p.add_argument(
+        "--train-min-feedback", type=int, help="new feedback events before a scheduled cycle (default 50)"
+    )
+    p.add_argument("--train-method", help="auto (default), dpo, kto, sft, rl or best_of_n")
+    p.add_argument(
+        "--auto-deploy",
+        action=argparse.BooleanOptionalAction,
+        help="deploy candidates that pass the gate (default on)",
+    )
+    p.add_argument("--train-threads", type=int, help="CPU threads of the training process (default 1)")
+    p.add_argument(
+        "--scheduler", action=argparse.BooleanOptionalAction, help="run the training scheduler (default on)"
+    )
+    p.add_argument(
+        "--gate-min-win-rate", type=float, help="gate: reward-model win rate vs deployed (default 0.5)"
+    )
+    p.add_argument("--gate-kl-budget", type=float, help="gate: maximum KL to the base in nats (default 8)")
+    p.add_argument(
+        "--gate-max-regressions", type=int, help="gate: regression prompts allowed to fail (default 0)"
+    )
+    p.add_argument(
+        "--gate-eval-prompts", type=int, help="gate: held-out prompts for win rate and KL (default 16)"
+    )
+    p.add_argument(
+        "--train-max-steps", type=int, help="cap optimiser steps per training stage (quick cycles)"
+    )
+    p.add_argument("--train-nice", type=int, help="priority penalty of the training process (default 10)")
+    p.add_argument(
+        "--train-hygiene",
+        action=argparse.BooleanOptionalAction,
+        help="leave flagged text and rate-limited or flagged users out of training (default on)",
+    )
+    p.add_argument(
         "--open-browser",
         action=argparse.BooleanOptionalAction,
         help="open a browser tab on start (default on)",
@@ -187,7 +223,24 @@ def serve(settings: Settings) -> int:
     deployed = service.served
     model = deployed.model
     safety = Safety.from_settings(settings, store, service)  # one set of rate limits for the UI and the API
-    demo = build_app(AppContext(settings=settings, store=store, service=service, safety=safety))
+    scheduler = None
+    if settings.scheduler:
+        from trainers.scheduler import SchedulerConfig, TrainingScheduler
+
+        scheduler = TrainingScheduler(
+            SchedulerConfig(
+                interval_minutes=settings.train_every,
+                cron=settings.train_cron,
+                min_new_feedback=settings.train_min_feedback,
+                threads=settings.train_threads,
+                nice=settings.train_nice,
+            ),
+            settings.cycle_config(),
+        )
+        scheduler.start()
+    demo = build_app(
+        AppContext(settings=settings, store=store, service=service, safety=safety, scheduler=scheduler)
+    )
     # The /v1 routes go into Gradio's own FastAPI app, ahead of its routes: one process, --share included.
     app_kwargs = (
         {"routes": OpenAIAPI(settings, store, service, safety=safety).routes()} if settings.api else None
@@ -233,6 +286,8 @@ def serve(settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if scheduler is not None:
+            scheduler.shutdown()
         demo.close()
         service.close()
         store.close()
@@ -248,6 +303,7 @@ SUBCOMMANDS: dict[str, str] = {
     "versions": "playground.versions_cli:versions_command",
     "deploy": "playground.versions_cli:deploy_command",
     "rollback": "playground.versions_cli:rollback_command",
+    "train": "trainers.cli:main",
 }
 
 

@@ -62,10 +62,10 @@ class PreferencePair:
     prompt: list[Message]  # conversational context, system prompt first, ending with the user message
     chosen: str
     rejected: str
-    source: str  # comparison | ranking | better_answer | import
-    user_id: str
-    created_at: str
-    updated_at: str
+    source: str = ""  # comparison | ranking | better_answer | import
+    user_id: str = ""
+    created_at: str = ""
+    updated_at: str = ""
     weight: float = 1.0  # 1/C(K,2) for a ranking's pairs, else 1
     chosen_message_id: int | None = None  # None: the user's own answer
     rejected_message_id: int | None = None
@@ -91,15 +91,15 @@ class UnpairedExample:
     prompt: list[Message]
     completion: str
     label: bool  # thumbs up
-    message_id: int
-    user_id: str
-    version_id: int | None
-    preset_id: str | None
-    reasons: tuple[str, ...]
-    score: int | None
-    flags: tuple[str, ...]
-    created_at: str
-    updated_at: str
+    message_id: int | None = None
+    user_id: str = ""
+    version_id: int | None = None
+    preset_id: str | None = None
+    reasons: tuple[str, ...] = ()
+    score: int | None = None
+    flags: tuple[str, ...] = ()
+    created_at: str = ""
+    updated_at: str = ""
 
     def to_trl(self) -> dict[str, Any]:
         """TRL's conversational unpaired preference format (KTO)."""
@@ -110,13 +110,13 @@ class UnpairedExample:
 class Demonstration:
     prompt: list[Message]
     completion: str  # the user's answer
-    improves_message_id: int
-    replaced: str  # the model's reply it improves on
-    user_id: str
-    version_id: int | None  # the version that wrote the replaced reply
-    demonstration_id: int
-    created_at: str
-    updated_at: str
+    improves_message_id: int | None = None
+    replaced: str = ""  # the model's reply it improves on
+    user_id: str = ""
+    version_id: int | None = None  # the version that wrote the replaced reply
+    demonstration_id: int | None = None
+    created_at: str = ""
+    updated_at: str = ""
 
     def to_trl(self) -> dict[str, Any]:
         """TRL's conversational prompt-completion format (SFT trains on the completion only)."""
@@ -126,11 +126,11 @@ class Demonstration:
 @dataclass(frozen=True)
 class PromptRecord:
     prompt: list[Message]
-    message_id: int
-    conversation_id: str
-    source: str  # the conversation's source: ui | compare | rank | import | ...
-    user_id: str
-    created_at: str
+    message_id: int | None = None
+    conversation_id: str = ""
+    source: str = ""  # the conversation's source: ui | compare | rank | import | ...
+    user_id: str = ""
+    created_at: str = ""
 
     def to_trl(self) -> dict[str, Any]:
         return {"prompt": self.prompt}

@@ -173,6 +173,59 @@ _M_FEEDBACK_001 = [
 
 
 @MIGRATIONS()
+def m_training_001(db: sqlite_utils.Database) -> None:
+    for statement in _M_TRAINING_001:
+        db.execute(statement)
+
+
+_M_TRAINING_001 = [
+    # One training cycle (or one manual training command): its stages, progress, outcome and the gate's
+    # decision with its reasons. A row left 'running' by a killed process is marked 'killed' later (its
+    # pid is gone).
+    """
+    CREATE TABLE training_runs (
+        id INTEGER PRIMARY KEY,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'running'
+            CHECK (status IN ('running', 'succeeded', 'failed', 'killed')),
+        stage TEXT NOT NULL DEFAULT 'starting',
+        progress REAL NOT NULL DEFAULT 0,
+        message TEXT,
+        pid INTEGER,
+        config TEXT NOT NULL DEFAULT '{}',
+        metrics TEXT NOT NULL DEFAULT '{}',
+        stage_seconds TEXT NOT NULL DEFAULT '{}',
+        candidate_version_id INTEGER REFERENCES model_versions(id),
+        decision TEXT CHECK (decision IN ('deployed', 'awaiting_approval', 'rejected', 'no_candidate')),
+        reasons TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        log_path TEXT,
+        feedback_seen INTEGER,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT
+    )
+    """,
+    "CREATE INDEX idx_training_runs_started ON training_runs(started_at)",
+    # At most one cycle at a time, across processes: the database refuses a second running row.
+    "CREATE UNIQUE INDEX idx_training_runs_one_running ON training_runs(status) WHERE status = 'running'",
+    # Every deploy, rollback, rejection and approval, with who or what decided it and why.
+    """
+    CREATE TABLE deployment_events (
+        id INTEGER PRIMARY KEY,
+        version_id INTEGER NOT NULL REFERENCES model_versions(id),
+        action TEXT NOT NULL CHECK (action IN ('deploy', 'rollback', 'reject', 'approve')),
+        actor TEXT NOT NULL,
+        training_run_id INTEGER REFERENCES training_runs(id),
+        reasons TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX idx_deployment_events_version ON deployment_events(version_id, created_at)",
+]
+
+
+@MIGRATIONS()
 def m_safety_001(db: sqlite_utils.Database) -> None:
     for statement in _M_SAFETY_001:
         db.execute(statement)

@@ -215,7 +215,9 @@ class FeedbackStore:
         conversation_id: str | None = None,
     ) -> str:
         if not is_storable(user_id) or not is_storable(source) or not is_storable(conversation_id or ""):
-            raise StoreError("user_id, source and conversation_id must be text without NULs or lone surrogates")
+            raise StoreError(
+                "user_id, source and conversation_id must be text without NULs or lone surrogates"
+            )
         conversation_id = conversation_id or uuid.uuid4().hex
         with self.write() as db:
             db.execute(
@@ -305,7 +307,11 @@ class FeedbackStore:
         return self.add_message(conversation_id, "assistant", turn.content, parent_id=parent_id, turn=turn)
 
     def get_message(self, message_id: int) -> StoredMessage:
-        if isinstance(message_id, bool) or not isinstance(message_id, int) or not -(2**63) <= message_id < 2**63:
+        if (
+            isinstance(message_id, bool)
+            or not isinstance(message_id, int)
+            or not -(2**63) <= message_id < 2**63
+        ):
             raise StoreError(f"No message {message_id!r}.")
         row = next(self.db.query("SELECT * FROM messages WHERE id = ?", [message_id]), None)
         if row is None:

@@ -5,6 +5,7 @@ services explicitly; nothing is global.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -19,6 +20,7 @@ from playground.presets.library import PresetLibrary
 from playground.rank import RankTab
 from playground.safety import Safety
 from playground.settings import Settings
+from playground.training import TrainingTab
 
 TITLE = "RLHF Playground"
 
@@ -33,6 +35,7 @@ class AppContext:
     store: FeedbackStore
     service: ModelService
     safety: Safety | None = None  # rate limits, moderation, admins; built from the settings if None
+    scheduler: Any = None  # trainers.scheduler.TrainingScheduler, when this server runs one
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -55,6 +58,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 ).render()
             with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
                 DashboardTab(ctx.store, safety=safety).render(dashboard_tab)
+            with gr.Tab("Training", id="training") as training_tab:
+                TrainingTab(
+                    ctx.store, ctx.service.base_model, ctx.scheduler, can_admin=safety.is_admin
+                ).render(training_tab)
         register_feedback_api(ctx.store, safety)
     # The generating events share the "generate" concurrency id (one slot per model instance);
     # everything else (storing a message, feedback) may run many at once.

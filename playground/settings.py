@@ -67,6 +67,39 @@ class Settings(BaseSettings):
     version_poll_s: float = Field(
         2.0, ge=0, le=3600, description="seconds between checks of the deployed version; 0 = off"
     )
+    # -- the training loop (issue 7) --
+    train_every: float = Field(
+        30.0, ge=0, description="minutes between checks for new feedback to train on; 0 = only on demand"
+    )
+    train_cron: str | None = Field(
+        None, description="crontab schedule for training checks (instead of train_every)"
+    )
+    train_min_feedback: int = Field(
+        50, ge=0, description="new feedback events needed before a scheduled cycle"
+    )
+    train_method: Literal["auto", "dpo", "kto", "sft", "rl", "best_of_n"] = Field(
+        "auto",
+        description="policy update: auto = DPO, KTO when thumbs dominate, SFT with only demonstrations",
+    )
+    auto_deploy: bool = Field(
+        True, description="deploy a candidate that passes the gate without a human click"
+    )
+    train_threads: int = Field(1, ge=1, le=256, description="CPU threads of the training process")
+    train_nice: int = Field(
+        10, ge=0, le=19, description="scheduling priority penalty of the training process"
+    )
+    train_hygiene: bool = Field(
+        True,
+        description="leave flagged text and rate-limited, repeatedly flagged or excluded users out of training",
+    )
+    scheduler: bool = Field(True, description="run the training scheduler in this server")
+    gate_min_win_rate: float = Field(0.5, ge=0, le=1, description="gate: reward-model win rate vs deployed")
+    gate_kl_budget: float = Field(8.0, ge=0, description="gate: maximum KL to the base (nats per reply)")
+    gate_max_regressions: int = Field(0, ge=0, description="gate: regression prompts allowed to fail")
+    gate_eval_prompts: int = Field(16, ge=1, le=256, description="gate: held-out prompts for win rate and KL")
+    train_max_steps: int | None = Field(
+        None, ge=1, description="cap optimiser steps per training stage (quick cycles); default: full epochs"
+    )
 
     # -- safety of a shared playground (issue 9; playground/safety.py) --
     public: bool = Field(False, description="allow --share without --auth (anyone with the link can use it)")
@@ -115,6 +148,32 @@ class Settings(BaseSettings):
     def hf_cache_dir(self) -> Path:
         """Where GGUF files dequantized for transformers are kept (made once, reloaded in ~0.2 s)."""
         return self.data_dir / "hf-base"
+
+    def cycle_config(self, excluded_users: frozenset[str] = frozenset()):
+        """The training cycle's settings, derived from these (one place, shared by server and CLI)."""
+        from trainers.cycle import CycleConfig
+        from trainers.gate import GateConfig
+
+        steps = {"max_steps": self.train_max_steps} if self.train_max_steps else {}
+        return CycleConfig(
+            db_path=self.db_path,
+            data_dir=self.data_dir,
+            model=self.model,
+            method=self.train_method,
+            auto_deploy=self.auto_deploy,
+            threads=self.train_threads,
+            chat_template=self.chat_template,
+            excluded_users=excluded_users,
+            hygiene=self.train_hygiene,
+            reward_overrides=steps,
+            policy_overrides=steps,
+            gate=GateConfig(
+                min_win_rate=self.gate_min_win_rate,
+                kl_budget=self.gate_kl_budget,
+                max_regressions=self.gate_max_regressions,
+                eval_prompts=self.gate_eval_prompts,
+            ),
+        )
 
     @property
     def db_path(self) -> Path:

@@ -42,6 +42,16 @@ def embedded_model():
     model.close()
 
 
+@pytest.fixture(scope="session")
+def hf_base_dir():
+    """The embedded GGUF dequantized for transformers: made once per checkout (about 15 s) and cached
+    under .pytest_cache, as the app caches it under its data directory. Backends and trainers share it."""
+    from models.embedded import embedded_model_path
+    from models.hf_base import ensure_hf_base
+
+    return ensure_hf_base(embedded_model_path(), ROOT / ".pytest_cache" / "hf-base")
+
+
 @pytest.fixture
 def store(tmp_path):
     from feedback_store.store import FeedbackStore

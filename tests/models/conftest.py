@@ -6,18 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ROOT
-
-HF_CACHE = ROOT / ".pytest_cache" / "hf-base"
-
-
-@pytest.fixture(scope="session")
-def hf_base_dir():
-    from models.embedded import embedded_model_path
-    from models.hf import ensure_hf_base
-
-    return ensure_hf_base(embedded_model_path(), HF_CACHE)
-
 
 @pytest.fixture(scope="session")
 def hf_model(hf_base_dir):

@@ -1,0 +1,309 @@
+"""One training method, end to end: stored feedback -> dataset -> TRL -> adapter -> evaluation -> GGUF
+export -> a candidate model version in the registry.
+
+This is what ``python launch.py train --method ...`` runs and what a training cycle calls per stage.
+It never touches a served model: it loads its own copy of the base, writes a new adapter directory
+atomically, and registers it as a *candidate* (deploying is the evaluation gate's decision).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from feedback_store import datasets as ds
+from feedback_store import safety
+from feedback_store.store import FeedbackStore
+from trainers.common import CommonConfig, TrainingDataError, TrainResult, write_metrics
+from trainers.data import cap_per_user, dedupe, split_heldout
+
+log = logging.getLogger(__name__)
+
+METHODS = ("reward", "dpo", "kto", "sft", "rl", "best_of_n")
+POLICY_METHODS = ("dpo", "kto", "sft", "rl", "best_of_n")
+Progress = Callable[[str, float], None]  # (stage message, fraction done 0..1)
+
+
+@dataclass
+class TrainRequest:
+    """What to train, on which data, from which served base."""
+
+    method: str
+    db_path: Path
+    data_dir: Path
+    model: str | None = None
+    """The served base (GGUF file or HF directory); None = the embedded model."""
+    since: str | None = None
+    user_id: str | None = None
+    version_id: int | None = None
+    """Only feedback on replies written by this model version."""
+    init_from: str = "base"
+    """"base": a fresh LoRA, reference = base. "deployed": continue the deployed adapter, reference = it."""
+    heldout_fraction: float = 0.1
+    max_share_per_user: float = 0.25
+    reward_adapter: str | None = None
+    """Reward model for rl / best_of_n / evaluation; default: the latest one trained (data_dir/reward_models)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Config fields to override (max_steps, learning_rate, threads, ...)."""
+    eval_prompts: int = 8
+    """Held-out prompts sampled for the KL and reward-score measurements (0 = skip them)."""
+    register: bool = True
+    training_run_id: int | None = None
+    excluded_users: frozenset[str] = frozenset()
+    """Users whose feedback is left out, besides those the hygiene rules exclude."""
+    hygiene: bool = True
+    """Leave out flagged text and the users ``feedback_store.safety.excluded_users`` names (rate-limited,
+    repeatedly flagged, excluded by an operator), so one abusive user cannot steer training."""
+
+
+@dataclass
+class TrainOutcome:
+    result: TrainResult
+    version_id: int | None = None
+    gguf_adapter: Path | None = None
+
+
+def served_base(model: str | None) -> Path:
+    if model is None:
+        from models.embedded import embedded_model_path
+
+        return embedded_model_path()
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--model {model}: no such file or directory")
+    return path
+
+
+def hf_base_for(base: Path, data_dir: Path) -> Path:
+    """The trainers' copy of the base: the GGUF dequantized once (cached), or the HF directory itself."""
+    if base.is_dir():
+        return base
+    from models.hf_base import ensure_hf_base
+
+    return ensure_hf_base(
+        base, data_dir / "hf-base"
+    )  # the same cache the server uses (Settings.hf_cache_dir)
+
+
+def latest_reward_model(data_dir: Path) -> Path | None:
+    pointer = data_dir / "reward_models" / "LATEST"
+    if pointer.exists():
+        path = Path(pointer.read_text().strip())
+        if (path / "adapter_config.json").exists():
+            return path
+    return None
+
+
+def _set_latest_reward_model(data_dir: Path, adapter_dir: Path) -> None:
+    pointer = data_dir / "reward_models" / "LATEST"
+    tmp = pointer.with_suffix(".tmp")
+    tmp.write_text(str(adapter_dir.resolve()))
+    tmp.replace(pointer)
+
+
+def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
+    """(train, held-out) examples for ``req.method``: filtered, deduplicated, capped per user, split by prompt."""
+    filters = dict(since=req.since, user_id=req.user_id, exclude_flagged=req.hygiene)
+    if req.method in ("reward", "dpo"):
+        items = ds.preference_pairs(store, version_id=req.version_id, **filters)
+    elif req.method == "kto":
+        items = ds.unpaired_feedback(store, version_id=req.version_id, **filters)
+    elif req.method == "sft":
+        items = ds.demonstrations(store, version_id=req.version_id, **filters)
+    elif req.method in ("rl", "best_of_n"):
+        items = ds.prompts(store, **filters)
+    else:
+        raise ValueError(f"unknown method {req.method!r}; choose one of {', '.join(METHODS)}")
+    excluded = req.excluded_users | (safety.excluded_users(store) if req.hygiene else frozenset())
+    items = [i for i in items if i.user_id not in excluded]
+    items = cap_per_user(dedupe(items), max_share=req.max_share_per_user)
+    return split_heldout(items, req.heldout_fraction)
+
+
+def _config_for(method: str, **kwargs: Any) -> CommonConfig:
+    from trainers.best_of_n import BestOfNConfig
+    from trainers.dpo import DPOTrainConfig
+    from trainers.kto import KTOTrainConfig
+    from trainers.reward import RewardTrainConfig
+    from trainers.rl import RLTrainConfig
+    from trainers.sft import SFTTrainConfig
+
+    cls = {
+        "reward": RewardTrainConfig,
+        "dpo": DPOTrainConfig,
+        "kto": KTOTrainConfig,
+        "sft": SFTTrainConfig,
+        "rl": RLTrainConfig,
+        "best_of_n": BestOfNConfig,
+    }[method]
+    known = {f.name for f in fields(cls)}
+    unknown = set(kwargs) - known
+    if unknown:
+        raise ValueError(f"{method} has no setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**kwargs)
+
+
+def run_training(
+    req: TrainRequest, progress: Progress | None = None, callbacks: Sequence | None = None
+) -> TrainOutcome:
+    """Train ``req.method`` and register the result; raises TrainingDataError when data is insufficient."""
+    from feedback_store.versions import VersionRegistry
+
+    say = progress or (lambda message, fraction: log.info("%s (%.0f%%)", message, 100 * fraction))
+    t0 = time.perf_counter()
+    base = served_base(req.model)
+    base_id = base.name
+    store = FeedbackStore(req.db_path)
+    try:
+        registry = VersionRegistry(store)
+        say("reading feedback", 0.02)
+        train, heldout = load_examples(store, req)
+        deployed = registry.deployed(base_id)
+        say(f"{len(train)} training and {len(heldout)} held-out examples; preparing the base model", 0.05)
+        hf_base = hf_base_for(base, req.data_dir)
+
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder = "reward_models" if req.method == "reward" else "adapters"
+        output_dir = req.data_dir / folder / f"{req.method}-{stamp}-{req.training_run_id or 'manual'}"
+        init_adapter = None
+        if (
+            req.init_from == "deployed"
+            and deployed is not None
+            and deployed.adapter_path
+            and req.method != "reward"
+        ):
+            init_adapter = deployed.adapter_path
+        reward_adapter = req.reward_adapter or (str(latest_reward_model(req.data_dir) or "") or None)
+        kwargs: dict[str, Any] = dict(
+            output_dir=str(output_dir), base_model_dir=str(hf_base), **req.overrides
+        )
+        if req.method != "reward":
+            kwargs.setdefault("init_adapter", init_adapter)
+        if req.method in ("rl", "best_of_n"):
+            if reward_adapter is None:
+                raise TrainingDataError(
+                    f"{req.method} needs a trained reward model; run `python launch.py train --method reward` first."
+                )
+            kwargs["reward_adapter"] = reward_adapter
+        config = _config_for(req.method, **kwargs)
+
+        say(f"training {req.method}", 0.1)
+        result = _train(req.method, config, train, heldout, callbacks)
+        say("evaluating", 0.85)
+        if req.method == "reward":
+            _set_latest_reward_model(req.data_dir, result.adapter_dir)
+            result.metrics["wall_seconds"] = time.perf_counter() - t0
+            write_metrics(result.adapter_dir, result.metrics)
+            return TrainOutcome(result)
+
+        result.metrics.update(
+            evaluate_policy(
+                hf_base, result.adapter_dir, heldout, reward_adapter, req.eval_prompts, store, req
+            )
+        )
+        gguf_path = None
+        if base.suffix == ".gguf":
+            say("exporting the adapter for llama.cpp", 0.93)
+            from models.lora_export import export_peft_lora_to_gguf
+
+            gguf_path = result.adapter_dir / "adapter.gguf"
+            t_export = time.perf_counter()
+            export_peft_lora_to_gguf(result.adapter_dir, gguf_path, base_gguf=base)
+            result.metrics["gguf_export_seconds"] = round(time.perf_counter() - t_export, 2)
+        result.metrics["wall_seconds"] = time.perf_counter() - t0
+        write_metrics(result.adapter_dir, result.metrics)
+        version_id = None
+        if req.register:
+            version = registry.register_candidate(
+                base_id,
+                adapter_path=result.adapter_dir,
+                gguf_adapter_path=gguf_path,
+                parent_id=deployed.id if deployed else None,
+                method=req.method,
+                metrics=_registry_metrics(result.metrics),
+                training_run_id=req.training_run_id,
+            )
+            version_id = version.id
+        say(f"done: candidate version {version_id}" if version_id else "done", 1.0)
+        return TrainOutcome(result, version_id, gguf_path)
+    finally:
+        store.close()
+
+
+def _train(
+    method: str, config: CommonConfig, train: list, heldout: list, callbacks: Sequence | None
+) -> TrainResult:
+    cb = list(callbacks or [])
+    if method == "reward":
+        from trainers.reward import train_reward_model
+
+        return train_reward_model(config, train, heldout=heldout, callbacks=cb)
+    if method == "dpo":
+        from trainers.dpo import train_dpo
+
+        return train_dpo(config, train, callbacks=cb)
+    if method == "kto":
+        from trainers.kto import train_kto
+
+        return train_kto(config, train, callbacks=cb)
+    if method == "sft":
+        from trainers.sft import train_sft
+
+        return train_sft(config, train, callbacks=cb)
+    if method == "rl":
+        from trainers.rl import train_rl
+
+        return train_rl(config, train, callbacks=cb)
+    from trainers.best_of_n import train_best_of_n
+
+    return train_best_of_n(config, train, callbacks=cb)
+
+
+def evaluate_policy(
+    hf_base: Path,
+    adapter_dir: Path,
+    heldout: Sequence,
+    reward_adapter: str | None,
+    n_prompts: int,
+    store: FeedbackStore,
+    req: TrainRequest,
+) -> dict[str, Any]:
+    """KL to the base on held-out prompts, reward-model score before/after, held-out preference accuracy."""
+    from trainers import evaluate as ev
+
+    metrics: dict[str, Any] = {}
+    model, tokenizer = ev.load_policy_for_eval(hf_base, adapter_dir)
+    pairs = [x for x in heldout if hasattr(x, "chosen")]
+    if pairs:
+        metrics.update(
+            {f"heldout_{k}": v for k, v in ev.preference_accuracy(model, tokenizer, pairs).items()}
+        )
+    if n_prompts <= 0:
+        return metrics
+    prompt_pool = [x.prompt for x in heldout] or [p.prompt for p in ds.prompts(store)[-n_prompts:]]
+    prompts = prompt_pool[:n_prompts]
+    if not prompts:
+        return metrics
+    after = [
+        s[0] for s in ev.sample(model, tokenizer, prompts, n=1, max_new_tokens=48, temperature=1.0, seed=1)
+    ]
+    metrics["kl_to_base"] = ev.kl_to_reference(model, tokenizer, prompts, after)
+    if reward_adapter:
+        from trainers.reward import RewardModel
+
+        with ev.reference_of(model) as base_model:
+            before = [s[0] for s in ev.sample(base_model, tokenizer, prompts, n=1, max_new_tokens=48, seed=1)]
+        del model
+        rm = RewardModel.load(reward_adapter, hf_base)
+        metrics["reward_before"] = sum(rm.score(prompts, before)) / len(prompts)
+        metrics["reward_after"] = sum(rm.score(prompts, after)) / len(prompts)
+    return metrics
+
+
+def _registry_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The scalar metrics worth showing next to a version (curves stay in the adapter's metrics.json)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
