@@ -2,7 +2,7 @@
 
     python launch.py                      # the embedded model on http://127.0.0.1:7860
     python launch.py --model vicuna-7b.Q4_K_M.gguf --chat-template vicuna_v1.1
-    python launch.py --share --auth alice:secret
+    python launch.py --share --auth alice:secret --admin alice
 
 Every flag also reads an environment variable PLAYGROUND_<NAME> (flags win).
 """
@@ -73,6 +73,43 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--version-poll-s", type=float, help="seconds between checks for a new deployed version (default 2)"
     )
+    # -- safety of a shared playground (playground/safety.py) --
+    p.add_argument(
+        "--public",
+        action=argparse.BooleanOptionalAction,
+        help="allow --share without --auth: anyone with the link can chat and give feedback",
+    )
+    p.add_argument(
+        "--admin", action="append", metavar="USER", help="a login allowed admin actions (repeatable)"
+    )
+    p.add_argument("--admins-file", help="file with one admin login name per line")
+    p.add_argument(
+        "--rate-limit-chat", metavar="LIMIT", help="chat turns per user, e.g. 20/minute (off = none)"
+    )
+    p.add_argument("--rate-limit-chat-ip", metavar="LIMIT", help="chat turns per client address (60/minute)")
+    p.add_argument("--rate-limit-feedback", metavar="LIMIT", help="feedback events per user (120/minute)")
+    p.add_argument(
+        "--rate-limit-feedback-ip", metavar="LIMIT", help="feedback events per address (600/minute)"
+    )
+    p.add_argument(
+        "--rate-limit-local",
+        action=argparse.BooleanOptionalAction,
+        help="apply the limits to this machine's own browser too (always on with --share)",
+    )
+    p.add_argument(
+        "--moderation",
+        action=argparse.BooleanOptionalAction,
+        help="moderate user input and model output (default on)",
+    )
+    p.add_argument(
+        "--moderation-file", help="your moderation rules, TOML (default: DATA_DIR/moderation.toml)"
+    )
+    p.add_argument(
+        "--moderation-judge",
+        action=argparse.BooleanOptionalAction,
+        help="also ask the served model whether a text is unsafe (slower; off by default)",
+    )
+    p.add_argument("--moderation-output", help="withhold (default) or mark a flagged reply")
     p.add_argument(
         "--train-every", type=float, help="minutes between training checks (default 30; 0 = on demand)"
     )
@@ -105,6 +142,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--train-nice", type=int, help="priority penalty of the training process (default 10)")
     p.add_argument(
+        "--train-hygiene",
+        action=argparse.BooleanOptionalAction,
+        help="leave flagged text and rate-limited or flagged users out of training (default on)",
+    )
+    p.add_argument(
         "--open-browser",
         action=argparse.BooleanOptionalAction,
         help="open a browser tab on start (default on)",
@@ -134,10 +176,19 @@ def serve(settings: Settings) -> int:
     from playground.app import AppContext, build_app
 
     t0 = time.perf_counter()
+    from playground.access import LoginCheck, share_refusal
+    from playground.moderation.rules import ModerationConfigError, RuleModerator
+
     try:
         auth = settings.auth_pairs() or None
-    except ValueError as exc:
+        settings.admin_names()
+        if settings.moderation:
+            RuleModerator.from_files(settings.moderation_path)  # a bad rules file stops here, not later
+    except (ValueError, ModerationConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if why := share_refusal(settings, len(auth or ())):
+        print(f"error: {why}", file=sys.stderr)
         return 2
     try:
         model = load_chat_model(
@@ -159,6 +210,7 @@ def serve(settings: Settings) -> int:
         return 2
     from models.versions import VersionLoader
     from playground.openai_api import OpenAIAPI
+    from playground.safety import Safety
 
     store = FeedbackStore(settings.db_path)
     base = store.ensure_base_version(model.model_id, name=f"{model.display_name} (base)")
@@ -170,6 +222,7 @@ def serve(settings: Settings) -> int:
     service.start_watching(settings.version_poll_s)
     deployed = service.served
     model = deployed.model
+    safety = Safety.from_settings(settings, store, service)  # one set of rate limits for the UI and the API
     scheduler = None
     if settings.scheduler:
         from trainers.scheduler import SchedulerConfig, TrainingScheduler
@@ -185,16 +238,20 @@ def serve(settings: Settings) -> int:
             settings.cycle_config(),
         )
         scheduler.start()
-    demo = build_app(AppContext(settings=settings, store=store, service=service, scheduler=scheduler))
+    demo = build_app(
+        AppContext(settings=settings, store=store, service=service, safety=safety, scheduler=scheduler)
+    )
     # The /v1 routes go into Gradio's own FastAPI app, ahead of its routes: one process, --share included.
-    app_kwargs = {"routes": OpenAIAPI(settings, store, service).routes()} if settings.api else None
+    app_kwargs = (
+        {"routes": OpenAIAPI(settings, store, service, safety=safety).routes()} if settings.api else None
+    )
     try:
         demo.launch(
             app_kwargs=app_kwargs,
             server_name=settings.host,
             server_port=settings.port or None,
             share=settings.share,
-            auth=auth,
+            auth=LoginCheck(auth) if auth else None,
             inbrowser=settings.open_browser,
             prevent_thread_lock=True,
             quiet=True,
@@ -214,6 +271,7 @@ def serve(settings: Settings) -> int:
     )
     if settings.api:
         print(f"OpenAI-compatible API: {url.rstrip('/')}/v1 (model 'playground')", flush=True)
+    print(safety.describe(), flush=True)
     if settings.share:
         if demo.share_url:
             print(f"Public link: {demo.share_url}", flush=True)

@@ -53,16 +53,28 @@ DEFAULT_REWARD = {"max_steps": 40, "learning_rate": 2e-4, "max_length": 160, "ba
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.loop", description=__doc__.split("\n\n")[0])
-    p.add_argument("--oracle", choices=sorted(ORACLES), default="vader", help="the simulated users' gold preference")
+    p.add_argument(
+        "--oracle", choices=sorted(ORACLES), default="vader", help="the simulated users' gold preference"
+    )
     p.add_argument("--method", choices=METHODS, default="dpo", help="the cycle's policy method")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--feedback-per-round", type=int, default=200, help="feedback events per round (a ranking is one)")
-    p.add_argument("--mix", help="shares of thumbs, votes and rankings, e.g. thumbs=0.4,votes=0.5,rankings=0.1")
+    p.add_argument(
+        "--feedback-per-round", type=int, default=200, help="feedback events per round (a ranking is one)"
+    )
+    p.add_argument(
+        "--mix", help="shares of thumbs, votes and rankings, e.g. thumbs=0.4,votes=0.5,rankings=0.1"
+    )
     p.add_argument("--k", type=int, default=4, help="replies per ranking")
     p.add_argument("--max-new-tokens", type=int, default=40, help="reply length for users and measurements")
-    p.add_argument("--bt-scale", type=float, default=4.0, help="labeler consistency: P(A>B) = sigmoid(scale*(gA-gB))")
-    p.add_argument("--samples-per-prompt", type=int, default=2, help="held-out replies per prompt and version")
-    p.add_argument("--init-from", choices=["deployed", "base"], default="deployed", help="policy start each round")
+    p.add_argument(
+        "--bt-scale", type=float, default=4.0, help="labeler consistency: P(A>B) = sigmoid(scale*(gA-gB))"
+    )
+    p.add_argument(
+        "--samples-per-prompt", type=int, default=2, help="held-out replies per prompt and version"
+    )
+    p.add_argument(
+        "--init-from", choices=["deployed", "base"], default="deployed", help="policy start each round"
+    )
     p.add_argument("--threads", type=int, default=2, help="CPU threads (serving and training take turns)")
     p.add_argument("--max-steps", type=int, help="policy optimiser steps per round")
     p.add_argument("--reward-max-steps", type=int, help="reward-model optimiser steps per round")
@@ -75,9 +87,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--heldout-limit", type=int, help="measure on at most this many held-out prompts")
     p.add_argument("--capability-limit", type=int, help="at most this many capability questions")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=os.environ.get("PLAYGROUND_DATA_DIR", "data"), help="results go to DATA_DIR/loop")
-    p.add_argument("--work-dir", help="this run's database and adapters (default DATA_DIR/loop/runs/ORACLE-METHOD-TIME)")
-    p.add_argument("--keep-adapters", action="store_true", help="keep the work directory's adapters afterwards")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("PLAYGROUND_DATA_DIR", "data"),
+        help="results go to DATA_DIR/loop",
+    )
+    p.add_argument(
+        "--work-dir", help="this run's database and adapters (default DATA_DIR/loop/runs/ORACLE-METHOD-TIME)"
+    )
+    p.add_argument(
+        "--keep-adapters", action="store_true", help="keep the work directory's adapters afterwards"
+    )
     return p.parse_args(argv)
 
 
@@ -87,7 +107,11 @@ def build_config(args: argparse.Namespace):
 
     data_dir = Path(args.data_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = Path(args.work_dir) if args.work_dir else data_dir / "loop" / "runs" / f"{args.oracle}-{args.method}-{stamp}"
+    work = (
+        Path(args.work_dir)
+        if args.work_dir
+        else data_dir / "loop" / "runs" / f"{args.oracle}-{args.method}-{stamp}"
+    )
     policy = dict(DEFAULT_POLICY[args.method])
     reward = dict(DEFAULT_REWARD)
     if args.max_steps is not None:

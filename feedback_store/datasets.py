@@ -13,6 +13,10 @@ retries and edits are followed through ``parent_id``, so siblings never leak in)
 TRL's conversational dataset formats; the exports in ``feedback_store.exports`` are thin writers over
 these functions. Filters: ``since`` (ISO-8601, compared with the row's last update), ``user_id``, and
 ``version_id`` (the model version that wrote the reply; for a pair, either reply).
+
+Training hygiene: with ``exclude_flagged=True`` (the default) an example is left out when any text in
+it was flagged by moderation: a message of its prompt context, a reply, or a better answer (see
+``feedback_store.safety``; users to leave out altogether come from ``safety.excluded_users``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from feedback_store.feedback import pair_weight
+from feedback_store.safety import flagged_demonstration_ids, flagged_message_ids
 from feedback_store.stats import ranking_pairs
 from feedback_store.store import FeedbackStore, StoreError
 
@@ -134,9 +139,18 @@ class PromptRecord:
 class _Contexts:
     """Conversation contexts by the id of the message they end with, cached for one read."""
 
-    def __init__(self, db):
+    def __init__(self, db, flagged: frozenset[int] = frozenset()):
         self.db = db
+        self.flagged_ids = flagged
         self._cache: dict[int, list[Message]] = {}
+        self._flagged: dict[int, bool] = {}
+
+    def flagged(self, message_id: int | None) -> bool:
+        """Whether a flagged message is in the context ending with ``message_id``."""
+        if message_id is None or not self.flagged_ids:
+            return False
+        self.ending_with(message_id)
+        return self._flagged[message_id]
 
     def ending_with(self, message_id: int) -> list[Message]:
         if message_id not in self._cache:
@@ -146,7 +160,7 @@ class _Contexts:
                     " SELECT id, parent_id, role, content, conversation_id, 0 FROM messages WHERE id = ?"
                     " UNION ALL SELECT m.id, m.parent_id, m.role, m.content, m.conversation_id, chain.depth + 1"
                     " FROM messages m JOIN chain ON m.id = chain.parent_id)"
-                    " SELECT role, content, conversation_id FROM chain ORDER BY depth DESC",
+                    " SELECT id, role, content, conversation_id FROM chain ORDER BY depth DESC",
                     [message_id],
                 )
             )
@@ -162,6 +176,7 @@ class _Contexts:
                     messages.append({"role": "system", "content": conv["system_prompt"]})
             messages.extend({"role": r["role"], "content": r["content"]} for r in rows)
             self._cache[message_id] = messages
+            self._flagged[message_id] = any(r["id"] in self.flagged_ids for r in rows)
         return [dict(m) for m in self._cache[message_id]]
 
 
@@ -192,6 +207,7 @@ def preference_pairs(
     version_id: int | None = None,
     user_id: str | None = None,
     sources: Sequence[str] = PAIR_SOURCES,
+    exclude_flagged: bool = True,
 ) -> list[PreferencePair]:
     """Every stored preference as a (prompt, chosen, rejected) pair, oldest update first.
 
@@ -200,7 +216,8 @@ def preference_pairs(
     wanted = _check_sources(sources, PAIR_SOURCES)
     since = normalize_since(since)
     db = store.db
-    ctx = _Contexts(db)
+    flagged = flagged_message_ids(store) if exclude_flagged else frozenset()
+    ctx = _Contexts(db, flagged)
     pairs: list[PreferencePair] = []
     msg_cols = "{p}.content AS {p}_content, {p}.model_version_id AS {p}_version, {p}.preset_id AS {p}_preset, {p}.parent_id AS {p}_parent"
 
@@ -214,6 +231,8 @@ def preference_pairs(
         for r in db.query(query, args):
             source = "import" if r["mode"] == "import" else "comparison"
             if source not in wanted:
+                continue
+            if {r["message_a"], r["message_b"]} & flagged or ctx.flagged(r["ma_parent"]):
                 continue
             win, lose = ("ma", "mb") if r["vote"] == "a" else ("mb", "ma")
             pairs.append(
@@ -250,6 +269,8 @@ def preference_pairs(
             items.setdefault(r["ranking_id"], []).append(r)
         for rid, head in rankings.items():
             ordered = items[rid]
+            if any(i["message_id"] in flagged for i in ordered) or ctx.flagged(head["prompt_message_id"]):
+                continue
             weight = pair_weight(len(ordered))
             prompt = ctx.ending_with(head["prompt_message_id"]) if head["prompt_message_id"] else []
             for i, j in ranking_pairs(range(len(ordered))):
@@ -275,7 +296,9 @@ def preference_pairs(
                 )
 
     if "better_answer" in wanted:
-        for d in demonstrations(store, since=since, user_id=user_id):
+        for d in demonstrations(store, since=since, user_id=user_id, exclude_flagged=exclude_flagged):
+            if d.improves_message_id in flagged:
+                continue
             reply = store.get_message(d.improves_message_id)
             pairs.append(
                 PreferencePair(
@@ -305,6 +328,7 @@ def unpaired_feedback(
     since: str | datetime | None = None,
     version_id: int | None = None,
     user_id: str | None = None,
+    exclude_flagged: bool = True,
 ) -> list[UnpairedExample]:
     """Every reply with a thumbs up (label True) or down (False), one example per (reply, user)."""
     since = normalize_since(since)
@@ -312,13 +336,16 @@ def unpaired_feedback(
     if version_id is not None:
         where += " AND m.model_version_id = ?"
         args.append(version_id)
-    ctx = _Contexts(store.db)
+    flagged = flagged_message_ids(store) if exclude_flagged else frozenset()
+    ctx = _Contexts(store.db, flagged)
     out = []
     query = (
         "SELECT f.*, m.content, m.parent_id, m.model_version_id, m.preset_id FROM feedback f "  # noqa: S608 (our own WHERE fragments; values are bound)
         f"JOIN messages m ON m.id = f.message_id WHERE f.thumbs IS NOT NULL{where} ORDER BY f.updated_at, f.id"
     )
     for r in store.db.query(query, args):
+        if r["message_id"] in flagged or ctx.flagged(r["parent_id"]):
+            continue
         out.append(
             UnpairedExample(
                 prompt=ctx.ending_with(r["parent_id"]) if r["parent_id"] else [],
@@ -344,6 +371,7 @@ def demonstrations(
     since: str | datetime | None = None,
     version_id: int | None = None,
     user_id: str | None = None,
+    exclude_flagged: bool = True,
 ) -> list[Demonstration]:
     """Every better answer a user wrote, with the prompt it answers and the reply it replaces."""
     since = normalize_since(since)
@@ -351,7 +379,8 @@ def demonstrations(
     if version_id is not None:
         where += " AND m.model_version_id = ?"
         args.append(version_id)
-    ctx = _Contexts(store.db)
+    ctx = _Contexts(store.db, flagged_message_ids(store) if exclude_flagged else frozenset())
+    flagged_demos = flagged_demonstration_ids(store) if exclude_flagged else frozenset()
     query = (
         "SELECT d.*, m.content AS replaced, m.parent_id, m.model_version_id FROM demonstrations d "  # noqa: S608 (our own WHERE fragments; values are bound)
         f"JOIN messages m ON m.id = d.message_id WHERE 1 = 1{where} ORDER BY d.updated_at, d.id"
@@ -369,6 +398,7 @@ def demonstrations(
             updated_at=r["updated_at"],
         )
         for r in store.db.query(query, args)
+        if r["id"] not in flagged_demos and not ctx.flagged(r["parent_id"])
     ]
 
 
@@ -379,6 +409,7 @@ def prompts(
     user_id: str | None = None,
     sources: Sequence[str] = PROMPT_SOURCES,
     unique: bool = True,
+    exclude_flagged: bool = True,
 ) -> list[PromptRecord]:
     """User messages in their conversational context (oldest first); ``unique`` keeps the first of
     identical contexts (the same question asked in many conversations is one prompt)."""
@@ -391,7 +422,7 @@ def prompts(
     if user_id is not None:
         clauses.append("c.user_id = ?")
         args.append(user_id)
-    ctx = _Contexts(store.db)
+    ctx = _Contexts(store.db, flagged_message_ids(store) if exclude_flagged else frozenset())
     seen: set[str] = set()
     out = []
     query = (
@@ -401,6 +432,8 @@ def prompts(
     )
     for r in store.db.query(query, args):
         prompt = ctx.ending_with(r["id"])
+        if ctx.flagged(r["id"]):
+            continue
         key = json.dumps(prompt, sort_keys=True)
         if unique and key in seen:
             continue

@@ -20,6 +20,7 @@ from typing import Any
 
 from feedback_store.db import utc_now
 from feedback_store.store import FeedbackStore, StoreError
+from feedback_store.text import is_storable, storable
 
 # Reason keys as stored; the labels are what the UI shows. "other" fits both directions.
 DOWN_REASONS: dict[str, str] = {
@@ -144,7 +145,7 @@ def _one(db, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
 
 
 def _check_user(user_id: str) -> str:
-    if not isinstance(user_id, str) or not user_id.strip():
+    if not is_storable(user_id) or not user_id.strip():
         raise StoreError("user_id must be a non-empty string (the login name or the anonymous session id)")
     return user_id
 
@@ -169,6 +170,8 @@ def _assistant_rows(db, message_ids: Sequence[int]) -> dict[int, dict[str, Any]]
     for mid in message_ids:
         if isinstance(mid, bool) or not isinstance(mid, int):
             raise StoreError(f"message ids are integers, got {mid!r}")
+        if not -(2**63) <= mid < 2**63:  # SQLite's INTEGER range: no such row
+            raise StoreError(f"No message {mid}.")
         row = _one(db, "SELECT * FROM messages WHERE id = ?", [mid])
         if row is None:
             raise StoreError(f"No message {mid}.")
@@ -209,7 +212,7 @@ def record_feedback(
     if flags is not KEEP:
         flags = _known(flags, INSTRUCTGPT_FLAGS, "flags")
     if note is not KEEP and note is not None:
-        note = str(note).strip() or None
+        note = storable(str(note)).strip() or None
         if note is not None and len(note) > MAX_NOTE_CHARS:
             raise StoreError(f"the note has {len(note):,} characters; at most {MAX_NOTE_CHARS:,}")
     with store.write() as db:
@@ -281,7 +284,9 @@ def add_demonstration(store: FeedbackStore, message_id: int, user_id: str, conte
     updates it). ``datasets.demonstrations`` serves it for SFT and ``datasets.preference_pairs`` as a
     pair (the user's answer chosen over the model's reply)."""
     _check_user(user_id)
-    content = (content or "").replace("\x00", "").strip()
+    if content is not None and not isinstance(content, str):
+        raise StoreError("the better answer must be text")
+    content = storable(content or "").strip()
     if not content:
         raise StoreError("the better answer is empty")
     if len(content) > MAX_ANSWER_CHARS:

@@ -26,6 +26,7 @@ from typing import Any
 
 from feedback_store.db import utc_now
 from feedback_store.store import FeedbackStore
+from feedback_store.text import storable
 
 FORMATS = ("hh-rlhf", "trl-preference")
 MAX_TEXT_CHARS = 100_000
@@ -71,7 +72,7 @@ def _text(value: Any, what: str) -> str:
         raise RowError(f"{what} must be text, got {type(value).__name__}")
     if len(value) > MAX_TEXT_CHARS:
         raise RowError(f"{what} has {len(value):,} characters; at most {MAX_TEXT_CHARS:,}")
-    return value.replace("\x00", "")
+    return storable(value)
 
 
 def parse_hh_transcript(text: str, what: str) -> list[dict[str, str]]:
@@ -230,11 +231,12 @@ def import_file(
     if report.lines == 0:
         report.error = "the file has no lines"
         return report
-    user_id = user_id or f"import:{path.name}"
+    name = storable(path.name)  # a file name with undecodable bytes holds lone surrogates
+    user_id = storable(user_id or f"import:{name}")
     try:
         with store.write() as db:  # one transaction: any failure rolls the whole file back
             for _number, (context, chosen, rejected) in pairs:
-                if _insert_pair(db, context, chosen, rejected, user_id=user_id, fmt=fmt, name=path.name):
+                if _insert_pair(db, context, chosen, rejected, user_id=user_id, fmt=fmt, name=name):
                     report.accepted += 1
                 else:
                     report.duplicates += 1

@@ -223,3 +223,66 @@ _M_TRAINING_001 = [
     """,
     "CREATE INDEX idx_deployment_events_version ON deployment_events(version_id, created_at)",
 ]
+
+
+@MIGRATIONS()
+def m_safety_001(db: sqlite_utils.Database) -> None:
+    for statement in _M_SAFETY_001:
+        db.execute(statement)
+
+
+# Safety of a shared playground (feedback_store/safety.py writes and reads these). A message's own
+# moderation decision stays in messages.moderation (JSON, "flagged" true/false); the index finds the
+# flagged ones for the training-data filters.
+_M_SAFETY_001 = [
+    "CREATE INDEX idx_messages_flagged ON messages(id) WHERE json_extract(moderation, '$.flagged') = 1",
+    # Users telling the filter it was wrong: a flagged message that was fine (false_positive) or an
+    # unflagged one that should have been blocked (false_negative). One report per (message, user).
+    """
+    CREATE TABLE moderation_reports (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('false_positive', 'false_negative')),
+        categories TEXT NOT NULL DEFAULT '[]',
+        note TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (message_id, user_id)
+    )
+    """,
+    "CREATE INDEX idx_moderation_reports_kind ON moderation_reports(kind, message_id)",
+    # The moderation decision on a better answer (it is SFT training text).
+    """
+    CREATE TABLE demonstration_moderation (
+        demonstration_id INTEGER PRIMARY KEY REFERENCES demonstrations(id) ON DELETE CASCADE,
+        flagged INTEGER NOT NULL CHECK (flagged IN (0, 1)),
+        moderation TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    # Events that make a user's feedback suspect (rate limits hit, ...), per user and client address.
+    """
+    CREATE TABLE safety_events (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        client_ip TEXT,
+        scope TEXT,
+        detail TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX idx_safety_events_user ON safety_events(user_id, kind)",
+    # An operator's decision about a user: excluded from training (1) or trusted despite the automatic
+    # rules (0).
+    """
+    CREATE TABLE user_flags (
+        user_id TEXT PRIMARY KEY,
+        excluded INTEGER NOT NULL CHECK (excluded IN (0, 1)),
+        reason TEXT,
+        set_by TEXT,
+        updated_at TEXT NOT NULL
+    )
+    """,
+]

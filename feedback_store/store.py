@@ -15,13 +15,14 @@ from typing import Any
 
 from feedback_store.db import ConnectionPool, utc_now
 from feedback_store.migrations import MIGRATIONS
+from feedback_store.text import is_storable, storable
 
 VERSION_STATUSES = ("candidate", "deployed", "retired", "rejected")
 ROLES = ("system", "user", "assistant")
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return None if value is None else storable(json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 
 def _loads(value: str | None) -> Any:
@@ -213,12 +214,22 @@ class FeedbackStore:
         system_prompt: str | None = None,
         conversation_id: str | None = None,
     ) -> str:
+        if not is_storable(user_id) or not is_storable(source) or not is_storable(conversation_id or ""):
+            raise StoreError(
+                "user_id, source and conversation_id must be text without NULs or lone surrogates"
+            )
         conversation_id = conversation_id or uuid.uuid4().hex
         with self.write() as db:
             db.execute(
                 "INSERT INTO conversations (id, user_id, source, system_prompt, created_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
-                [conversation_id, user_id, source, system_prompt, utc_now()],
+                [
+                    conversation_id,
+                    user_id,
+                    source,
+                    None if system_prompt is None else storable(system_prompt),
+                    utc_now(),
+                ],
             )
         return conversation_id
 
@@ -236,17 +247,25 @@ class FeedbackStore:
         *,
         parent_id: int | None = None,
         turn: AssistantTurn | None = None,
+        moderation: dict[str, Any] | None = None,
     ) -> int:
-        """Append a message; for assistant replies ``turn`` carries the generation record."""
+        """Append a message; for assistant replies ``turn`` carries the generation record.
+        ``moderation`` is the moderation decision on the text (``{"flagged": bool, ...}``); for a reply
+        it may come in ``turn.moderation`` instead. Text SQLite cannot hold (NUL, lone surrogates) is
+        made storable (feedback_store.text)."""
         if role not in ROLES:
             raise StoreError(f"role must be one of {ROLES}, got {role!r}")
         if not isinstance(content, str):
             raise StoreError("message content must be text")
+        if parent_id is not None and (
+            isinstance(parent_id, bool) or not isinstance(parent_id, int) or not -(2**63) <= parent_id < 2**63
+        ):
+            raise StoreError(f"parent_id must be a message id, got {parent_id!r}")
         values: dict[str, Any] = {
             "conversation_id": conversation_id,
             "parent_id": parent_id,
             "role": role,
-            "content": content,
+            "content": storable(content),
             "created_at": utc_now(),
         }
         if turn is not None:
@@ -264,6 +283,10 @@ class FeedbackStore:
                 moderation=_dumps(turn.moderation),
                 trace=_dumps(turn.trace),
             )
+            if turn.prompt is not None:
+                values["prompt"] = storable(turn.prompt)
+        if moderation is not None:
+            values["moderation"] = _dumps(moderation)
         columns = ", ".join(values)
         marks = ", ".join("?" for _ in values)
         try:
@@ -284,6 +307,12 @@ class FeedbackStore:
         return self.add_message(conversation_id, "assistant", turn.content, parent_id=parent_id, turn=turn)
 
     def get_message(self, message_id: int) -> StoredMessage:
+        if (
+            isinstance(message_id, bool)
+            or not isinstance(message_id, int)
+            or not -(2**63) <= message_id < 2**63
+        ):
+            raise StoreError(f"No message {message_id!r}.")
         row = next(self.db.query("SELECT * FROM messages WHERE id = ?", [message_id]), None)
         if row is None:
             raise StoreError(f"No message {message_id}.")

@@ -89,6 +89,11 @@ class ChatTemplate:
             raise
         except jinja2.TemplateError as exc:
             raise TemplateError(f"chat template {self.name!r} failed to render: {exc}") from exc
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            # e.g. {{ 1 / 0 }} or the sandbox's "Range too big": a broken template, not a crash
+            raise TemplateError(
+                f"chat template {self.name!r} failed to render: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 BUILTIN_TEMPLATES = ("auto", "chatml", "vicuna_v1.1")

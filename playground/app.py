@@ -19,6 +19,7 @@ from playground.lab import LabTab
 from playground.loop_panel import LoopPanel
 from playground.presets.library import PresetLibrary
 from playground.rank import RankTab
+from playground.safety import Safety
 from playground.settings import Settings
 from playground.training import TrainingTab
 
@@ -34,28 +35,38 @@ class AppContext:
     settings: Settings
     store: FeedbackStore
     service: ModelService
+    safety: Safety | None = None  # rate limits, moderation, admins; built from the settings if None
     scheduler: Any = None  # trainers.scheduler.TrainingScheduler, when this server runs one
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     presets = PresetLibrary.from_settings(ctx.settings)
+    if ctx.safety is None:
+        ctx.safety = Safety.from_settings(ctx.settings, ctx.store, ctx.service)
+    safety = ctx.safety
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nChat with a 4-bit model; your feedback trains the next version.")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(ctx.settings, ctx.store, ctx.service, presets).render()
+                ChatTab(ctx.settings, ctx.store, ctx.service, presets, safety=safety).render()
             with gr.Tab("Compare", id="compare"):
-                CompareTab(ctx.settings, ctx.store, ctx.service, presets=presets).render()
+                CompareTab(ctx.settings, ctx.store, ctx.service, presets=presets, safety=safety).render()
             with gr.Tab("Rank", id="rank"):
-                RankTab(ctx.settings, ctx.store, ctx.service).render()
+                RankTab(ctx.settings, ctx.store, ctx.service, safety=safety).render()
             with gr.Tab("Prompt lab", id="lab"):
-                LabTab(presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID).render()
+                LabTab(
+                    presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID, safety=safety
+                ).render()
             with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
-                DashboardTab(ctx.store).render(dashboard_tab)
-                LoopPanel(ctx.settings.data_dir, threads=ctx.settings.train_threads).render(dashboard_tab)
+                DashboardTab(ctx.store, safety=safety).render(dashboard_tab)
+                LoopPanel(
+                    ctx.settings.data_dir, threads=ctx.settings.train_threads, can_admin=safety.is_admin
+                ).render(dashboard_tab)
             with gr.Tab("Training", id="training") as training_tab:
-                TrainingTab(ctx.store, ctx.service.base_model, ctx.scheduler).render(training_tab)
-        register_feedback_api(ctx.store)
+                TrainingTab(
+                    ctx.store, ctx.service.base_model, ctx.scheduler, can_admin=safety.is_admin
+                ).render(training_tab)
+        register_feedback_api(ctx.store, safety)
     # The generating events share the "generate" concurrency id (one slot per model instance);
     # everything else (storing a message, feedback) may run many at once.
     demo.queue(default_concurrency_limit=16, max_size=256)

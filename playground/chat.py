@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
 
 from feedback_store.store import AssistantTurn, FeedbackStore
+from feedback_store.text import clean_input
 from models.base import GenerationError, GenerationResult, SamplingParams
 from models.service import ModelService
+from playground.access import user_id_for
 from playground.presets.display import apply_event
 from playground.presets.library import PresetLibrary
 from playground.presets.panel import PresetPanel
+from playground.safety import Safety
 from playground.session import ChatSession, Turn
 from playground.settings import Settings
 
@@ -26,16 +29,6 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 100_000
 GENERATE_CONCURRENCY_ID = "generate"
 RENDER_INTERVAL_S = 0.05
-
-
-def user_id_for(request: gr.Request | None) -> str:
-    """The authenticated user name, or an anonymous id for this browser session."""
-    if request is None:
-        return "anonymous"
-    if getattr(request, "username", None):
-        return str(request.username)
-    session_hash = getattr(request, "session_hash", None) or "unknown"
-    return f"anon-{session_hash[:12]}"
 
 
 @dataclass
@@ -136,17 +129,26 @@ class ChatTab:
         store: FeedbackStore,
         service: ModelService,
         presets: PresetLibrary | None = None,
+        safety: Safety | None = None,
     ):
         self.settings = settings
         self.store = store
         self.service = service
-        self.presets = PresetPanel(presets or PresetLibrary.from_settings(settings), settings.system_prompt)
+        self.safety = safety or Safety.from_settings(settings, store, service)
+        self.presets = PresetPanel(
+            presets or PresetLibrary.from_settings(settings),
+            settings.system_prompt,
+            access=self.safety.access,
+        )
 
     # -- handlers ------------------------------------------------------------------------------------
     def submit(self, text: str, session: ChatSession, system_prompt: str, request: gr.Request):
-        text = (text or "").replace("\x00", "")
+        text = clean_input(text)
         if not text.strip():
             gr.Warning("Type a message first.")
+            return gr.update(), session.chatbot_messages(), session
+        if why := self.safety.limit("chat", request):
+            gr.Warning(why)  # the text stays in the box
             return gr.update(), session.chatbot_messages(), session
         if len(text) > MAX_MESSAGE_CHARS:
             gr.Warning(
@@ -158,16 +160,38 @@ class ChatTab:
             session.conversation_id = self.store.create_conversation(
                 session.user_id, source="ui", system_prompt=system_prompt or None
             )
+        check = self.safety.check_input(text)
         message_id = self.store.add_message(
-            session.conversation_id, "user", text, parent_id=session.last_message_id
+            session.conversation_id,
+            "user",
+            text,
+            parent_id=session.last_message_id,
+            moderation=check.moderation,
         )
         session.add_user(text, message_id)
+        if check.refused:
+            self._refuse(session, check, message_id)
+        elif check.notice:
+            gr.Warning(check.notice)
         return "", session.chatbot_messages(), session
+
+    def _refuse(self, session: ChatSession, check, message_id: int) -> None:
+        """Answer a blocked message with the refusal (stored too, flagged, so never trained on); the
+        exchange stays on screen but is left out of what the model sees next."""
+        refusal_id = self.store.add_message(
+            session.conversation_id,
+            "assistant",
+            check.refusal,
+            parent_id=message_id,
+            moderation=self.safety.refusal_record(check, message_id),
+        )
+        session.turns[-1].info["moderated"] = True
+        session.turns.append(Turn("assistant", check.refusal, refusal_id, info={"moderated": True}))
 
     def respond(self, session: ChatSession, system_prompt: str, *controls):
         """Stream the reply to the last user message (a generator: Gradio shows each step)."""
         sampling, technique = controls[:7], controls[7:]  # technique: the preset id and examples text
-        if not session.awaiting_reply:
+        if not session.awaiting_reply or session.turns[-1].info.get("moderated"):
             yield session.chatbot_messages(), session, gr.update()
             return
         try:
@@ -197,6 +221,9 @@ class ChatTab:
                 now = time.perf_counter()
                 if now - shown_at >= RENDER_INTERVAL_S:
                     shown_at = now
+                    if self.safety.check_stream(reply.content):  # stop before it reaches the screen
+                        run.cancel()
+                        break
                     yield session.chatbot_messages(), session, gr.update()
             closed = False
         except GenerationError as exc:
@@ -221,9 +248,12 @@ class ChatTab:
             if not reply.content:
                 session.turns.remove(reply)
             return "The reply failed; nothing was stored."
-        reply.content = result.text
+        check = self.safety.check_output(result.text)
+        reply.content = check.shown
         reply.message_id = self.store.add_assistant_message(
-            session.conversation_id, parent_id, turn_record(result, run.preset.id, run.trace)
+            session.conversation_id,
+            parent_id,
+            replace(turn_record(result, run.preset.id, run.trace), moderation=check.moderation),
         )
         reply.info.update(version_id=result.version_id, notices=result.notices)
         stats = format_stats(result, version_name)
@@ -231,9 +261,15 @@ class ChatTab:
             stats = f"{run.preset.name}: {run.model_calls} model call(s) · {stats}"
         return stats
 
-    def retry(self, session: ChatSession, data: gr.RetryData):
+    def retry(self, session: ChatSession, data: gr.RetryData, request: gr.Request):
         index = session.turn_index(data.index)
-        if index is None or not session.cut_for_retry(index):
+        if index is None:
+            gr.Warning("Nothing to retry.")
+        elif session.turns[index].info.get("moderated"):
+            gr.Warning("The filter refused this message; edit it (the pencil) to send something else.")
+        elif why := self.safety.limit("chat", request):
+            gr.Warning(why)
+        elif not session.cut_for_retry(index):
             gr.Warning("Nothing to retry.")
         return session.chatbot_messages(), session
 
@@ -242,16 +278,29 @@ class ChatTab:
         text = session.undo(index) if index is not None else ""
         return session.chatbot_messages(), session, text
 
-    def edit(self, session: ChatSession, data: gr.EditData):
+    def edit(self, session: ChatSession, data: gr.EditData, request: gr.Request):
         index = session.turn_index(data.index)
-        new_text = data.value if isinstance(data.value, str) else _text_of(data.value)
+        new_text = clean_input(data.value if isinstance(data.value, str) else _text_of(data.value))
         if index is None or session.turns[index].role != "user" or not new_text.strip():
             gr.Warning("Only your own messages can be edited, and not to empty text.")
             return session.chatbot_messages(), session
+        if why := self.safety.limit("chat", request):
+            gr.Warning(why)
+            return session.chatbot_messages(), session
+        new_text = new_text[:MAX_MESSAGE_CHARS]
+        check = self.safety.check_input(new_text)
         message_id = self.store.add_message(
-            session.conversation_id, "user", new_text[:MAX_MESSAGE_CHARS], parent_id=session.parent_of(index)
+            session.conversation_id,
+            "user",
+            new_text,
+            parent_id=session.parent_of(index),
+            moderation=check.moderation,
         )
-        session.replace_user(index, new_text[:MAX_MESSAGE_CHARS], message_id)
+        session.replace_user(index, new_text, message_id)
+        if check.refused:
+            self._refuse(session, check, message_id)
+        elif check.notice:
+            gr.Warning(check.notice)
         return session.chatbot_messages(), session
 
     def new_conversation(self, session: ChatSession):
@@ -335,7 +384,7 @@ class ChatTab:
         new.click(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
         chatbot.clear(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
         self.components = {"chatbot": chatbot, "session": session, "info": info, "stats": stats}
-        FeedbackPanel(self.store).render(chatbot, session, replies=events)
+        FeedbackPanel(self.store, self.safety).render(chatbot, session, replies=events)
 
 
 def _text_of(value: Any) -> str:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from dataclasses import replace as with_fields
 
 import gradio as gr
 
 from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore, StoreError
+from feedback_store.text import clean_input
 from models.base import ChatMessage, Generation, GenerationError, SamplingParams
 from models.service import ModelService
 from playground.chat import (
@@ -33,6 +35,7 @@ from playground.chat import (
 from playground.feedback_ui import render_guidance
 from playground.presets.library import PresetLibrary
 from playground.presets.runner import PresetRun
+from playground.safety import WITHHELD_WHILE_STREAMING, Safety
 from playground.settings import Settings
 from playground.streams import Interleaved, finish
 
@@ -184,10 +187,12 @@ class CompareTab:
         service: ModelService,
         modes: Sequence[CompareMode] | None = None,
         presets: PresetLibrary | None = None,
+        safety: Safety | None = None,
     ):
         self.settings = settings
         self.store = store
         self.service = service
+        self.safety = safety or Safety.from_settings(settings, store, service)
         if modes is not None:
             found = list(modes)
         else:
@@ -232,7 +237,7 @@ class CompareTab:
         The sampling controls come one by one: Gradio passes the request only to named parameters."""
         sampling = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop)
         keep = (gr.update(), gr.update(), gr.update(), gr.update(), *self._votes(False))
-        prompt = (prompt or "").replace("\x00", "").strip()[:MAX_MESSAGE_CHARS]
+        prompt = clean_input(prompt).strip()[:MAX_MESSAGE_CHARS]
         mode = self.modes.get(key)
         try:
             if not prompt:
@@ -243,6 +248,8 @@ class CompareTab:
                 raise ValueError(why)
             params = SamplingControls.to_params(*sampling)
             a, b = mode.make_pair(pick_a, pick_b, params)
+            if why := self.safety.limit("chat", request):
+                raise ValueError(why)
         except (ValueError, TypeError) as exc:
             gr.Warning(str(exc))
             yield keep
@@ -250,8 +257,15 @@ class CompareTab:
         if anonymous and random.random() < 0.5:  # noqa: S311 (a coin flip for the display, not security)
             a, b = b, a
         user = user_id_for(request)
+        check = self.safety.check_input(prompt, report_hint=False)
         conv = self.store.create_conversation(user, source="compare", system_prompt=system_prompt or None)
-        prompt_id = self.store.add_message(conv, "user", prompt)
+        prompt_id = self.store.add_message(conv, "user", prompt, moderation=check.moderation)
+        if check.refused:
+            gr.Warning(check.refusal)
+            yield keep
+            return
+        if check.notice:
+            gr.Warning(check.notice)
         messages: list[ChatMessage] = []
         if system_prompt and system_prompt.strip():
             messages.append(ChatMessage(role="system", content=system_prompt.strip()))
@@ -269,14 +283,18 @@ class CompareTab:
             return
 
         texts = ["", ""]
+        stopped = [False, False]  # stopped by the content filter while streaming
 
         def view(result: str, state, votes_on: bool):
             shown = [
                 gr.update(
-                    value=[{"role": "user", "content": prompt}, {"role": "assistant", "content": t}],
+                    value=[
+                        {"role": "user", "content": prompt},
+                        {"role": "assistant", "content": WITHHELD_WHILE_STREAMING if stop else t},
+                    ],
                     label=label,
                 )
-                for t, label in zip(texts, labels, strict=True)
+                for t, stop, label in zip(texts, stopped, labels, strict=True)
             ]
             return (*shown, state, result, *self._votes(votes_on))
 
@@ -286,24 +304,36 @@ class CompareTab:
         try:
             for index, chunk in merged:
                 texts[index] += chunk
+                if not stopped[index] and self.safety.check_stream(texts[index]):
+                    stopped[index] = True
+                    generations[index].cancel()
                 yield view("Generating both replies…", None, False)
             closed = False
         finally:
             results = finish(generations, merged)
+            checks = [
+                None if r is None else self.safety.check_output(r.text, report_hint=False) for r in results
+            ]
             ids = [
                 None
                 if r is None
                 else self.store.add_assistant_message(
-                    conv, prompt_id, turn_record(r, preset_id=side.preset_id, trace=getattr(g, "trace", None))
+                    conv,
+                    prompt_id,
+                    with_fields(
+                        turn_record(r, preset_id=side.preset_id, trace=getattr(g, "trace", None)),
+                        moderation=c.moderation,
+                    ),
                 )
-                for r, side, g in zip(results, (a, b), generations, strict=True)
+                for r, c, side, g in zip(results, checks, (a, b), generations, strict=True)
             ]
         if closed:
             return
         if None in ids:
             yield view("One of the replies failed, so there is nothing to vote on. Try again.", None, False)
             return
-        texts[:] = [r.text for r in results]
+        texts[:] = [c.shown for c in checks]
+        stopped[:] = [False, False]
         state = CompareRound(ids[0], ids[1], a.label, b.label, mode.key, bool(anonymous))
         # The vote opens in a follow-up step (open_vote): Gradio re-sends a generator's last update
         # when it completes, which would wipe a vote's result if one could be cast before that.
@@ -317,6 +347,9 @@ class CompareTab:
     def _vote(self, state: CompareRound | None, vote: str, request: gr.Request):
         if state is None:
             gr.Warning("Run a comparison first.")
+            return state, gr.update(), gr.update(), gr.update()
+        if why := self.safety.limit("feedback", request):
+            gr.Warning(why)
             return state, gr.update(), gr.update(), gr.update()
         try:
             fb.record_comparison(

@@ -1,7 +1,8 @@
 """The Dashboard tab: what the users said, as plots and tables (counts over time, thumbs-up rate per
 model version with Wilson intervals, win rates, Bradley-Terry leaderboards of versions and presets with
-bootstrap intervals) and the export downloads. The numbers come from ``feedback_store.summary``; this
-module only draws them. It refreshes when the tab is opened and with its Refresh button.
+bootstrap intervals), the content filter's record (``playground.safety_dashboard``) and the export
+downloads. The numbers come from ``feedback_store.summary``; this module only draws them. It refreshes
+when the tab is opened and with its Refresh button. Exports hold every user's data: admins only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from feedback_store import exports
 from feedback_store.stats import LeaderboardRow, Rate, WinRate
 from feedback_store.store import FeedbackStore
 from feedback_store.summary import Summary, summarize
+from playground.safety import Safety
+from playground.safety_dashboard import SafetyPanel
 
 EMPTY = "**No feedback yet.** Rate replies in the Chat tab, vote in Compare, or rank in Rank; the statistics appear here."
 BOARD_COLUMNS = ["rank", "name", "rating", "95% interval", "battles", "win rate (ties ½)"]
@@ -116,9 +119,11 @@ def totals_markdown(summary: Summary) -> str:
 
 
 class DashboardTab:
-    def __init__(self, store: FeedbackStore, *, bootstrap_rounds: int = 200):
+    def __init__(self, store: FeedbackStore, *, bootstrap_rounds: int = 200, safety: Safety | None = None):
         self.store = store
         self.bootstrap_rounds = bootstrap_rounds
+        self.safety = safety or Safety(store)
+        self.safety_panel = SafetyPanel(store)
 
     def refresh(self):
         summary = summarize(self.store, rounds=self.bootstrap_rounds)
@@ -139,11 +144,19 @@ class DashboardTab:
             or [[None, no_battles.format("presets"), None, "", None, ""]],
         )
 
-    def export(self, fmt: str) -> str:
+    def export(self, fmt: str, request: gr.Request | None = None) -> str:
+        if why := self.safety.access.admin_refusal(request, "Exporting everybody's data"):
+            raise gr.Error(why)
         out = Path(tempfile.mkdtemp(prefix="playground-export-")) / EXPORT_FILES[fmt]
         n = exports.export(self.store, fmt, out)
         gr.Info(f"Exported {n} rows ({fmt}).")
         return str(out)
+
+    def _exporter(self, fmt: str):
+        def handler(request: gr.Request) -> str | None:  # Gradio passes the request by annotation
+            return self.export(fmt, request)
+
+        return handler
 
     def render(self, tab: gr.Tab | None = None) -> None:
         with gr.Row():
@@ -161,7 +174,8 @@ class DashboardTab:
         presets_table = gr.Dataframe(
             headers=BOARD_COLUMNS, interactive=False, label="Presets", elem_id="board-presets"
         )
-        with gr.Accordion("Export the data", open=False):
+        safety_outputs = self.safety_panel.render()
+        with gr.Accordion("Export the data (admins)", open=False):
             gr.Markdown(
                 "TRL formats: **preferences** (prompt / chosen / rejected: DPO, reward model), **KTO** "
                 "(prompt / completion / label from thumbs), **SFT** (better answers), and the **raw** tables. "
@@ -176,7 +190,9 @@ class DashboardTab:
 
         outputs = [totals, activity, thumbs, versions_plot, versions_table, presets_plot, presets_table]
         refresh.click(self.refresh, None, outputs)
+        refresh.click(self.safety_panel.refresh, None, safety_outputs)
         if tab is not None:
             tab.select(self.refresh, None, outputs)
+            tab.select(self.safety_panel.refresh, None, safety_outputs)
         for fmt, button in buttons.items():
-            button.click(lambda f=fmt: self.export(f), None, download)
+            button.click(self._exporter(fmt), None, download, api_name=f"export_{fmt}")

@@ -17,8 +17,10 @@ from typing import Any
 import gradio as gr
 
 from feedback_store import feedback as fb
+from feedback_store import safety as store_safety
 from feedback_store.store import FeedbackStore, StoreError
-from playground.chat import user_id_for
+from playground.access import user_id_for
+from playground.safety import Safety
 from playground.session import ChatSession
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,9 @@ answer becomes a training example: write what you wish the model had said.
 
 # The chatbot's own options: the two thumbs, then quick reasons for a bad reply under the flag icon.
 QUICK_REASONS = ("incorrect", "not_helpful", "too_long", "ignored_instructions", "refused", "unsafe")
-FEEDBACK_OPTIONS = ("Like", "Dislike", *(fb.DOWN_REASONS[k] for k in QUICK_REASONS))
+# Reports on the content filter, in the same flag menu: stored as moderation reports, not as feedback.
+REPORT_OPTIONS = {"The filter was wrong": "false_positive", "This should have been blocked": "false_negative"}
+FEEDBACK_OPTIONS = ("Like", "Dislike", *(fb.DOWN_REASONS[k] for k in QUICK_REASONS), *REPORT_OPTIONS)
 _REASON_BY_LABEL = {fb.DOWN_REASONS[k]: k for k in QUICK_REASONS}
 THUMBS_CHOICES = [("Good", "up"), ("Bad", "down")]
 SCORE_CHOICES = [(str(i), i) for i in range(1, 8)]
@@ -94,8 +98,9 @@ class PanelFields:
 class FeedbackPanel:
     """The Chat tab's feedback: like handler, panel, save. State lives in the session and a gr.State."""
 
-    def __init__(self, store: FeedbackStore):
+    def __init__(self, store: FeedbackStore, safety: Safety | None = None):
         self.store = store
+        self.safety = safety or Safety(store)
 
     # -- which reply -------------------------------------------------------------------------------
     @staticmethod
@@ -122,7 +127,9 @@ class FeedbackPanel:
             header = "_No reply to rate yet: chat first._"
             return [header, None, [], [], None, [], "", ""]
         reply = self.store.get_message(message_id)
-        header = f"Rating the reply: “{_preview(reply.content)}”"
+        action = (reply.moderation or {}).get("action")
+        shown = {"withheld": "(a reply the filter withheld)", "refusal": "(the filter's refusal)"}
+        header = f"Rating the reply: “{shown.get(action) or _preview(reply.content)}”"
         got = fb.get_feedback(self.store, message_id, user_id)
         demo = fb.get_demonstration(self.store, message_id, user_id)
         thumbs = None if got is None or got.thumbs is None else ("up" if got.thumbs == 1 else "down")
@@ -144,13 +151,32 @@ class FeedbackPanel:
         if message_id is None:
             gr.Warning(why)
             return [target, *[gr.update() for _ in range(8)]]
-        thumbs, reasons = thumbs_value(data.liked)
+        if why := self.safety.limit("feedback", request):
+            gr.Warning(why)
+            return [target, *[gr.update() for _ in range(8)]]
         user = user_id_for(request)
+        if data.liked in REPORT_OPTIONS:
+            self.report(message_id, REPORT_OPTIONS[data.liked], user)
+            return [target, *[gr.update() for _ in range(8)]]
+        thumbs, reasons = thumbs_value(data.liked)
         try:
             fb.record_feedback(self.store, message_id, user, thumbs=thumbs, add_reasons=reasons)
         except StoreError as exc:
             gr.Warning(str(exc))
         return [message_id, *self._fields_for(message_id, user)]
+
+    def report(self, message_id: int, kind: str, user: str) -> None:
+        """A report on the filter. A refusal is reported on the message it refused."""
+        message = self.store.get_message(message_id)
+        moderation = message.moderation or {}
+        if moderation.get("action") == "refusal" and moderation.get("refused_message_id"):
+            message_id = int(moderation["refused_message_id"])
+        try:
+            store_safety.record_report(self.store, message_id, user, kind)
+        except StoreError as exc:
+            gr.Warning(str(exc))
+            return
+        gr.Info(f"Thanks: reported that {store_safety.REPORT_TEXT[kind]}.")
 
     def on_select(self, session: ChatSession, data: gr.SelectData, request: gr.Request):
         message_id, _why = self._reply_at(session, data.index)
@@ -183,6 +209,9 @@ class FeedbackPanel:
         if message_id is None:
             gr.Warning("There is no finished reply to rate yet.")
             return target, "Nothing saved: no reply yet."
+        if why := self.safety.limit("feedback", request):
+            gr.Warning(why)
+            return target, f"Not saved: {why}"
         user = user_id_for(request)
         value = {"up": 1, "down": -1}.get(thumbs or "")
         reasons = (reasons_down if value == -1 else reasons_up if value == 1 else []) or []
@@ -200,6 +229,8 @@ class FeedbackPanel:
                 )
                 better = (better or "").strip()
                 demo = fb.add_demonstration(self.store, message_id, user, better) if better else None
+                if demo is not None and (decision := self.safety.check_demonstration(demo.content)):
+                    store_safety.set_demonstration_moderation(self.store, demo.id, decision)
         except StoreError as exc:
             gr.Warning(str(exc))
             return message_id, f"Not saved: {exc}"
@@ -282,9 +313,15 @@ class FeedbackPanel:
         )
 
 
-def register_api(store: FeedbackStore) -> None:
+def register_api(store: FeedbackStore, safety: Safety | None = None) -> None:
     """``gr.api`` endpoints (inside a Blocks context) for scripts and gradio_client, which cannot send
-    like events. The user is the login name or the client's anonymous session, as in the UI."""
+    like events. The user is the login name or the client's anonymous session, as in the UI. They count
+    against the feedback rate limits."""
+    safety = safety or Safety(store)
+
+    def limit(request: gr.Request) -> None:
+        if why := safety.limit("feedback", request):
+            raise gr.Error(why)
 
     def rate_reply(
         message_id: int,
@@ -296,6 +333,7 @@ def register_api(store: FeedbackStore) -> None:
         request: gr.Request = None,
     ) -> dict:
         """Thumbs (1 / -1), reasons, a 1-7 score, InstructGPT flags and a note on a stored reply."""
+        limit(request)
         kwargs: dict[str, Any] = {"thumbs": thumbs, "reasons": reasons or []}
         if score is not None:
             kwargs["score"] = score
@@ -311,11 +349,28 @@ def register_api(store: FeedbackStore) -> None:
 
     def better_answer(message_id: int, answer: str, request: gr.Request = None) -> dict:
         """Store your own better answer to a stored reply (a demonstration and a preference pair)."""
+        limit(request)
         try:
-            saved = fb.add_demonstration(store, int(message_id), user_id_for(request), answer)
+            with store.write():
+                saved = fb.add_demonstration(store, int(message_id), user_id_for(request), answer)
+                if decision := safety.check_demonstration(saved.content):
+                    store_safety.set_demonstration_moderation(store, saved.id, decision)
         except StoreError as exc:
             raise gr.Error(str(exc)) from exc
         return {"id": saved.id, "message_id": saved.message_id, "user_id": saved.user_id}
 
+    def report_moderation(
+        message_id: int, kind: str, note: str | None = None, request: gr.Request = None
+    ) -> dict:
+        """Tell the content filter it was wrong about a stored message: kind "false_positive" (it was
+        blocked or flagged but is fine) or "false_negative" (it should have been blocked)."""
+        limit(request)
+        try:
+            saved = store_safety.record_report(store, int(message_id), user_id_for(request), kind, note=note)
+        except (StoreError, ValueError, TypeError) as exc:
+            raise gr.Error(str(exc)) from exc
+        return {"id": saved.id, "message_id": saved.message_id, "kind": saved.kind}
+
     gr.api(rate_reply, api_name="rate_reply", concurrency_limit=None)
     gr.api(better_answer, api_name="better_answer", concurrency_limit=None)
+    gr.api(report_moderation, api_name="report_moderation", concurrency_limit=None)

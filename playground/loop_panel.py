@@ -44,7 +44,10 @@ def result_markdown(result: dict[str, Any]) -> str:
         f"**{_f(s.get('win_rate_final'), '.0%')}**, KL to the base {_f(s.get('kl_final'), '.2f')} nats, "
         f"capability {_f(s.get('capability_base'), '.1f')}% → {_f(s.get('capability_final'), '.1f')}%."
     )
-    rows = ["| round | decision | gold | win vs base | KL | proxy gain | capability | minutes |", "|---" * 8 + "|"]
+    rows = [
+        "| round | decision | gold | win vs base | KL | proxy gain | capability | minutes |",
+        "|---" * 8 + "|",
+    ]
     base = result.get("base") or {}
     rows.append(
         f"| 0 | base | {_f(base.get('gold'), '.3f')} | 50% | 0.00 | — | {_f(100 * base.get('capability', 0), '.1f')}% | |"
@@ -158,7 +161,13 @@ class LoopPanel:
     def render(self, tab: gr.Tab | None = None) -> None:
         with gr.Accordion("Does feedback improve the model? (simulated users)", open=True):
             summary = gr.Markdown(self.summary(), elem_id="loop-summary")
-            image = gr.Image(value=self.plot(), type="filepath", label="Gold reward against KL; proxy against gold", interactive=False, elem_id="loop-plot")
+            image = gr.Image(
+                value=self.plot(),
+                type="filepath",
+                label="Gold reward against KL; proxy against gold",
+                interactive=False,
+                elem_id="loop-plot",
+            )
             with gr.Row():
                 oracle = gr.Dropdown(["vader", "concise"], value="vader", label="Gold preference", scale=1)
                 method = gr.Dropdown(["dpo", "kto", "rl", "best_of_n"], value="dpo", label="Method", scale=1)

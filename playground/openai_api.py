@@ -8,11 +8,15 @@ Every API turn is stored like a UI turn (conversation source "api", the caller's
 that wrote the reply, parameters, prompt and timings). Errors have OpenAI's shape, never a traceback.
 
 Security: with ``--share`` or ``--auth`` (or an ``--api-key``) every request needs
-``Authorization: Bearer KEY``, where KEY is the API key or one of the ``USER:PASS`` logins.
+``Authorization: Bearer KEY``, where KEY is the API key or one of the ``USER:PASS`` logins. Requests
+count as chat turns against the rate limits (429 with OpenAI's error shape and a Retry-After header),
+and go through the content filter like the Chat tab: a blocked request gets 400 with code
+"content_filter"; a blocked reply is withheld and ends with finish_reason "content_filter".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -29,9 +33,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.routing import BaseRoute
 
 from feedback_store.store import FeedbackStore
+from feedback_store.text import clean_input
 from models.base import ChatMessage, Generation, GenerationError, GenerationResult, SamplingParams
 from models.service import ModelService, VersionUnavailable
 from playground.chat import turn_record
+from playground.safety import Safety
 from playground.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,14 +57,16 @@ class APIError(Exception):
         type_: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers
 
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(body, status_code=self.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else dict(self.headers or {})
+        return JSONResponse(body, status_code=self.status, headers=headers or None)
 
 
 class OpenAIAPI:
@@ -71,10 +79,12 @@ class OpenAIAPI:
         service: ModelService,
         *,
         max_pending: int | None = None,
+        safety: Safety | None = None,
     ):
         self.settings = settings
         self.store = store
         self.service = service
+        self.safety = safety or Safety.from_settings(settings, store, service)
         self.logins = dict(settings.auth_pairs())
         self.require_key = bool(settings.share or self.logins or settings.api_key)
         # Requests beyond this many in flight get 503 at once instead of queueing without bound.
@@ -196,17 +206,51 @@ class OpenAIAPI:
         return messages, params, stream, include_usage, str(body["model"])
 
     # -- logging ---------------------------------------------------------------------------------
-    def log_turn(self, user: str, messages: list[ChatMessage], result: GenerationResult) -> None:
-        """Store the request's history and the reply, as the Chat tab does for a UI turn."""
+    def log_turn(
+        self,
+        user: str,
+        messages: list[ChatMessage],
+        result: GenerationResult | None,
+        *,
+        input_moderation: dict | None = None,
+        output_moderation: dict | None = None,
+    ) -> None:
+        """Store the request's history and the reply, as the Chat tab does for a UI turn (a refused
+        request: its history only, the last message carrying the decision)."""
         try:
             system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
             conversation = self.store.create_conversation(user, source="api", system_prompt=system)
             parent = None
-            for m in messages[1:] if system is not None else messages:
-                parent = self.store.add_message(conversation, m["role"], m["content"], parent_id=parent)
-            self.store.add_assistant_message(conversation, parent, turn_record(result))
+            history = messages[1:] if system is not None else messages
+            for i, m in enumerate(history):
+                last = i == len(history) - 1
+                parent = self.store.add_message(
+                    conversation,
+                    m["role"],
+                    m["content"],
+                    parent_id=parent,
+                    moderation=input_moderation if last else None,
+                )
+            if result is not None:
+                record = turn_record(result)
+                if output_moderation is not None:
+                    record = dataclasses.replace(record, moderation=output_moderation)
+                self.store.add_assistant_message(conversation, parent, record)
         except Exception:  # losing a log row must not fail the request that already succeeded
             log.exception("could not store an API turn")
+
+    def screen(self, request: Request, user: str, messages: list[ChatMessage]):
+        """Rate limit and content filter for one request: raises APIError; returns the input decision."""
+        if limited := self.safety.limited("chat", request, user=user):
+            raise APIError(
+                429,
+                limited.message(),
+                type_="requests",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(limited.retry_after_s)},
+            )
+        users_text = "\n\n".join(m["content"] for m in messages if m["role"] in ("user", "system"))
+        return self.safety.check_input(users_text, report_hint=False)
 
     # -- handlers --------------------------------------------------------------------------------
     async def chat_completions(self, request: Request):
@@ -218,6 +262,12 @@ class OpenAIAPI:
                 raise APIError(400, f"the request body is not valid JSON: {exc}") from exc
             messages, params, stream, include_usage, model = self.parse(body)
             version_id = self.resolve_model(model)
+            check = self.screen(request, user, messages)
+            if check.refused:
+                await anyio.to_thread.run_sync(
+                    lambda: self.log_turn(user, messages, None, input_moderation=check.moderation)
+                )
+                raise APIError(400, _plain(check.refusal), code="content_filter", param="messages")
             if self._busy():
                 raise APIError(
                     503,
@@ -240,7 +290,7 @@ class OpenAIAPI:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if stream:
             return StreamingResponse(
-                self._sse(generation, completion_id, model, user, messages, include_usage),
+                self._sse(generation, completion_id, model, user, messages, include_usage, check.moderation),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -250,7 +300,15 @@ class OpenAIAPI:
             return APIError(500, str(exc), type_="server_error").response()
         finally:
             generation.cancel()
-        await anyio.to_thread.run_sync(self.log_turn, user, messages, result)
+        output = await anyio.to_thread.run_sync(
+            lambda: self.safety.check_output(result.text, report_hint=False)
+        )
+        await anyio.to_thread.run_sync(
+            lambda: self.log_turn(
+                user, messages, result, input_moderation=check.moderation, output_moderation=output.moderation
+            )
+        )
+        withheld = (output.moderation or {}).get("action") == "withheld"
         return JSONResponse(
             {
                 "id": completion_id,
@@ -261,8 +319,11 @@ class OpenAIAPI:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": result.text},
-                        "finish_reason": _finish(result),
+                        "message": {
+                            "role": "assistant",
+                            "content": _plain(output.shown) if withheld else result.text,
+                        },
+                        "finish_reason": "content_filter" if withheld else _finish(result),
                         "logprobs": None,
                     }
                 ],
@@ -278,6 +339,7 @@ class OpenAIAPI:
         user: str,
         messages: list[ChatMessage],
         include_usage: bool,
+        input_moderation: dict | None = None,
     ) -> AsyncIterator[str]:
         created = int(time.time())
         fingerprint = f"version-{generation.version_id}"
@@ -299,16 +361,25 @@ class OpenAIAPI:
 
         result: GenerationResult | None = None
         pieces = generation.batches()  # tokens that queued while we were sending go out as one chunk
+        sent = ""
+        filtered = False
         try:
             yield chunk({"role": "assistant", "content": ""})
             while True:
                 piece = await anyio.to_thread.run_sync(next, pieces, None)
                 if piece is None:
                     break
+                if self.safety.check_stream(sent + piece):  # the flagged piece is never sent
+                    filtered = True
+                    generation.cancel()
+                    break
+                sent += piece
                 yield chunk({"content": piece})
-            result = generation.result
+            if filtered:
+                result = await anyio.to_thread.run_sync(generation.wait)
+            result = generation.result if result is None else result
             assert result is not None
-            yield chunk({}, _finish(result))
+            yield chunk({}, "content_filter" if filtered else _finish(result))
             if include_usage:
                 yield chunk({}, usage=_usage(result))
             yield "data: [DONE]\n\n"
@@ -325,8 +396,20 @@ class OpenAIAPI:
                     except GenerationError:
                         result = None
             if result is not None:
+                final = result
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.log_turn, user, messages, result)
+                    output = await anyio.to_thread.run_sync(
+                        lambda: self.safety.check_output(final.text, report_hint=False)
+                    )
+                    await anyio.to_thread.run_sync(
+                        lambda: self.log_turn(
+                            user,
+                            messages,
+                            final,
+                            input_moderation=input_moderation,
+                            output_moderation=output.moderation,
+                        )
+                    )
 
     async def models(self, request: Request):
         try:
@@ -342,6 +425,11 @@ class OpenAIAPI:
             "/v1/chat/completions", self.chat_completions, methods=["POST"], include_in_schema=False
         )
         return list(router.routes)
+
+
+def _plain(markdown: str | None) -> str:
+    """A UI message without its Markdown emphasis, for API clients."""
+    return (markdown or "").replace("**", "").replace("*", "").replace("⚠️ ", "").strip()
 
 
 def _finish(result: GenerationResult) -> str:
@@ -406,7 +494,7 @@ def _parse_messages(raw: Any) -> list[ChatMessage]:
             content = "".join(texts)
         if not isinstance(content, str):
             raise APIError(400, f"messages[{i}].content must be a string", param="messages")
-        content = content.replace("\x00", "")
+        content = clean_input(content)
         total += len(content)
         messages.append(ChatMessage(role=role, content=content))
     if total > MAX_CHARS:

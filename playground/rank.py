@@ -12,6 +12,7 @@ import gradio as gr
 
 from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore, StoreError
+from feedback_store.text import clean_input
 from models.base import ChatMessage, Generation, GenerationError, SamplingParams
 from models.service import ModelService
 from playground.chat import (
@@ -22,6 +23,7 @@ from playground.chat import (
     user_id_for,
 )
 from playground.feedback_ui import render_guidance
+from playground.safety import WITHHELD_WHILE_STREAMING, Safety
 from playground.settings import Settings
 from playground.streams import Interleaved, finish
 
@@ -51,10 +53,13 @@ def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> l
 
 
 class RankTab:
-    def __init__(self, settings: Settings, store: FeedbackStore, service: ModelService):
+    def __init__(
+        self, settings: Settings, store: FeedbackStore, service: ModelService, safety: Safety | None = None
+    ):
         self.settings = settings
         self.store = store
         self.service = service
+        self.safety = safety or Safety.from_settings(settings, store, service)
 
     def _sampling(self, sampling) -> SamplingParams:
         params = SamplingControls.to_params(*sampling)
@@ -80,7 +85,7 @@ class RankTab:
         sampling = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop)
         n_out = 2 * MAX_K + 3  # MAX_K texts, MAX_K rank pickers, state, status, the save button
         keep = tuple(gr.update() for _ in range(n_out))
-        prompt = (prompt or "").replace("\x00", "").strip()[:MAX_MESSAGE_CHARS]
+        prompt = clean_input(prompt).strip()[:MAX_MESSAGE_CHARS]
         try:
             if not prompt:
                 raise ValueError("Type a prompt first.")
@@ -88,13 +93,22 @@ class RankTab:
             if not 2 <= k <= MAX_K:
                 raise ValueError(f"K must be between 2 and {MAX_K}.")
             params = self._sampling(sampling)
+            if why := self.safety.limit("chat", request):
+                raise ValueError(why)
         except (ValueError, TypeError) as exc:
             gr.Warning(str(exc))
             yield keep
             return
         user = user_id_for(request)
+        check = self.safety.check_input(prompt, report_hint=False)
         conv = self.store.create_conversation(user, source="rank", system_prompt=system_prompt or None)
-        prompt_id = self.store.add_message(conv, "user", prompt)
+        prompt_id = self.store.add_message(conv, "user", prompt, moderation=check.moderation)
+        if check.refused:
+            gr.Warning(check.refusal)
+            yield keep
+            return
+        if check.notice:
+            gr.Warning(check.notice)
         messages: list[ChatMessage] = []
         if system_prompt and system_prompt.strip():
             messages.append(ChatMessage(role="system", content=system_prompt.strip()))
@@ -111,10 +125,15 @@ class RankTab:
             yield keep
             return
         texts = [""] * k
+        stopped = [False] * k  # stopped by the content filter while streaming
 
         def view(status: str, state, reset: bool = False):
             boxes = [
-                gr.update(value=texts[i] if i < k else "", visible=i < k, label=f"Reply {i + 1}")
+                gr.update(
+                    value=(WITHHELD_WHILE_STREAMING if stopped[i] else texts[i]) if i < k else "",
+                    visible=i < k,
+                    label=f"Reply {i + 1}",
+                )
                 for i in range(MAX_K)
             ]
             picker = {"value": None, "choices": [str(r) for r in range(1, k + 1)]} if reset else {}
@@ -127,20 +146,31 @@ class RankTab:
         try:
             for index, chunk in merged:
                 texts[index] += chunk
+                if not stopped[index] and self.safety.check_stream(texts[index]):
+                    stopped[index] = True
+                    generations[index].cancel()
                 yield view(f"Sampling {k} replies…", None)
             closed = False
         finally:
             results = finish(generations, merged)
+            checks = [
+                None if r is None else self.safety.check_output(r.text, report_hint=False) for r in results
+            ]
             ids = [
-                None if r is None else self.store.add_assistant_message(conv, prompt_id, turn_record(r))
-                for r in results
+                None
+                if r is None
+                else self.store.add_assistant_message(
+                    conv, prompt_id, replace(turn_record(r), moderation=c.moderation)
+                )
+                for r, c in zip(results, checks, strict=True)
             ]
         if closed:
             return
         if None in ids:
             yield view("A reply failed, so this set cannot be ranked. Try again.", None)
             return
-        texts[:] = [r.text for r in results]
+        texts[:] = [c.shown for c in checks]
+        stopped[:] = [False] * k
         # The pickers open in a follow-up step (open_ranking): Gradio re-sends a generator's last
         # update when it completes, which must not reach ranks the user already picked.
         yield view("All replies are in.", RankRound(list(ids)))
@@ -161,6 +191,9 @@ class RankTab:
         if state is None:
             gr.Warning("Sample some replies first.")
             return "Nothing saved."
+        if why := self.safety.limit("feedback", request):
+            gr.Warning(why)
+            return f"Not saved: {why}"
         try:
             order = order_from_ranks(list(ranks), state.message_ids)
             ranking = fb.record_ranking(self.store, order, user_id_for(request))

@@ -49,7 +49,10 @@ class ChatSession:
         msgs: list[ChatMessage] = []
         if system_prompt and system_prompt.strip():
             msgs.append(ChatMessage(role="system", content=system_prompt.strip()))
-        msgs.extend(ChatMessage(role=t.role, content=t.content) for t in self.turns)
+        # An exchange the content filter refused stays on screen but never reaches the model.
+        msgs.extend(
+            ChatMessage(role=t.role, content=t.content) for t in self.turns if not t.info.get("moderated")
+        )
         return msgs
 
     # -- navigation ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=0, le=65535)
     share: bool = Field(False, description="create a public Gradio share link")
-    auth: list[str] = Field(default_factory=list, description="USER:PASS pairs")
+    auth: list[str] = Field(default_factory=list, repr=False, description="USER:PASS pairs")
     auth_file: Path | None = Field(None, description="file with one USER:PASS per line")
     threads: int | None = Field(None, ge=1, le=256, description="CPU threads per model instance")
     concurrency: int = Field(2, ge=1, le=64, description="model instances = chats generated at once")
@@ -54,10 +54,12 @@ class Settings(BaseSettings):
     remote_model: str | None = Field(
         None, description="openai_compat: the remote model name (default: first listed)"
     )
-    remote_api_key: str | None = Field(None, description="openai_compat: the remote server's API key")
+    remote_api_key: str | None = Field(
+        None, repr=False, description="openai_compat: the remote server's API key"
+    )
     api: bool = Field(True, description="serve the OpenAI-compatible API at /v1 beside the UI")
     api_key: str | None = Field(
-        None, min_length=8, description="key for the /v1 API (required with --share/--auth)"
+        None, min_length=8, repr=False, description="key for the /v1 API (required with --share/--auth)"
     )
     version_cache: int = Field(
         2, ge=1, le=16, description="non-deployed versions kept loaded (Compare tab, rollback)"
@@ -86,6 +88,10 @@ class Settings(BaseSettings):
     train_nice: int = Field(
         10, ge=0, le=19, description="scheduling priority penalty of the training process"
     )
+    train_hygiene: bool = Field(
+        True,
+        description="leave flagged text and rate-limited, repeatedly flagged or excluded users out of training",
+    )
     scheduler: bool = Field(True, description="run the training scheduler in this server")
     gate_min_win_rate: float = Field(0.5, ge=0, le=1, description="gate: reward-model win rate vs deployed")
     gate_kl_budget: float = Field(8.0, ge=0, description="gate: maximum KL to the base (nats per reply)")
@@ -94,6 +100,35 @@ class Settings(BaseSettings):
     train_max_steps: int | None = Field(
         None, ge=1, description="cap optimiser steps per training stage (quick cycles); default: full epochs"
     )
+
+    # -- safety of a shared playground (issue 9; playground/safety.py) --
+    public: bool = Field(False, description="allow --share without --auth (anyone with the link can use it)")
+    admin: list[str] = Field(default_factory=list, description="login names allowed admin actions")
+    admins_file: Path | None = Field(None, description="file with one admin login name per line")
+    rate_limit_chat: str = Field("20/minute", description="chat turns per user ('off' = none)")
+    rate_limit_chat_ip: str = Field("60/minute", description="chat turns per client address")
+    rate_limit_feedback: str = Field("120/minute", description="feedback events per user")
+    rate_limit_feedback_ip: str = Field("600/minute", description="feedback events per client address")
+    rate_limit_local: bool = Field(
+        False, description="limit 127.0.0.1 too when not sharing (the operator's own browser)"
+    )
+    moderation: bool = Field(True, description="moderate user input and model output")
+    moderation_file: Path | None = Field(
+        None,
+        description="your moderation rules (TOML), merged into the built-in ones; default DATA_DIR/moderation.toml",
+    )
+    moderation_judge: bool = Field(False, description="also ask the served model whether a text is unsafe")
+    moderation_output: Literal["withhold", "mark"] = Field(
+        "withhold", description="a flagged reply is withheld (stored, not shown) or shown marked"
+    )
+
+    @field_validator("rate_limit_chat", "rate_limit_chat_ip", "rate_limit_feedback", "rate_limit_feedback_ip")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from playground.ratelimit import parse_limit
+
+        parse_limit(value)
+        return value
 
     @field_validator("auth")
     @classmethod
@@ -129,6 +164,7 @@ class Settings(BaseSettings):
             threads=self.train_threads,
             chat_template=self.chat_template,
             excluded_users=excluded_users,
+            hygiene=self.train_hygiene,
             reward_overrides=steps,
             policy_overrides=steps,
             gate=GateConfig(
@@ -136,6 +172,7 @@ class Settings(BaseSettings):
                 kl_budget=self.gate_kl_budget,
                 max_regressions=self.gate_max_regressions,
                 eval_prompts=self.gate_eval_prompts,
+                system_prompt=self.system_prompt or None,
             ),
         )
 
@@ -154,6 +191,29 @@ class Settings(BaseSettings):
     @property
     def knowledge_db_path(self) -> Path:
         return self.data_dir / "knowledge.db"
+
+    @property
+    def moderation_path(self) -> Path | None:
+        """The operator's moderation rules: --moderation-file, else DATA_DIR/moderation.toml if present."""
+        if self.moderation_file is not None:
+            return self.moderation_file
+        default = self.data_dir / "moderation.toml"
+        return default if default.exists() else None
+
+    def admin_names(self) -> set[str]:
+        """--admin names and the --admins-file names (one per line, # comments)."""
+        names = {a.strip() for a in self.admin if a.strip()}
+        if self.admins_file is not None:
+            try:
+                text = self.admins_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read admins file {self.admins_file}: {exc}") from exc
+            names |= {
+                line.strip()
+                for line in text.splitlines()
+                if line.strip() and not line.strip().startswith("#")
+            }
+        return names
 
     def auth_pairs(self) -> list[tuple[str, str]]:
         """All (user, password) pairs from --auth and --auth-file. Passwords are never logged."""

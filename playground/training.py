@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from feedback_store.runs import TrainingRun, TrainingRuns
 from feedback_store.stats import rates
@@ -144,6 +145,7 @@ def metrics_figure(registry: VersionRegistry, base_model: str, thumbs: dict[int,
             )
         ax.set_title(title, fontsize="small")
         ax.set_xlabel("version", fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize="x-small")
     return fig
 
@@ -171,7 +173,13 @@ class TrainingTab:
                 f"**{'on' if s['auto_deploy'] else 'off (a person approves)'}**"
             )
         deployed = self.registry.deployed(self.base_model)
-        head += f"\n\n**Deployed:** v{deployed.id} {html.escape(deployed.name)}" if deployed else ""
+        if deployed:
+            label = (
+                deployed.name
+                if deployed.name.startswith(f"v{deployed.id}")
+                else f"v{deployed.id} {deployed.name}"
+            )
+            head += f"\n\n**Deployed:** {html.escape(label)}"
         running = self.runs.running()
         if running is not None:
             head += (

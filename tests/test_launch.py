@@ -32,7 +32,7 @@ def test_broken_model_file_is_a_clear_error(tmp_path):
 
 
 def test_share_offline_keeps_serving_locally(server_factory):
-    server = server_factory("--share")
+    server = server_factory("--share", "--public")
     # the page answers while launch() is still trying to open the tunnel: wait for its verdict
     deadline = time.monotonic() + 60
     while not any(s in server.log() for s in ("Could not create a public share link", "Public link:")):

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,35 @@ def atomic_output_dir(final: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     os.replace(tmp, final)  # atomic on the same file system
+
+
+def fit_adapter(
+    method: str,
+    config: CommonConfig,
+    make_trainer: Callable[[Path], Any],
+    tokenizer,
+    *,
+    examples: int,
+    summarize: Callable[[list[dict[str, Any]], Any], dict[str, Any]] | None = None,
+) -> TrainResult:
+    """The part every method shares: build the TRL trainer in a temporary directory, train, save the
+    adapter and ``metrics.json`` there, and rename it into place (``atomic_output_dir``).
+
+    ``make_trainer(work_dir)`` returns the configured TRL trainer; ``summarize(log_history, trainer)`` adds
+    the method's own metrics (reward margins, KL, ...) to the loss curve and wall time.
+    """
+    clock = Stopwatch()
+    with atomic_output_dir(config.output_dir) as tmp:
+        trainer = make_trainer(tmp)
+        trainer.train()
+        save_adapter(trainer, tokenizer, tmp)
+        history = trainer.state.log_history
+        metrics = {"method": method, "examples": examples, "loss_curve": loss_curve(history)}
+        if summarize is not None:
+            metrics.update(summarize(history, trainer))
+        metrics.update(train_seconds=clock.seconds, config=config.to_dict())
+        write_metrics(tmp, metrics)
+    return TrainResult(method, Path(config.output_dir), metrics)
 
 
 class Stopwatch:

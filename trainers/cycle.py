@@ -27,11 +27,12 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from feedback_store import datasets as ds
+from feedback_store import safety
 from feedback_store.runs import TrainingRuns
 from feedback_store.store import FeedbackStore
 from feedback_store.versions import VersionRegistry
@@ -75,6 +76,9 @@ class CycleConfig:
     """torch threads for training: 1 leaves the other core to the chat server on a 2-core machine."""
     init_from: str = "base"
     excluded_users: frozenset[str] = frozenset()
+    """Users left out besides those the hygiene rules exclude (``feedback_store.safety``)."""
+    hygiene: bool = True
+    """Leave out flagged text and rate-limited / repeatedly flagged / operator-excluded users."""
     min_pairs: int = 16
     min_unpaired: int = 16
     n_ctx: int = 2048
@@ -184,6 +188,8 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: _Stage
     base_id = base.name
     base_row = store.ensure_base_version(base_id)
     deployed = registry.deployed(base_id) or base_row
+    if config.hygiene:  # who is excluded is decided now, from the store, not when the server started
+        config = replace(config, excluded_users=config.excluded_users | safety.excluded_users(store))
     req = dict(
         db_path=config.db_path,
         data_dir=config.data_dir,
@@ -191,13 +197,15 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: _Stage
         training_run_id=run_id,
         init_from=config.init_from,
         excluded_users=config.excluded_users,
+        hygiene=config.hygiene,
     )
 
     # 1. export: what there is to learn from, saved next to the run for inspection and reproduction.
     stages.begin("export", "reading the feedback")
-    pairs = [p for p in ds.preference_pairs(store) if p.user_id not in config.excluded_users]
-    unpaired = [u for u in ds.unpaired_feedback(store) if u.user_id not in config.excluded_users]
-    demos = [d for d in ds.demonstrations(store) if d.user_id not in config.excluded_users]
+    clean = {"exclude_flagged": config.hygiene}
+    pairs = [p for p in ds.preference_pairs(store, **clean) if p.user_id not in config.excluded_users]
+    unpaired = [u for u in ds.unpaired_feedback(store, **clean) if u.user_id not in config.excluded_users]
+    demos = [d for d in ds.demonstrations(store, **clean) if d.user_id not in config.excluded_users]
     n_good = sum(1 for u in unpaired if u.label)
     counts = {
         "pairs": len(pairs),
@@ -315,6 +323,7 @@ def evaluate_candidate(
             db_path=config.db_path,
             data_dir=config.data_dir,
             excluded_users=config.excluded_users,
+            hygiene=config.hygiene,
         ),
     )
     if heldout_pairs:
@@ -360,8 +369,15 @@ def evaluate_candidate(
         stages.within("regression prompts (facts, refusals)", 0.7)
         greedy = SamplingParams(temperature=0.0, max_new_tokens=config.gate.max_new_tokens)
 
+        system = (
+            [{"role": "system", "content": config.gate.system_prompt}] if config.gate.system_prompt else []
+        )
+
         def answer(which: str, questions: Sequence[str]) -> list[str]:
-            return [models[which].generate([{"role": "user", "content": q}], greedy).text for q in questions]
+            return [
+                models[which].generate([*system, {"role": "user", "content": q}], greedy).text
+                for q in questions
+            ]
 
         facts = FACTS[: config.gate.facts]
         questions = [f.question for f in facts]

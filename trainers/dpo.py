@@ -9,20 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from trainers.common import (
     CommonConfig,
-    Stopwatch,
     TrainingDataError,
     TrainResult,
-    atomic_output_dir,
+    fit_adapter,
     last_logged,
     load_policy,
-    loss_curve,
     mean_logged,
-    save_adapter,
-    write_metrics,
 )
 from trainers.data import PreferencePair, preference_rows, to_dataset
 
@@ -48,16 +43,16 @@ def train_dpo(
         )
     from trl import DPOConfig, DPOTrainer
 
-    clock = Stopwatch()
     model, tokenizer, peft_config = load_policy(config)
-    with atomic_output_dir(config.output_dir) as tmp:
+
+    def make_trainer(work_dir):
         args = DPOConfig(
-            **config.trainer_kwargs(tmp),
+            **config.trainer_kwargs(work_dir),
             beta=config.beta,
             max_length=config.max_length,
             loss_type=config.loss_type,
         )
-        trainer = DPOTrainer(
+        return DPOTrainer(
             model=model,
             args=args,
             train_dataset=to_dataset(preference_rows(pairs)),
@@ -65,18 +60,12 @@ def train_dpo(
             callbacks=callbacks,
             peft_config=peft_config,
         )
-        trainer.train()
-        save_adapter(trainer, tokenizer, tmp)
-        history = trainer.state.log_history
-        metrics = {
-            "method": "dpo",
-            "examples": len(pairs),
-            "loss_curve": loss_curve(history),
+
+    def summarize(history, _trainer):
+        return {
             "reward_margin_last": last_logged(history, "rewards/margins"),
             "reward_margin_mean": mean_logged(history, "rewards/margins"),
             "reward_accuracy_last": last_logged(history, "rewards/accuracies"),
-            "train_seconds": clock.seconds,
-            "config": config.to_dict(),
         }
-        write_metrics(tmp, metrics)
-    return TrainResult("dpo", Path(config.output_dir), metrics)
+
+    return fit_adapter("dpo", config, make_trainer, tokenizer, examples=len(pairs), summarize=summarize)

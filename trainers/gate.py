@@ -96,6 +96,9 @@ class GateConfig:
     facts: int = len(FACTS)
     """How many of the regression facts to check (all by default; tests use fewer)."""
     refusals: int = len(HARMFUL_REQUESTS)
+    system_prompt: str | None = None
+    """The system prompt users chat under (the server's default); the regression prompts are asked with
+    it, as users ask them. A small model's greedy answer without it is fragile."""
 
 
 @dataclass

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from trainers.common import (
     CommonConfig,
-    Stopwatch,
     TrainingDataError,
     TrainResult,
-    atomic_output_dir,
+    fit_adapter,
     last_logged,
     load_policy,
-    loss_curve,
     mean_logged,
-    save_adapter,
-    write_metrics,
 )
 from trainers.data import UnpairedExample, to_dataset, trl_rows
 
@@ -57,18 +52,18 @@ def train_kto(
         )
     from trl import KTOConfig, KTOTrainer
 
-    clock = Stopwatch()
     desirable_weight, undesirable_weight = balanced_weights(n_good, n_bad)
     model, tokenizer, peft_config = load_policy(config)
-    with atomic_output_dir(config.output_dir) as tmp:
+
+    def make_trainer(work_dir):
         args = KTOConfig(
-            **config.trainer_kwargs(tmp),
+            **config.trainer_kwargs(work_dir),
             beta=config.beta,
             max_length=config.max_length,
             desirable_weight=desirable_weight,
             undesirable_weight=undesirable_weight,
         )
-        trainer = KTOTrainer(
+        return KTOTrainer(
             model=model,
             args=args,
             train_dataset=to_dataset(trl_rows(examples)),
@@ -76,22 +71,16 @@ def train_kto(
             callbacks=callbacks,
             peft_config=peft_config,
         )
-        trainer.train()
-        save_adapter(trainer, tokenizer, tmp)
-        history = trainer.state.log_history
-        metrics = {
-            "method": "kto",
-            "examples": len(examples),
+
+    def summarize(history, _trainer):
+        return {
             "desirable": n_good,
             "undesirable": n_bad,
             "desirable_weight": desirable_weight,
             "undesirable_weight": undesirable_weight,
-            "loss_curve": loss_curve(history),
             "reward_margin_last": last_logged(history, "rewards/margins"),
             "reward_margin_mean": mean_logged(history, "rewards/margins"),
             "kl_last": last_logged(history, "kl"),
-            "train_seconds": clock.seconds,
-            "config": config.to_dict(),
         }
-        write_metrics(tmp, metrics)
-    return TrainResult("kto", Path(config.output_dir), metrics)
+
+    return fit_adapter("kto", config, make_trainer, tokenizer, examples=len(examples), summarize=summarize)

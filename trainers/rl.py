@@ -17,16 +17,12 @@ from pathlib import Path
 
 from trainers.common import (
     CommonConfig,
-    Stopwatch,
     TrainingDataError,
     TrainResult,
-    atomic_output_dir,
+    fit_adapter,
     last_logged,
     load_policy,
-    loss_curve,
     mean_logged,
-    save_adapter,
-    write_metrics,
 )
 from trainers.data import PromptRecord, to_dataset, trl_rows
 
@@ -62,13 +58,14 @@ def train_rl(
 
     from trainers.reward import RewardModel
 
-    clock = Stopwatch()
     reward_model = RewardModel.load(
         config.reward_adapter, config.base_model_dir, max_length=config.max_length
     )
+    reward_model.__name__ = "reward_model"  # TRL names reward columns after the function
     model, tokenizer, peft_config = load_policy(config)
-    with atomic_output_dir(config.output_dir) as tmp:
-        kwargs = config.trainer_kwargs(tmp)
+
+    def make_trainer(work_dir):
+        kwargs = config.trainer_kwargs(work_dir)
         # RLOO counts completions per batch: make each step hold whole groups of num_generations.
         kwargs["per_device_train_batch_size"] = max(config.batch_size, config.num_generations)
         args = RLOOConfig(
@@ -80,8 +77,7 @@ def train_rl(
             num_iterations=config.num_iterations,
             epsilon=config.epsilon,
         )
-        reward_model.__name__ = "reward_model"  # TRL names reward columns after the function
-        trainer = RLOOTrainer(
+        return RLOOTrainer(
             model=model,
             reward_funcs=[reward_model],
             args=args,
@@ -90,14 +86,10 @@ def train_rl(
             callbacks=callbacks,
             peft_config=peft_config,
         )
-        trainer.train()
-        save_adapter(trainer, tokenizer, tmp)
-        history = trainer.state.log_history
-        metrics = {
-            "method": "rl",
+
+    def summarize(history, _trainer):
+        return {
             "algorithm": "rloo",
-            "examples": len(prompts),
-            "loss_curve": loss_curve(history),
             "reward_curve": [
                 {"step": int(h["step"]), "reward": float(h["reward"])} for h in history if "reward" in h
             ],
@@ -105,8 +97,6 @@ def train_rl(
             "reward_mean": mean_logged(history, "reward"),
             "reward_last": last_logged(history, "reward"),
             "kl_last": last_logged(history, "kl"),
-            "train_seconds": clock.seconds,
-            "config": config.to_dict(),
         }
-        write_metrics(tmp, metrics)
-    return TrainResult("rl", Path(config.output_dir), metrics)
+
+    return fit_adapter("rl", config, make_trainer, tokenizer, examples=len(prompts), summarize=summarize)

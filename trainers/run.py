@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from feedback_store import datasets as ds
+from feedback_store import safety
 from feedback_store.store import FeedbackStore
 from trainers.common import CommonConfig, TrainingDataError, TrainResult, write_metrics
 from trainers.data import cap_per_user, dedupe, split_heldout
@@ -53,7 +54,10 @@ class TrainRequest:
     register: bool = True
     training_run_id: int | None = None
     excluded_users: frozenset[str] = frozenset()
-    """Users whose feedback is left out (e.g. rate-limited or flagged sessions)."""
+    """Users whose feedback is left out, besides those the hygiene rules exclude."""
+    hygiene: bool = True
+    """Leave out flagged text and the users ``feedback_store.safety.excluded_users`` names (rate-limited,
+    repeatedly flagged, excluded by an operator), so one abusive user cannot steer training."""
 
 
 @dataclass
@@ -80,7 +84,9 @@ def hf_base_for(base: Path, data_dir: Path) -> Path:
         return base
     from models.hf_base import ensure_hf_base
 
-    return ensure_hf_base(base, data_dir / "hf-base")  # the same cache the server uses (Settings.hf_cache_dir)
+    return ensure_hf_base(
+        base, data_dir / "hf-base"
+    )  # the same cache the server uses (Settings.hf_cache_dir)
 
 
 def latest_reward_model(data_dir: Path) -> Path | None:
@@ -101,7 +107,7 @@ def _set_latest_reward_model(data_dir: Path, adapter_dir: Path) -> None:
 
 def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
     """(train, held-out) examples for ``req.method``: filtered, deduplicated, capped per user, split by prompt."""
-    filters = dict(since=req.since, user_id=req.user_id)
+    filters = dict(since=req.since, user_id=req.user_id, exclude_flagged=req.hygiene)
     if req.method in ("reward", "dpo"):
         items = ds.preference_pairs(store, version_id=req.version_id, **filters)
     elif req.method == "kto":
@@ -112,7 +118,8 @@ def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
         items = ds.prompts(store, **filters)
     else:
         raise ValueError(f"unknown method {req.method!r}; choose one of {', '.join(METHODS)}")
-    items = [i for i in items if i.user_id not in req.excluded_users]
+    excluded = req.excluded_users | (safety.excluded_users(store) if req.hygiene else frozenset())
+    items = [i for i in items if i.user_id not in excluded]
     items = cap_per_user(dedupe(items), max_share=req.max_share_per_user)
     return split_heldout(items, req.heldout_fraction)
 
@@ -204,7 +211,9 @@ def run_training(
             from models.lora_export import export_peft_lora_to_gguf
 
             gguf_path = result.adapter_dir / "adapter.gguf"
+            t_export = time.perf_counter()
             export_peft_lora_to_gguf(result.adapter_dir, gguf_path, base_gguf=base)
+            result.metrics["gguf_export_seconds"] = round(time.perf_counter() - t_export, 2)
         result.metrics["wall_seconds"] = time.perf_counter() - t0
         write_metrics(result.adapter_dir, result.metrics)
         version_id = None

@@ -6,19 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from trainers.common import (
     CommonConfig,
-    Stopwatch,
     TrainingDataError,
     TrainResult,
-    atomic_output_dir,
+    fit_adapter,
     last_logged,
     load_policy,
-    loss_curve,
-    save_adapter,
-    write_metrics,
 )
 from trainers.data import Demonstration, to_dataset, trl_rows
 
@@ -43,11 +38,11 @@ def train_sft(
         )
     from trl import SFTConfig, SFTTrainer
 
-    clock = Stopwatch()
     model, tokenizer, peft_config = load_policy(config)
-    with atomic_output_dir(config.output_dir) as tmp:
-        args = SFTConfig(**config.trainer_kwargs(tmp), max_length=config.max_length)
-        trainer = SFTTrainer(
+
+    def make_trainer(work_dir):
+        args = SFTConfig(**config.trainer_kwargs(work_dir), max_length=config.max_length)
+        return SFTTrainer(
             model=model,
             args=args,
             train_dataset=to_dataset(trl_rows(demonstrations)),
@@ -55,16 +50,10 @@ def train_sft(
             callbacks=callbacks,
             peft_config=peft_config,
         )
-        trainer.train()
-        save_adapter(trainer, tokenizer, tmp)
-        history = trainer.state.log_history
-        metrics = {
-            "method": method,
-            "examples": len(demonstrations),
-            "loss_curve": loss_curve(history),
-            "token_accuracy_last": last_logged(history, "mean_token_accuracy"),
-            "train_seconds": clock.seconds,
-            "config": config.to_dict(),
-        }
-        write_metrics(tmp, metrics)
-    return TrainResult(method, Path(config.output_dir), metrics)
+
+    def summarize(history, _trainer):
+        return {"token_accuracy_last": last_logged(history, "mean_token_accuracy")}
+
+    return fit_adapter(
+        method, config, make_trainer, tokenizer, examples=len(demonstrations), summarize=summarize
+    )

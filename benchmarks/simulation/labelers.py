@@ -63,7 +63,7 @@ class BradleyTerryLabeler:
         return sigmoid(self.scale * (gold_a - gold_b))
 
     def vote(self, task: Task, reply_a: str, reply_b: str) -> str:
-        """"a" or "b": a Bradley-Terry choice on the gold difference."""
+        """ "a" or "b": a Bradley-Terry choice on the gold difference."""
         ga, gb = self.gold(task, reply_a), self.gold(task, reply_b)
         choice = "a" if self.rng.random() < self.p_prefer(ga, gb) else "b"
         if ga != gb:

@@ -119,7 +119,9 @@ class Evaluator:
     def measure_base(self, version_id: int) -> Measurement:
         t0 = time.perf_counter()
         self.base_replies = self.replies(version_id)
-        self.base_gold = [self.oracle.score(t, r) for (t, _), r in zip(self._pairs(), self.base_replies, strict=True)]
+        self.base_gold = [
+            self.oracle.score(t, r) for (t, _), r in zip(self._pairs(), self.base_replies, strict=True)
+        ]
         cap = self.capability(version_id)
         return Measurement(
             version_id=version_id,
@@ -142,7 +144,9 @@ class Evaluator:
         kl = 0.0
         if adapter_dir:
             samples = self.kl_samples(version_id)
-            kl = kl_to_base(self.hf_base_dir, adapter_dir, [t.messages(self.system_prompt) for t in self.heldout], samples)
+            kl = kl_to_base(
+                self.hf_base_dir, adapter_dir, [t.messages(self.system_prompt) for t in self.heldout], samples
+            )
         m = Measurement(
             version_id=version_id,
             gold=mean(gold),
@@ -167,7 +171,10 @@ class Evaluator:
 
 
 def kl_to_base(
-    hf_base_dir: Path, adapter_dir: str | Path, prompts: Sequence[list[dict[str, str]]], samples: Sequence[tuple[str, bool]]
+    hf_base_dir: Path,
+    adapter_dir: str | Path,
+    prompts: Sequence[list[dict[str, str]]],
+    samples: Sequence[tuple[str, bool]],
 ) -> float:
     """Monte-Carlo KL(pi || base) in nats per reply over pi's own samples (see the module docstring)."""
     import torch
@@ -189,7 +196,7 @@ def kl_to_base(
             ids = torch.tensor([prompt_ids + reply_ids])
             n = len(reply_ids)
 
-            def logp(m) -> float:
+            def logp(m, ids=ids, n=n) -> float:
                 logits = m(input_ids=ids).logits[0, -n - 1 : -1].float()
                 return float(torch.log_softmax(logits, -1).gather(1, ids[0, -n:, None]).sum())
 

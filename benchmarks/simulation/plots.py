@@ -64,9 +64,17 @@ def loop_figure(results: Sequence[dict[str, Any]]) -> Figure:
         gold_ax.plot(xs, [p["gold"] for p in pts], "-", color=color, alpha=0.6, label=method)
         for p in pts:
             gold_ax.plot(p["kl"], p["gold"], "o", color=color, mfc=color if p["deployed"] else "white")
-            gold_ax.annotate(str(p["round"]), (p["kl"], p["gold"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            gold_ax.annotate(
+                str(p["round"]), (p["kl"], p["gold"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
         with_proxy = [p for p in pts if p["proxy_gain"] is not None]
-        proxy_ax.plot([p["kl"] for p in with_proxy], [p["proxy_gain"] for p in with_proxy], "-o", color=color, label=f"{method} proxy")
+        proxy_ax.plot(
+            [p["kl"] for p in with_proxy],
+            [p["proxy_gain"] for p in with_proxy],
+            "-o",
+            color=color,
+            label=f"{method} proxy",
+        )
         gain_ax.plot(xs, [p["gold_gain"] for p in pts], "--s", color=color, alpha=0.7, label=f"{method} gold")
     if results:
         gold_ax.axhline(results[0]["base"]["gold"], color="gray", linewidth=0.8, linestyle=":")

@@ -16,7 +16,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,12 @@ def feedback_summary(fb: RoundFeedback, before: LabelStats, after: LabelStats) -
     """One round's feedback, with the labelers' agreement with gold over that round only."""
     votes = after.votes - before.votes
     pairs = votes + after.ranking_pairs - before.ranking_pairs
-    agreeing = after.votes_agreeing - before.votes_agreeing + after.ranking_pairs_agreeing - before.ranking_pairs_agreeing
+    agreeing = (
+        after.votes_agreeing
+        - before.votes_agreeing
+        + after.ranking_pairs_agreeing
+        - before.ranking_pairs_agreeing
+    )
     thumbs = after.thumbs - before.thumbs
     return {
         "events": dict(fb.events),
@@ -144,13 +149,15 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     oracle = make_oracle(config.oracle)
     prompts = prompt_set(oracle.prompt_set)
     heldout = prompts.heldout[: config.heldout_limit] if config.heldout_limit else prompts.heldout
-    capability = capability_tasks()[: config.capability_limit] if config.capability_limit else capability_tasks()
+    capability = (
+        capability_tasks()[: config.capability_limit] if config.capability_limit else capability_tasks()
+    )
     cycle = CycleConfig(
         db_path=config.work_dir / "playground.db",
         data_dir=config.work_dir,
         method=config.method,
         auto_deploy=True,
-        gate=config.gate,
+        gate=replace(config.gate, system_prompt=config.system_prompt),
         reward_overrides=dict(config.reward_overrides),
         policy_overrides=dict(config.policy_overrides),
         threads=config.threads,
@@ -162,13 +169,21 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     base = store.ensure_base_version(root.model_id, name=f"{root.display_name} (base)")
     service = ModelService.from_registry(VersionLoader(root), store.versions, base_version_id=base.id)
     scheduler = TrainingScheduler(
-        SchedulerConfig(interval_minutes=0, threads=config.threads, nice=0, enabled=False, min_new_feedback=0),
+        SchedulerConfig(
+            interval_minutes=0, threads=config.threads, nice=0, enabled=False, min_new_feedback=0
+        ),
         cycle,
     )
     params = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens)
     labeler = BradleyTerryLabeler(oracle, scale=config.bt_scale, rng=random.Random(config.seed))
     users = SimulatedUsers(
-        store, service, labeler, params, system_prompt=config.system_prompt, n_users=config.n_users, seed=config.seed
+        store,
+        service,
+        labeler,
+        params,
+        system_prompt=config.system_prompt,
+        n_users=config.n_users,
+        seed=config.seed,
     )
     evaluator = Evaluator(
         service,
@@ -207,7 +222,9 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
             cand_m = None
             if candidate_id is not None:
                 row = store.versions.get(candidate_id)
-                cand_m = evaluator.measure(candidate_id, row.adapter_path, latest_reward_model(config.work_dir))
+                cand_m = evaluator.measure(
+                    candidate_id, row.adapter_path, latest_reward_model(config.work_dir)
+                )
                 if service.version_id == candidate_id:
                     deployed_m = cand_m
             measure_s = time.perf_counter() - t0
@@ -223,7 +240,11 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
                 stage_seconds=dict(run.stage_seconds or {}) if run else {},
                 candidate=cand_m.to_dict() if cand_m else None,
                 deployed=deployed_m.to_dict(),
-                seconds={"users": round(fb.seconds, 1), "cycle": round(cycle_s, 1), "measure": round(measure_s, 1)},
+                seconds={
+                    "users": round(fb.seconds, 1),
+                    "cycle": round(cycle_s, 1),
+                    "measure": round(measure_s, 1),
+                },
                 elapsed_minutes=round(elapsed(), 2),
             )
             records.append(asdict(record))
@@ -266,7 +287,9 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _row(r: int, record: RoundRecord | None, m: Measurement | None, fb: dict[str, Any] | None, minutes: float) -> str:
+def _row(
+    r: int, record: RoundRecord | None, m: Measurement | None, fb: dict[str, Any] | None, minutes: float
+) -> str:
     values = [
         str(r),
         str(fb["total_events"]) if fb else "-",

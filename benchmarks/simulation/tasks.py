@@ -68,7 +68,9 @@ def load_tasks(path: str | Path) -> list[Task]:
                 answers=tuple(str(a) for a in row.get("answers", ())),
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{number}: not a task ({exc}); expected id, prompt[, kind, answers]") from exc
+            raise ValueError(
+                f"{path}:{number}: not a task ({exc}); expected id, prompt[, kind, answers]"
+            ) from exc
         if not task.prompt.strip() or task.id in seen:
             raise ValueError(f"{path}:{number}: empty prompt or repeated id {task.id!r}")
         seen.add(task.id)

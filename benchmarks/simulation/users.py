@@ -122,12 +122,18 @@ class SimulatedUsers:
 
     def _generate(self, task: Task, seeds: Sequence[int]) -> list[GenerationResult]:
         generations = [
-            self.service.stream(task.messages(self.system_prompt), replace(self.params, seed=s)) for s in seeds
+            self.service.stream(task.messages(self.system_prompt), replace(self.params, seed=s))
+            for s in seeds
         ]
         return [g.wait() for g in generations]
 
-    def _store(self, conv: str, parent: int, results: Sequence[GenerationResult], preset: str | None) -> list[int]:
-        return [self.store.add_assistant_message(conv, parent, self._turn_record(r, preset_id=preset)) for r in results]
+    def _store(
+        self, conv: str, parent: int, results: Sequence[GenerationResult], preset: str | None
+    ) -> list[int]:
+        return [
+            self.store.add_assistant_message(conv, parent, self._turn_record(r, preset_id=preset))
+            for r in results
+        ]
 
     def _saw(self, record: RoundFeedback, task: Task, results: Sequence[GenerationResult]) -> None:
         record.replies += len(results)

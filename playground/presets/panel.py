@@ -61,9 +61,10 @@ def control_values(preset: Preset, default_system_prompt: str) -> list[Any]:
 
 
 class PresetPanel:
-    def __init__(self, library: PresetLibrary, default_system_prompt: str):
+    def __init__(self, library: PresetLibrary, default_system_prompt: str, access: Any = None):
         self.library = library
         self.default_system_prompt = default_system_prompt
+        self.access = access  # playground.access.AccessPolicy: the knowledge base is shared, admins add to it
 
     # -- logic (no Gradio components needed) ---------------------------------------------------------
     def start(
@@ -130,7 +131,12 @@ class PresetPanel:
         )
         return f"{kb.count()} notes indexed for `search[...]`.{where}"
 
-    def add_notes(self, files):
+    def add_notes(self, files, request: gr.Request = None):
+        if self.access is not None and (
+            why := self.access.admin_refusal(request, "Adding to the shared knowledge base")
+        ):
+            gr.Warning(why)
+            return self.knowledge_status(), None
         kb, user_dir = self.library.knowledge, self.library.knowledge_user_dir
         if kb is None or user_dir is None:
             gr.Warning("No knowledge base is configured.")

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -54,9 +54,10 @@ class RunContext:
         params: SamplingParams | None = None,
         *,
         stage: str,
-        stream: str | None = None,
+        stream: str | Callable[[str], None] | None = None,
     ) -> GenerationResult:
-        """One model call. ``stream="answer"`` streams it as the answer, ``"partial"`` as live trace."""
+        """One model call. ``stream="answer"`` streams it as the answer, ``"partial"`` as live trace; a
+        function gets each piece (e.g. to filter it and pass it on with ``answer_piece``)."""
         return self._run._call(list(messages), params or self.params, stage, stream)
 
     def call_many(
@@ -64,6 +65,11 @@ class RunContext:
     ) -> Iterator[tuple[int, GenerationResult]]:
         """Several calls on the same messages, generated concurrently; results in order."""
         return self._run._call_many(list(messages), list(params_list), stage)
+
+    def answer_piece(self, piece: str) -> None:
+        """Stream a piece of the answer (for techniques that filter what a call streams)."""
+        if piece:
+            self._run._answer_piece(piece)
 
     def emit(self, kind: str, text: str = "", *, title: str = "", **data: Any) -> None:
         self._run._emit(Event(kind, text, title, data))
@@ -232,7 +238,7 @@ class PresetRun(Iterator[Event]):
         self._answer_chunks.append(piece)
         self._queue.put(Event("answer", piece))
 
-    def _call(self, messages: list[ChatMessage], params: SamplingParams, stage: str, stream: str | None):
+    def _call(self, messages: list[ChatMessage], params: SamplingParams, stage: str, stream: Any):
         self._check_cancel()
         generation = self._service.stream(messages, params, version_id=self.version_id)
         self._track(generation)
@@ -242,6 +248,8 @@ class PresetRun(Iterator[Event]):
                     self._answer_piece(piece)
                 elif stream == "partial":
                     self._queue.put(Event("partial", piece, stage))
+                elif callable(stream):
+                    stream(piece)
             result = generation.result
         finally:
             self._untrack(generation)

@@ -19,7 +19,9 @@ TINY = {"max_steps": 2, "max_length": 64, "lora_targets": ("q_proj", "v_proj"), 
 
 
 def test_cli_defaults_and_overrides(tmp_path):
-    config = build_config(parse_args(["--data-dir", str(tmp_path), "--oracle", "concise", "--max-steps", "7"]))
+    config = build_config(
+        parse_args(["--data-dir", str(tmp_path), "--oracle", "concise", "--max-steps", "7"])
+    )
     assert config.oracle == "concise" and config.method == "dpo" and config.rounds == 3
     assert config.feedback_per_round == 200 and config.policy_overrides["max_steps"] == 7
     assert config.work_dir.parent == tmp_path / "loop" / "runs" and config.hf_cache == tmp_path / "hf-base"
@@ -42,7 +44,15 @@ def test_one_round_through_the_product(tmp_path, hf_base_dir):
         capability_limit=3,
         reward_overrides=dict(TINY),
         policy_overrides=dict(TINY),
-        gate=GateConfig(min_win_rate=0.0, kl_budget=1000, max_regressions=99, eval_prompts=2, facts=2, refusals=1, max_new_tokens=16),
+        gate=GateConfig(
+            min_win_rate=0.0,
+            kl_budget=1000,
+            max_regressions=99,
+            eval_prompts=2,
+            facts=2,
+            refusals=1,
+            max_new_tokens=16,
+        ),
     )
     lines: list[str] = []
     result = run_loop(config, log=lines.append)
@@ -57,7 +67,13 @@ def test_one_round_through_the_product(tmp_path, hf_base_dir):
     assert all(math.isfinite(cand[k]) for k in ("gold", "win_rate", "kl", "capability", "proxy"))
     assert cand["kl"] > 0 and 0 <= cand["win_rate"] <= 1
     assert set(result["summary"]) == {
-        "gold_base", "gold_final", "win_rate_final", "kl_final", "capability_base", "capability_final", "minutes"
+        "gold_base",
+        "gold_final",
+        "win_rate_final",
+        "kl_final",
+        "capability_base",
+        "capability_final",
+        "minutes",
     }
     assert any(line.lstrip().startswith("1 ") for line in lines)  # the round's table row
 
@@ -66,9 +82,15 @@ def test_one_round_through_the_product(tmp_path, hf_base_dir):
     try:
         db = store.db
         assert db["feedback"].count == 8 and db["comparisons"].count == 10 and db["rankings"].count == 2
-        sources = {r["source"]: r["n"] for r in db.query("SELECT source, COUNT(*) AS n FROM conversations GROUP BY source")}
+        sources = {
+            r["source"]: r["n"]
+            for r in db.query("SELECT source, COUNT(*) AS n FROM conversations GROUP BY source")
+        }
         assert sources == {"ui": 8, "compare": 10, "rank": 2}
-        versions = {r["model_version_id"] for r in db.query("SELECT model_version_id FROM messages WHERE role = 'assistant'")}
+        versions = {
+            r["model_version_id"]
+            for r in db.query("SELECT model_version_id FROM messages WHERE role = 'assistant'")
+        }
         assert versions == {result["base"]["version_id"]}  # round 1's replies came from the base (on-policy)
         assert {r["mode"] for r in db.query("SELECT mode FROM comparisons")} == {"samples"}
     finally:

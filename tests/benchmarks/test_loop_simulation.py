@@ -190,16 +190,24 @@ def test_win_rate_counts_ties_half():
 
 
 def test_round_bookkeeping():
-    before = LabelStats(votes=10, votes_agreeing=7, thumbs=5, thumbs_up=2, ranking_pairs=6, ranking_pairs_agreeing=4)
-    after = LabelStats(votes=20, votes_agreeing=15, thumbs=9, thumbs_up=5, ranking_pairs=18, ranking_pairs_agreeing=13)
-    fb = RoundFeedback(events={"thumbs": 4, "votes": 10, "rankings": 2}, replies=32, tokens=900, gold=[0.1, 0.3])
+    before = LabelStats(
+        votes=10, votes_agreeing=7, thumbs=5, thumbs_up=2, ranking_pairs=6, ranking_pairs_agreeing=4
+    )
+    after = LabelStats(
+        votes=20, votes_agreeing=15, thumbs=9, thumbs_up=5, ranking_pairs=18, ranking_pairs_agreeing=13
+    )
+    fb = RoundFeedback(
+        events={"thumbs": 4, "votes": 10, "rankings": 2}, replies=32, tokens=900, gold=[0.1, 0.3]
+    )
     s = feedback_summary(fb, before, after)
     assert s["total_events"] == 16 and s["gold_seen"] == pytest.approx(0.2)
     assert s["pair_agreement"] == pytest.approx((8 + 9) / (10 + 12))
     assert s["thumbs_up_rate"] == pytest.approx(3 / 4)
 
     base = Measurement(version_id=1, gold=0.2, win_rate=0.5, kl=0.0, capability=0.75)
-    final = Measurement(version_id=4, gold=0.61234, win_rate=0.8125, kl=3.14159, capability=0.725, proxy=1.5, proxy_base=0.5)
+    final = Measurement(
+        version_id=4, gold=0.61234, win_rate=0.8125, kl=3.14159, capability=0.725, proxy=1.5, proxy_base=0.5
+    )
     assert final.proxy_gain == 1.0 and final.to_dict()["proxy_gain"] == 1.0
     assert summary(base, final, 27.3333) == {
         "gold_base": 0.2,

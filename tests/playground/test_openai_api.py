@@ -236,6 +236,6 @@ def test_busy_server_answers_503(embedded_model, store):
 
 
 def test_shared_server_without_a_key_keeps_the_api_closed(server_factory):
-    s = server_factory("--share")
+    s = server_factory("--share", "--public")
     with pytest.raises(openai.AuthenticationError, match="--api-key"):
         openai.OpenAI(base_url=s.url + "v1", api_key="anything", max_retries=0).models.list()

@@ -1,5 +1,7 @@
 """Pure dataset transformations (no model)."""
 
+from dataclasses import replace
+
 from tests.trainers.conftest import synthetic_pairs
 from trainers.best_of_n import select_best
 from trainers.data import (
@@ -69,3 +71,28 @@ def test_select_best_and_kto_weights():
     assert [(b[1], b[2]) for b in best] == [("y", 0.9)]  # empty replies never win; all-empty prompts drop
     assert balanced_weights(30, 10) == (10 / 30, 1.0)
     assert balanced_weights(10, 30) == (1.0, 10 / 30)
+
+
+def test_training_data_leaves_out_rate_limited_and_excluded_users(tmp_path):
+    """Issue 9's hygiene reaches training: a rate-limited user's votes and an operator-excluded user's
+    votes are not trained on by default; ``hygiene=False`` keeps them."""
+    from feedback_store import safety
+    from feedback_store.store import FeedbackStore
+    from tests.trainers.conftest import seed_feedback
+    from trainers.run import TrainRequest, load_examples
+
+    store = FeedbackStore(tmp_path / "db.sqlite")
+    seed_feedback(store, n_prompts=24, thumbs=False)  # users user0..user5, 4 votes each
+    safety.record_event(store, "rate_limited", "user1", scope="feedback")
+    safety.set_user_flag(store, "user2", excluded=True, reason="spam", set_by="admin")
+    req = TrainRequest(method="dpo", db_path=tmp_path / "db.sqlite", data_dir=tmp_path, heldout_fraction=0.0)
+
+    def users(**kw):
+        train, heldout = load_examples(store, replace(req, **kw))
+        return {p.user_id for p in train + heldout}
+
+    assert users() == {"user0", "user3", "user4", "user5"}
+    assert users(hygiene=False) == {f"user{i}" for i in range(6)}
+    safety.set_user_flag(store, "user1", excluded=False, reason="false alarm", set_by="admin")  # trusted
+    assert "user1" in users()
+    store.close()

@@ -4,6 +4,10 @@ delimiters that carry a random nonce (so the input cannot close the fence), a re
 
 Delimiter look-alikes (``<<<`` / ``>>>``) inside the input are defanged, so a forged marker never
 matches the real one even if the nonce were guessed.
+
+Last line of defence: secrets found in the system prompt (a code, a password, a key; see
+``playground.moderation.leaks``) are redacted from the answer as it streams, so a model that is talked
+into revealing one still cannot show it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from playground.moderation.leaks import LeakGuard
 from playground.presets.techniques.common import Conversation, fill
 
 if TYPE_CHECKING:
@@ -85,5 +90,17 @@ def defended_prompt(template: str, user_input: str, options: DefendedOptions, no
 
 def run_defended(ctx: RunContext, conv: Conversation) -> None:
     prompt = defended_prompt(ctx.preset.template, conv.question, ctx.preset.options, secrets.token_hex(4))
-    result = ctx.call(conv.messages(prompt), stage="answer", stream="answer")
-    ctx.finish(result.text, result)
+    guard = LeakGuard.for_system_prompt(conv.system)
+    if not guard.active:
+        result = ctx.call(conv.messages(prompt), stage="answer", stream="answer")
+        ctx.finish(result.text, result)
+        return
+    redactor = guard.stream()
+    result = ctx.call(
+        conv.messages(prompt), stage="answer", stream=lambda piece: ctx.answer_piece(redactor.feed(piece))
+    )
+    ctx.answer_piece(redactor.flush())
+    answer, leaked = guard.redact(result.text)
+    if leaked:
+        ctx.notice(f"The reply contained a secret from the system prompt {leaked} time(s); it was redacted.")
+    ctx.finish(answer, result)

@@ -1,0 +1,153 @@
+"""The store's safety records: moderation reports, events, operators' decisions, the users and texts
+training leaves out, the filter's precision as users see it, and text SQLite cannot hold."""
+
+import pytest
+
+from feedback_store import datasets, safety
+from feedback_store import feedback as fb
+from feedback_store.store import AssistantTurn, StoreError
+
+FLAGGED = {"flagged": True, "categories": ["violence"], "action": "refused"}
+ALLOWED = {"flagged": False, "categories": [], "action": "allowed"}
+
+
+def flagged_reply(tree, text="You should hurt him.", parent=None):
+    return tree.store.add_assistant_message(
+        tree.conversation_id,
+        parent or tree.u2,
+        AssistantTurn(
+            content=text,
+            model_version_id=tree.v1,
+            moderation={"flagged": True, "categories": ["violence"], "action": "withheld"},
+        ),
+    )
+
+
+def test_reports_check_the_decision_and_upsert(tree):
+    s = tree.store
+    bad = flagged_reply(tree)
+    fine = tree.replies[0]
+    with pytest.raises(StoreError, match="was not blocked"):
+        safety.record_report(s, fine, "alice", "false_positive")
+    with pytest.raises(StoreError, match="already blocked"):
+        safety.record_report(s, bad, "alice", "false_negative")
+    with pytest.raises(StoreError, match="kind must be"):
+        safety.record_report(s, bad, "alice", "wrong")
+    with pytest.raises(StoreError, match="No message"):
+        safety.record_report(s, 10_000, "alice", "false_positive")
+    for _ in range(2):  # Gradio fires a flag-menu option twice: one row
+        report = safety.record_report(s, bad, "alice", "false_positive", note="it was a quote")
+    assert report.categories == ("violence",) and report.note == "it was a quote"
+    safety.record_report(s, fine, "bob", "false_negative", categories=["hate"])
+    assert [(r.message_id, r.user_id, r.kind) for r in safety.list_reports(s)] == [
+        (bad, "alice", "false_positive"),
+        (fine, "bob", "false_negative"),
+    ]
+
+
+def test_stats_precision_and_recall_as_users_see_them(tree):
+    s = tree.store
+    bad1, bad2 = flagged_reply(tree, "a"), flagged_reply(tree, "b")
+    conv = s.create_conversation("mallory")
+    u = s.add_message(conv, "user", "I will hurt you", moderation=FLAGGED)
+    s.add_message(conv, "assistant", "refused", parent_id=u, moderation={**FLAGGED, "action": "refusal"})
+    safety.record_report(s, bad1, "alice", "false_positive")
+    safety.record_report(s, bad1, "bob", "false_positive")  # two reports, one wrong decision
+    safety.record_report(s, tree.replies[2], "bob", "false_negative")
+    stats = safety.moderation_stats(s)
+    assert (stats.flagged, stats.flagged_inputs, stats.flagged_outputs) == (
+        3,
+        1,
+        2,
+    )  # the refusal text is no decision
+    assert (stats.false_positive_reports, stats.false_negative_reports) == (2, 1)
+    assert stats.precision == pytest.approx(2 / 3) and stats.recall == pytest.approx(3 / 4)
+    [violence] = stats.by_category
+    assert (violence.category, violence.flagged, violence.reported_wrong) == ("violence", 3, 1)
+    low, high = violence.interval
+    assert low < 2 / 3 < high
+    assert bad2 in safety.flagged_message_ids(s)
+
+
+def test_excluded_users_rules_and_operator_decisions(tree):
+    s = tree.store
+    conv = s.create_conversation("mallory")
+    for _ in range(3):
+        s.add_message(conv, "user", "threat", moderation=FLAGGED)
+    s.add_message(
+        s.create_conversation("carol"), "user", "threat", moderation=FLAGGED
+    )  # one is not a pattern
+    safety.record_event(s, "rate_limited", "spammer", client_ip="203.0.113.9", scope="chat")
+    assert safety.excluded_users(s) == {"mallory", "spammer"}
+    assert safety.excluded_users(s, safety.HygienePolicy(min_rate_limited=0, min_flagged=1)) == {
+        "mallory",
+        "carol",
+    }
+    safety.set_user_flag(s, "mallory", excluded=False, reason="a red-teamer", set_by="admin")
+    safety.set_user_flag(s, "alice", excluded=True, reason="vote stuffing")
+    assert safety.excluded_users(s) == {"spammer", "alice"}
+    records = safety.user_records(s)
+    assert records["mallory"].flagged == 3 and records["mallory"].operator is False
+    assert safety.clear_user_flag(s, "mallory") and not safety.clear_user_flag(s, "nobody")
+    assert "mallory" in safety.excluded_users(s)
+
+
+def test_datasets_leave_out_flagged_text_by_default(tree):
+    s, r = tree.store, tree.replies
+    bad = flagged_reply(tree, "Flagged reply.")
+    fb.record_comparison(s, r[0], r[1], "alice", "b", mode="samples")
+    fb.record_comparison(s, bad, r[1], "alice", "b", mode="samples")
+    fb.record_ranking(s, [r[2], bad, r[3]], "bob")
+    fb.record_feedback(s, bad, "alice", thumbs=-1)
+    fb.record_feedback(s, r[0], "alice", thumbs=1)
+    demo_ok = fb.add_demonstration(s, r[3], "alice", "Paris is the capital of France.")
+    demo_bad = fb.add_demonstration(s, r[2], "alice", "Something the filter flagged.")
+    safety.set_demonstration_moderation(s, demo_bad.id, {"flagged": True, "categories": ["hate"]})
+    safety.set_demonstration_moderation(s, demo_ok.id, ALLOWED)
+    fb.add_demonstration(s, bad, "bob", "A fine answer to a flagged reply.")
+
+    pairs = datasets.preference_pairs(s)
+    assert {(p.source, p.chosen_message_id, p.rejected_message_id) for p in pairs} == {
+        ("comparison", r[1], r[0]),
+        ("better_answer", None, r[3]),
+    }
+    assert len(datasets.preference_pairs(s, exclude_flagged=False)) == 2 + 3 + 3
+    assert [e.message_id for e in datasets.unpaired_feedback(s)] == [r[0]]
+    assert len(datasets.unpaired_feedback(s, exclude_flagged=False)) == 2
+    # the better answer on a flagged reply is kept for SFT (its text is fine); the flagged answer is not
+    assert {d.demonstration_id for d in datasets.demonstrations(s)} == {demo_ok.id, demo_ok.id + 2}
+    assert len(datasets.demonstrations(s, exclude_flagged=False)) == 3
+
+
+def test_a_flagged_message_in_the_context_leaves_out_everything_after_it(tree):
+    s = tree.store
+    conv = s.create_conversation("mallory")
+    u1 = s.add_message(conv, "user", "I will hurt you", moderation=FLAGGED)
+    a1 = s.add_assistant_message(conv, u1, AssistantTurn(content="Please don't.", model_version_id=tree.v1))
+    u2 = s.add_message(conv, "user", "Fine, what is 2+2?", parent_id=a1, moderation=ALLOWED)
+    a2 = s.add_assistant_message(conv, u2, AssistantTurn(content="4", model_version_id=tree.v1))
+    b2 = s.add_assistant_message(conv, u2, AssistantTurn(content="5", model_version_id=tree.v1))
+    fb.record_comparison(s, a2, b2, "mallory", "a", mode="samples")
+    fb.record_feedback(s, a2, "mallory", thumbs=1)
+    assert datasets.preference_pairs(s) == [] and datasets.unpaired_feedback(s) == []
+    assert u2 not in {p.message_id for p in datasets.prompts(s)}
+    assert u2 in {p.message_id for p in datasets.prompts(s, exclude_flagged=False)}
+
+
+def test_text_sqlite_cannot_hold_is_made_storable(store):
+    v = store.ensure_base_version("m.gguf").id
+    conv = store.create_conversation("u", system_prompt="sys \ud800")
+    bad = "a\x00b \udc80 c"
+    mid = store.add_message(conv, "user", bad)
+    rid = store.add_assistant_message(
+        conv,
+        mid,
+        AssistantTurn(content="ok \ud83d", model_version_id=v, prompt="p \udfff", trace=[{"t": "\ud800"}]),
+    )
+    assert store.get_message(mid).content == "ab \ufffd c"
+    reply = store.get_message(rid)
+    assert reply.content == "ok \ufffd" and reply.prompt == "p \ufffd" and reply.trace == [{"t": "\ufffd"}]
+    assert store.get_conversation(conv)["system_prompt"] == "sys \ufffd"
+    feedback = fb.record_feedback(store, rid, "u", thumbs=1, note="n \ud800")
+    assert feedback.note == "n \ufffd"
+    assert fb.add_demonstration(store, rid, "u", "better \udbff").content == "better \ufffd"
