@@ -149,7 +149,15 @@ class RewardModel:
             raise FileNotFoundError(f"{adapter_dir} is not a reward-model adapter (no adapter_config.json)")
         base = str(base_model_dir or PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+        from transformers.utils import logging as hf_logging
+
+        # The base has no score head: the "newly initialized" warning is expected, the adapter brings it.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         model.config.pad_token_id = tokenizer.pad_token_id
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
         return cls(model, tokenizer, max_length)

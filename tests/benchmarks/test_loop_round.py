@@ -74,6 +74,7 @@ def test_one_round_through_the_product(tmp_path, hf_base_dir):
         "capability_base",
         "capability_final",
         "minutes",
+        "loop_minutes",
     }
     assert any(line.lstrip().startswith("1 ") for line in lines)  # the round's table row
 

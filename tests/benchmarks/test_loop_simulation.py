@@ -209,7 +209,7 @@ def test_round_bookkeeping():
         version_id=4, gold=0.61234, win_rate=0.8125, kl=3.14159, capability=0.725, proxy=1.5, proxy_base=0.5
     )
     assert final.proxy_gain == 1.0 and final.to_dict()["proxy_gain"] == 1.0
-    assert summary(base, final, 27.3333) == {
+    assert summary(base, final, 27.3333, 21.004) == {
         "gold_base": 0.2,
         "gold_final": 0.6123,
         "win_rate_final": 0.8125,
@@ -217,6 +217,7 @@ def test_round_bookkeeping():
         "capability_base": 75.0,
         "capability_final": 72.5,
         "minutes": 27.33,
+        "loop_minutes": 21.0,
     }
 
 
