@@ -65,7 +65,9 @@ def test_one_round_through_the_product(tmp_path, hf_base_dir):
     assert record["feedback"]["replies"] == 8 + 20 + 8
     cand = record["candidate"]
     assert all(math.isfinite(cand[k]) for k in ("gold", "win_rate", "kl", "capability", "proxy"))
-    assert cand["kl"] > 0 and 0 <= cand["win_rate"] <= 1
+    # Measured, not defaulted: a Monte-Carlo estimate on a few samples of a 2-step adapter is near 0 and
+    # may come out slightly negative.
+    assert cand["kl"] != 0.0 and abs(cand["kl"]) < 5 and 0 <= cand["win_rate"] <= 1
     assert set(result["summary"]) == {
         "gold_base",
         "gold_final",
