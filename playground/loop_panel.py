@@ -22,7 +22,7 @@ import gradio as gr
 ROOT = Path(__file__).resolve().parents[1]
 EMPTY = (
     "**No simulated loop yet.** Run one below, or from a shell: "
-    "`python -m benchmarks.loop --oracle vader --rounds 3 --feedback-per-round 200` (about 30 minutes on "
+    "`python -m benchmarks.loop --oracle vader --rounds 3 --feedback-per-round 200` (about an hour on "
     "2 CPU cores). Simulated users with a known preference give feedback, the real training cycle "
     "runs, and every round is measured against that preference on held-out prompts."
 )
