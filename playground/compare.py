@@ -37,7 +37,7 @@ from playground.presets.library import PresetLibrary
 from playground.presets.runner import PresetRun
 from playground.safety import WITHHELD_WHILE_STREAMING, Safety
 from playground.settings import Settings
-from playground.streams import Interleaved, finish
+from playground.streams import Interleaved, finish, start_prompt
 
 VOTE_TEXT = {
     "a": "Model A is better",
@@ -257,19 +257,15 @@ class CompareTab:
         if anonymous and random.random() < 0.5:  # noqa: S311 (a coin flip for the display, not security)
             a, b = b, a
         user = user_id_for(request)
-        check = self.safety.check_input(prompt, report_hint=False)
-        conv = self.store.create_conversation(user, source="compare", system_prompt=system_prompt or None)
-        prompt_id = self.store.add_message(conv, "user", prompt, moderation=check.moderation)
+        conv, prompt_id, check, messages = start_prompt(
+            self.store, self.safety, user, "compare", prompt, system_prompt
+        )
         if check.refused:
             gr.Warning(check.refusal)
             yield keep
             return
         if check.notice:
             gr.Warning(check.notice)
-        messages: list[ChatMessage] = []
-        if system_prompt and system_prompt.strip():
-            messages.append(ChatMessage(role="system", content=system_prompt.strip()))
-        messages.append(ChatMessage(role="user", content=prompt))
         labels = ("Model A", "Model B") if anonymous else (a.label, b.label)
         generations: list[Generation] = []
         try:

@@ -13,7 +13,7 @@ import gradio as gr
 from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
-from models.base import ChatMessage, Generation, GenerationError, SamplingParams
+from models.base import Generation, GenerationError, SamplingParams
 from models.service import ModelService
 from playground.chat import (
     GENERATE_CONCURRENCY_ID,
@@ -25,7 +25,7 @@ from playground.chat import (
 from playground.feedback_ui import render_guidance
 from playground.safety import WITHHELD_WHILE_STREAMING, Safety
 from playground.settings import Settings
-from playground.streams import Interleaved, finish
+from playground.streams import Interleaved, finish, start_prompt
 
 MAX_K = fb.MAX_RANKED
 DEFAULT_K = 4
@@ -100,19 +100,15 @@ class RankTab:
             yield keep
             return
         user = user_id_for(request)
-        check = self.safety.check_input(prompt, report_hint=False)
-        conv = self.store.create_conversation(user, source="rank", system_prompt=system_prompt or None)
-        prompt_id = self.store.add_message(conv, "user", prompt, moderation=check.moderation)
+        conv, prompt_id, check, messages = start_prompt(
+            self.store, self.safety, user, "rank", prompt, system_prompt
+        )
         if check.refused:
             gr.Warning(check.refusal)
             yield keep
             return
         if check.notice:
             gr.Warning(check.notice)
-        messages: list[ChatMessage] = []
-        if system_prompt and system_prompt.strip():
-            messages.append(ChatMessage(role="system", content=system_prompt.strip()))
-        messages.append(ChatMessage(role="user", content=prompt))
         seeds = [((params.seed or 0) + i) % 2**32 for i in range(k)]
         generations: list[Generation] = []
         try:

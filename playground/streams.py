@@ -10,12 +10,35 @@ import logging
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
-from models.base import Generation, GenerationError, GenerationResult
+from models.base import ChatMessage, Generation, GenerationError, GenerationResult
 
 log = logging.getLogger(__name__)
 
 _END = object()
+
+
+class Prompt(NamedTuple):
+    """A prompt the Compare or Rank tab has stored and moderated, ready to be answered several times."""
+
+    conversation_id: str
+    message_id: int
+    check: Any  # playground.safety.InputCheck
+    messages: list[ChatMessage]
+
+
+def start_prompt(store, safety, user: str, source: str, prompt: str, system_prompt: str | None) -> Prompt:
+    """Store the user's prompt in a new conversation with its moderation decision, and build the
+    messages the model will see (the caller refuses when ``check.refused``)."""
+    check = safety.check_input(prompt, report_hint=False)
+    conv = store.create_conversation(user, source=source, system_prompt=system_prompt or None)
+    message_id = store.add_message(conv, "user", prompt, moderation=check.moderation)
+    messages: list[ChatMessage] = []
+    if system_prompt and system_prompt.strip():
+        messages.append(ChatMessage(role="system", content=system_prompt.strip()))
+    messages.append(ChatMessage(role="user", content=prompt))
+    return Prompt(conv, message_id, check, messages)
 
 
 class Interleaved:
