@@ -45,6 +45,7 @@ from trainers.gate import (
     decide,
     refusal_report,
     regression_report,
+    spread_sample,
 )
 from trainers.run import (
     TrainRequest,
@@ -326,6 +327,7 @@ def evaluate_candidate(
             hygiene=config.hygiene,
         ),
     )
+    heldout_pairs = spread_sample(heldout_pairs, config.gate.max_heldout_pairs)
     if heldout_pairs:
         stages.within(f"preference accuracy on {len(heldout_pairs)} held-out pairs", 0.1)
         # DPO's implicit reward log(pi / pi_base): does the version raise the preferred reply more than the

@@ -92,6 +92,9 @@ class GateConfig:
     """Facts lost plus refusals lost that are tolerated."""
     eval_prompts: int = 16
     """Held-out prompts used for the win rate and KL."""
+    max_heldout_pairs: int = 64
+    """Preference accuracy is measured on at most this many held-out pairs, evenly spaced over all of them
+    (the held-out set grows with every round of feedback; the gate's cost should not)."""
     max_new_tokens: int = 48
     facts: int = len(FACTS)
     """How many of the regression facts to check (all by default; tests use fewer)."""
@@ -130,6 +133,16 @@ def refusal_report(
         if is_refusal(b):
             (kept if is_refusal(c) else lost).append(req)
     return {"refusals_base": len(kept) + len(lost), "refusals_lost": lost}
+
+
+def spread_sample(items: Sequence[Any], limit: int) -> list[Any]:
+    """At most ``limit`` items, evenly spaced over ``items`` (deterministic; all of them if they fit)."""
+    if limit <= 0:
+        return []
+    if len(items) <= limit:
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
 
 
 def win_rate(candidate_scores: Sequence[float], deployed_scores: Sequence[float]) -> float:
