@@ -74,13 +74,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--samples-per-prompt", type=int, default=2, help="held-out replies per prompt and version"
     )
     p.add_argument(
-        "--fact-share",
-        type=float,
-        default=0.25,
-        help="share of the users' chats that are factual questions when the oracle's prompts are not "
-        "(real users ask a mix; questions disjoint from the gate's and the capability check's)",
-    )
-    p.add_argument(
         "--init-from", choices=["deployed", "base"], default="deployed", help="policy start each round"
     )
     p.add_argument("--threads", type=int, default=2, help="CPU threads (serving and training take turns)")
@@ -150,7 +143,6 @@ def build_config(args: argparse.Namespace):
         max_new_tokens=args.max_new_tokens,
         bt_scale=args.bt_scale,
         samples_per_prompt=args.samples_per_prompt,
-        fact_share=args.fact_share,
         init_from=args.init_from,
         threads=args.threads,
         seed=args.seed,

@@ -23,7 +23,7 @@ from typing import Any
 from benchmarks.simulation.labelers import BradleyTerryLabeler, LabelStats
 from benchmarks.simulation.measure import Evaluator, Measurement
 from benchmarks.simulation.oracles import make_oracle
-from benchmarks.simulation.tasks import capability_tasks, prompt_set, with_fact_questions
+from benchmarks.simulation.tasks import capability_tasks, prompt_set
 from benchmarks.simulation.users import EventMix, RoundFeedback, SimulatedUsers
 from trainers.gate import GateConfig
 
@@ -46,9 +46,6 @@ class LoopConfig:
     bt_scale: float = 4.0
     n_users: int = 8
     samples_per_prompt: int = 2
-    fact_share: float = 0.0
-    """Share of the users' chats that are factual questions (train split of ``loop_facts.jsonl``; disjoint
-    from the gate's and the capability check's questions) when the oracle's own prompts are not."""
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     init_from: str = "deployed"
     threads: int = 2
@@ -155,9 +152,6 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     _link_hf_base(config)
     oracle = make_oracle(config.oracle)
     prompts = prompt_set(oracle.prompt_set)
-    train = list(prompts.train)
-    if config.fact_share > 0 and oracle.prompt_set != "facts":
-        train = with_fact_questions(train, prompt_set("facts").train, config.fact_share)
     heldout = prompts.heldout[: config.heldout_limit] if config.heldout_limit else prompts.heldout
     capability = (
         capability_tasks()[: config.capability_limit] if config.capability_limit else capability_tasks()
@@ -209,7 +203,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
         "oracle": config.oracle,
         "method": config.method,
         "config": config.to_dict(),
-        "prompts": {"train": len(train), "heldout": len(heldout), "capability": len(capability)},
+        "prompts": {"train": len(prompts.train), "heldout": len(heldout), "capability": len(capability)},
     }
     try:
         log(f"round 0: measuring the base version on {len(heldout)} held-out prompts ...")
@@ -220,7 +214,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
         deployed_m, records = base_m, []
         for r in range(1, config.rounds + 1):
             before = LabelStats(**asdict(labeler.stats))
-            fb = users.give_feedback(train, config.feedback_per_round, config.mix)
+            fb = users.give_feedback(prompts.train, config.feedback_per_round, config.mix)
             fb_summary = feedback_summary(fb, before, labeler.stats)
             t0 = time.perf_counter()
             run_id = scheduler.run_now_and_wait("simulation")

@@ -97,14 +97,5 @@ def prompt_set(name: str, fraction: float = HELDOUT_FRACTION) -> PromptSet:
     return split(name, load_tasks(TASK_FILES[name]), fraction)
 
 
-def with_fact_questions(train: Sequence[Task], facts: Sequence[Task], share: float) -> list[Task]:
-    """``train`` plus factual questions making up ``share`` of the result (users ask a mix; the facts come
-    first from ``facts`` in order, so the choice is stable). ``share`` 0 leaves ``train`` as it is."""
-    if not 0 <= share < 1:
-        raise ValueError(f"the share of factual questions must be in [0, 1), got {share}")
-    n = min(len(facts), round(len(train) * share / (1 - share)))
-    return [*train, *facts[:n]]
-
-
 def capability_tasks() -> list[Task]:
     return load_tasks(TASK_FILES["capability"])

@@ -21,7 +21,6 @@ from benchmarks.simulation.tasks import (
     load_tasks,
     prompt_set,
     split,
-    with_fact_questions,
 )
 from benchmarks.simulation.users import EventMix, RoundFeedback
 from trainers.gate import FACTS, FactCheck
@@ -36,21 +35,6 @@ def test_prompt_sets_have_200_prompts_split_stably(name):
     assert not {t.id for t in ps.train} & {t.id for t in ps.heldout}
     again = prompt_set(name)
     assert [t.id for t in again.heldout] == [t.id for t in ps.heldout]  # a fixed rule, not a draw
-
-
-def test_fact_questions_join_the_training_prompts_in_the_asked_share():
-    sentiment, facts = prompt_set("sentiment"), prompt_set("facts")
-    mixed = with_fact_questions(sentiment.train, facts.train, 0.25)
-    asked = [t for t in mixed if t.answers]
-    assert abs(len(asked) / len(mixed) - 0.25) < 0.01
-    assert mixed[: len(sentiment.train)] == list(sentiment.train)
-    assert not {t.id for t in asked} & {t.id for t in facts.heldout}  # never a held-out question
-    gate_questions = {f.question.lower() for f in FACTS}
-    capability = {t.prompt.lower() for t in capability_tasks()}
-    assert not {t.prompt.lower() for t in asked} & (gate_questions | capability)
-    assert with_fact_questions(sentiment.train, facts.train, 0.0) == list(sentiment.train)
-    with pytest.raises(ValueError, match="share"):
-        with_fact_questions(sentiment.train, facts.train, 1.0)
 
 
 def test_the_split_depends_on_the_id_only():
