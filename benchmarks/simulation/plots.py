@@ -51,6 +51,19 @@ def load_results(results_dir: Path, oracle: str) -> list[dict[str, Any]]:
     return out
 
 
+def align_zero(a, b) -> None:
+    """Give two y-axes (a twinx pair) limits that put their zeros at the same height, data kept in view."""
+    lims = []
+    for ax in (a, b):
+        lo, hi = ax.get_ylim()
+        lims.append((min(lo, 0.0), max(hi, 0.0)))
+    f = max(-lo / (hi - lo) if hi > lo else 0.0 for lo, hi in lims)  # zero's height as a fraction
+    if not 0.0 < f < 1.0:  # an axis with nothing above (or below) zero: leave both as they are
+        return
+    for ax, (lo, hi) in zip((a, b), lims, strict=True):
+        ax.set_ylim(min(lo, -f * hi / (1 - f)), hi)
+
+
 def loop_figure(results: Sequence[dict[str, Any]]) -> Figure:
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     gold_ax, proxy_ax = fig.subplots(1, 2)
@@ -86,6 +99,7 @@ def loop_figure(results: Sequence[dict[str, Any]]) -> Figure:
     proxy_ax.set_ylabel("proxy gain: reward-model score above the base")
     gain_ax.set_ylabel("gold gain above the base (dashed)")
     proxy_ax.axhline(0, color="gray", linewidth=0.8, linestyle=":")
+    align_zero(proxy_ax, gain_ax)
     proxy_ax.set_title("Proxy (reward model) vs gold")
     handles = proxy_ax.get_legend_handles_labels()[0] + gain_ax.get_legend_handles_labels()[0]
     labels = proxy_ax.get_legend_handles_labels()[1] + gain_ax.get_legend_handles_labels()[1]

@@ -11,7 +11,7 @@ import pytest
 from benchmarks.simulation.labelers import BradleyTerryLabeler, LabelStats
 from benchmarks.simulation.measure import Measurement, win_rate
 from benchmarks.simulation.oracles import ConciseFactOracle, VaderOracle, make_oracle
-from benchmarks.simulation.plots import curve
+from benchmarks.simulation.plots import align_zero, curve
 from benchmarks.simulation.rounds import feedback_summary, summary
 from benchmarks.simulation.tasks import (
     TASK_FILES,
@@ -234,3 +234,16 @@ def test_curve_starts_at_the_base_and_marks_rejected_rounds():
     assert [p["round"] for p in pts] == [0, 1, 2]
     assert pts[0]["kl"] == 0 and pts[1]["deployed"] and not pts[2]["deployed"]
     assert pts[2]["gold_gain"] == pytest.approx(0.1)
+
+
+def test_the_proxy_and_gold_axes_share_their_zero():
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    twin = ax.twinx()
+    ax.set_ylim(-0.13, 0.22)
+    twin.set_ylim(-0.01, 0.23)
+    align_zero(ax, twin)
+    (lo1, hi1), (lo2, hi2) = ax.get_ylim(), twin.get_ylim()
+    assert abs(-lo1 / (hi1 - lo1) - -lo2 / (hi2 - lo2)) < 1e-9  # zero at the same height
+    assert lo1 <= -0.13 and hi1 >= 0.22 and lo2 <= -0.01 and hi2 >= 0.23  # no data cut off
