@@ -41,7 +41,7 @@ DEFAULT_MIX = {
     "rl": "thumbs=0.4,votes=0.5,rankings=0.1",
     "best_of_n": "thumbs=0.4,votes=0.5,rankings=0.1",
 }
-# About 18-23 minutes a round on 2 CPU cores (see the README's figures).
+# About 12-23 minutes a round on 2 CPU cores (see the README's figures).
 DEFAULT_POLICY = {
     "dpo": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
     "kto": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
