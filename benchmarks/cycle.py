@@ -6,7 +6,7 @@
    clear preference: the friendlier reply wins) into a fresh database through the store API.
 2. Measures chat speed idle: the served model (llama.cpp, the server's default of 2 instances x 1
    thread) streaming one reply after another.
-3. Runs one real cycle as the scheduler does (``python -m trainers.cycle`` in a child process with
+3. Runs one real cycle as the scheduler does (``python -m trainers.worker`` in a child process with
    ``nice`` and one thread) while the same chat loop keeps streaming, and reads the cycle's stage times.
 4. Times the hot swap to the new version when the gate deployed it.
 
@@ -154,7 +154,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "trainers.cycle",
+                "trainers.worker",
                 "--run-id",
                 str(run.id),
                 "--config",

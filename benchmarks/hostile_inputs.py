@@ -37,7 +37,7 @@ from playground.moderation.rules import ModerationConfigError, RuleModerator
 from playground.openai_api import APIError, OpenAIAPI
 from playground.presets.schema import PresetError, load_preset_file
 from playground.session import ChatSession
-from playground.settings import Settings
+from settings import Settings
 from tests.feedback_store.test_properties import lines, ops, render_line, run_op
 from tests.hostile import hostile_text, json_values
 from tests.models.test_template_properties import sources

@@ -16,7 +16,7 @@ these functions. Filters: ``since`` (ISO-8601, compared with the row's last upda
 
 Training hygiene: with ``exclude_flagged=True`` (the default) an example is left out when any text in
 it was flagged by moderation: a message of its prompt context, a reply, or a better answer (see
-``feedback_store.safety``; users to leave out altogether come from ``safety.excluded_users``).
+``feedback_store.hygiene``; users to leave out altogether come from ``hygiene.excluded_users``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from feedback_store.feedback import pair_weight
-from feedback_store.safety import flagged_demonstration_ids, flagged_message_ids
+from feedback_store.hygiene import flagged_demonstration_ids, flagged_message_ids
 from feedback_store.stats import ranking_pairs
 from feedback_store.store import FeedbackStore, StoreError
 

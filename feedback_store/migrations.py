@@ -231,7 +231,7 @@ def m_safety_001(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
-# Safety of a shared playground (feedback_store/safety.py writes and reads these). A message's own
+# Safety of a shared playground (feedback_store/hygiene.py writes and reads these). A message's own
 # moderation decision stays in messages.moderation (JSON, "flagged" true/false); the index finds the
 # flagged ones for the training-data filters.
 _M_SAFETY_001 = [

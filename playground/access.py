@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from playground.ratelimit import RateLimiter
-from playground.settings import Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 LOGIN_FAILURES = "10/minute"  # failed logins per user name before even the right password is refused
@@ -81,7 +81,7 @@ class LoginCheck:
 
 def share_refusal(settings: Settings, logins: int) -> str | None:
     """Why the server must not start (a public link without a login and without --public), or None."""
-    if settings.share and not logins and not settings.public:
+    if settings.server.share and not logins and not settings.safety.public:
         return SHARE_WITHOUT_AUTH
     return None
 
@@ -97,15 +97,15 @@ class AccessPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessPolicy:
         """Raises ValueError for an unreadable auth or admins file."""
-        logins = frozenset(user for user, _ in settings.auth_pairs())
-        admins = frozenset(settings.admin_names())
+        logins = frozenset(user for user, _ in settings.safety.auth_pairs())
+        admins = frozenset(settings.safety.admin_names())
         notes = []
         if logins and not admins:
             notes.append("no --admin given: exports and other admin actions are refused in the browser")
         unknown = sorted(admins - logins) if logins else []
         if unknown:
             notes.append(f"--admin names without a login: {', '.join(unknown)}")
-        return cls(logins, admins, settings.share, settings.rate_limit_local, tuple(notes))
+        return cls(logins, admins, settings.server.share, settings.safety.rate_limit_local, tuple(notes))
 
     @property
     def auth(self) -> bool:

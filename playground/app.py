@@ -5,7 +5,6 @@ services explicitly; nothing is global.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import gradio as gr
 
@@ -20,8 +19,8 @@ from playground.loop_panel import LoopPanel
 from playground.presets.library import PresetLibrary
 from playground.rank import RankTab
 from playground.safety import Safety
-from playground.settings import Settings
-from playground.training import TrainingTab
+from playground.training import SchedulerControl, TrainingTab
+from settings import Settings
 
 TITLE = "RLHF Playground"
 
@@ -35,14 +34,12 @@ class AppContext:
     settings: Settings
     store: FeedbackStore
     service: ModelService
-    safety: Safety | None = None  # rate limits, moderation, admins; built from the settings if None
-    scheduler: Any = None  # trainers.scheduler.TrainingScheduler, when this server runs one
+    safety: Safety  # rate limits, moderation, admins: one set for the UI and the API
+    scheduler: SchedulerControl | None = None  # the training scheduler, when this server runs one
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     presets = PresetLibrary.from_settings(ctx.settings)
-    if ctx.safety is None:
-        ctx.safety = Safety.from_settings(ctx.settings, ctx.store, ctx.service)
     safety = ctx.safety
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nChat with a 4-bit model; your feedback trains the next version.")
@@ -55,12 +52,16 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 RankTab(ctx.settings, ctx.store, ctx.service, safety=safety).render()
             with gr.Tab("Prompt lab", id="lab"):
                 LabTab(
-                    presets, ctx.service, ctx.settings.concurrency, GENERATE_CONCURRENCY_ID, safety=safety
+                    presets,
+                    ctx.service,
+                    ctx.settings.inference.concurrency,
+                    GENERATE_CONCURRENCY_ID,
+                    safety=safety,
                 ).render()
             with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
                 DashboardTab(ctx.store, safety=safety).render(dashboard_tab)
                 LoopPanel(
-                    ctx.settings.data_dir, threads=ctx.settings.train_threads, can_admin=safety.is_admin
+                    ctx.settings.data_dir, threads=ctx.settings.training.threads, can_admin=safety.is_admin
                 ).render(dashboard_tab)
             with gr.Tab("Training", id="training") as training_tab:
                 TrainingTab(

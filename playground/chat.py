@@ -22,7 +22,7 @@ from playground.presets.library import PresetLibrary
 from playground.presets.panel import PresetPanel
 from playground.safety import Safety
 from playground.session import ChatSession, Turn
-from playground.settings import Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class ChatTab:
         self.safety = safety or Safety.from_settings(settings, store, service)
         self.presets = PresetPanel(
             presets or PresetLibrary.from_settings(settings),
-            settings.system_prompt,
+            settings.server.system_prompt,
             access=self.safety.access,
         )
 
@@ -353,7 +353,7 @@ class ChatTab:
             with gr.Column(scale=1):
                 self.presets.render()
                 system_prompt = gr.Textbox(
-                    value=self.settings.system_prompt, lines=4, label="System prompt", elem_id="system-prompt"
+                    value=self.settings.server.system_prompt, lines=4, label="System prompt", elem_id="system-prompt"
                 )
                 with gr.Accordion("Sampling", open=False):
                     controls = SamplingControls.render()
@@ -361,7 +361,7 @@ class ChatTab:
         self.presets.wire(system_prompt, controls.components)
         respond_inputs = [session, system_prompt, *controls.components, *self.presets.components]
         respond_outputs = [chatbot, session, stats]
-        generate = dict(concurrency_limit=self.settings.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+        generate = dict(concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
 
         events = []
         for trigger in (textbox.submit, send.click):

@@ -36,8 +36,8 @@ from playground.feedback_ui import render_guidance
 from playground.presets.library import PresetLibrary
 from playground.presets.runner import PresetRun
 from playground.safety import WITHHELD_WHILE_STREAMING, Safety
-from playground.settings import Settings
 from playground.streams import Interleaved, finish, start_prompt
+from settings import Settings
 
 VOTE_TEXT = {
     "a": "Model A is better",
@@ -401,7 +401,7 @@ class CompareTab:
             pick_b = gr.Dropdown(label="B", visible=False, elem_id="compare-pick-b")
         mode_note = gr.Markdown("", elem_id="compare-mode-note")
         with gr.Accordion("System prompt and sampling", open=False):
-            system_prompt = gr.Textbox(value=self.settings.system_prompt, lines=2, label="System prompt")
+            system_prompt = gr.Textbox(value=self.settings.server.system_prompt, lines=2, label="System prompt")
             controls = SamplingControls.render()
         with gr.Row():
             prompt = gr.Textbox(
@@ -423,7 +423,7 @@ class CompareTab:
         mode.change(self.on_mode, [mode], [pick_a, pick_b, mode_note, go])
         run_inputs = [prompt, mode, pick_a, pick_b, anonymous, system_prompt, *controls.components]
         run_outputs = [chat_a, chat_b, state, result, *buttons.values()]
-        generate = dict(concurrency_limit=self.settings.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+        generate = dict(concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
         for trigger in (go.click, prompt.submit):
             trigger(self.run, run_inputs, run_outputs, **generate).then(
                 self.open_vote, [state], [result, *buttons.values()]

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from feedback_store import feedback as fb
-from feedback_store import safety as store_safety
+from feedback_store import hygiene as store_safety
 from feedback_store.store import FeedbackStore, StoreError
 from playground.access import user_id_for
 from playground.safety import Safety

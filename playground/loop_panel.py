@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,11 @@ def result_markdown(result: dict[str, Any]) -> str:
 
 
 class LoopPanel:
-    def __init__(self, data_dir: Path, *, threads: int = 1, can_admin=None):
+    def __init__(self, data_dir: Path, *, threads: int = 1, can_admin: Callable[[Any], bool]):
         self.loop_dir = Path(data_dir) / "loop"
         self.data_dir = Path(data_dir)
         self.threads = threads
-        self.can_admin = can_admin or (lambda request: True)
+        self.can_admin = can_admin  # required: a panel built without an admin check refuses, never allows
         self._proc: subprocess.Popen | None = None
 
     # -- views ---------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from models.base import ChatMessage, Generation, GenerationError, GenerationResu
 from models.service import ModelService, VersionUnavailable
 from playground.chat import turn_record
 from playground.safety import Safety
-from playground.settings import Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,10 @@ class OpenAIAPI:
         self.store = store
         self.service = service
         self.safety = safety or Safety.from_settings(settings, store, service)
-        self.logins = dict(settings.auth_pairs())
-        self.require_key = bool(settings.share or self.logins or settings.api_key)
+        self.logins = dict(settings.safety.auth_pairs())
+        self.require_key = bool(settings.server.share or self.logins or settings.safety.api_key)
         # Requests beyond this many in flight get 503 at once instead of queueing without bound.
-        self.max_pending = max_pending or max(8, 4 * settings.concurrency)
+        self.max_pending = max_pending or max(8, 4 * settings.inference.concurrency)
         # Generations started for the API; a never-read stream still ends and stops counting (self-healing).
         self._inflight: weakref.WeakSet[Generation] = weakref.WeakSet()
         self._inflight_lock = threading.Lock()
@@ -107,7 +107,7 @@ class OpenAIAPI:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
-        key = self.settings.api_key
+        key = self.settings.safety.api_key
         if token and key and hmac.compare_digest(token.encode(), key.encode()):
             return "api-key"
         user, sep, password = token.partition(":")

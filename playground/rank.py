@@ -24,8 +24,8 @@ from playground.chat import (
 )
 from playground.feedback_ui import render_guidance
 from playground.safety import WITHHELD_WHILE_STREAMING, Safety
-from playground.settings import Settings
 from playground.streams import Interleaved, finish, start_prompt
+from settings import Settings
 
 MAX_K = fb.MAX_RANKED
 DEFAULT_K = 4
@@ -210,7 +210,7 @@ class RankTab:
             k = gr.Slider(2, MAX_K, value=DEFAULT_K, step=1, label="K replies", scale=1, elem_id="rank-k")
             go = gr.Button("Sample", variant="primary", scale=1, elem_id="rank-go")
         with gr.Accordion("System prompt and sampling", open=False):
-            system_prompt = gr.Textbox(value=self.settings.system_prompt, lines=2, label="System prompt")
+            system_prompt = gr.Textbox(value=self.settings.server.system_prompt, lines=2, label="System prompt")
             controls = SamplingControls.render(SamplingParams(temperature=0.9))
         status = gr.Markdown("", elem_id="rank-status")
         boxes, pickers = [], []
@@ -240,7 +240,7 @@ class RankTab:
         save = gr.Button("Save ranking", variant="primary", interactive=False, elem_id="rank-save")
         saved = gr.Markdown("", elem_id="rank-saved")
 
-        generate = dict(concurrency_limit=self.settings.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+        generate = dict(concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
         for trigger in (go.click, prompt.submit):
             trigger(
                 self.run,

@@ -19,25 +19,14 @@ import math
 import time
 from dataclasses import dataclass
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from settings import parse_rate_limit as parse_limit  # the one parser; settings validate with it
+
 SCOPES = ("chat", "feedback")
-OFF = {"", "0", "off", "none", "unlimited"}
 _WHAT = {"chat": "messages", "feedback": "feedback events"}
-
-
-def parse_limit(text: str | None) -> RateLimitItem | None:
-    """ "20/minute" -> a limit; "off" -> None. ValueError with the expected form otherwise."""
-    if text is None or text.strip().lower() in OFF:
-        return None
-    try:
-        return parse(text.strip())
-    except ValueError as exc:
-        raise ValueError(
-            f"{text!r} is not a rate limit: write e.g. '20/minute', '100 per hour', or 'off'"
-        ) from exc
 
 
 def describe(item: RateLimitItem, what: str = "") -> str:

@@ -22,14 +22,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedback_store import safety as store_safety
+from feedback_store import hygiene as store_safety
 from feedback_store.store import FeedbackStore, StoreError
 from playground.access import AccessPolicy, client_address, user_id_for
 from playground.moderation.base import Combined, ModerationResult, Moderator, category_label
 from playground.moderation.rules import RuleModerator
 from playground.ratelimit import Limited, RateLimiter
 from playground.ratelimit import describe as describe_limit
-from playground.settings import Settings
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +85,16 @@ class Safety:
     @classmethod
     def from_settings(cls, settings: Settings, store: FeedbackStore, service: Any = None) -> Safety:
         """Raises ValueError (unreadable auth/admins file) or ModerationConfigError (a bad rules file)."""
-        rules = RuleModerator.from_files(settings.moderation_path) if settings.moderation else None
+        rules = RuleModerator.from_files(settings.moderation_path) if settings.safety.moderation else None
         moderator: Moderator | None = rules
-        if rules is not None and settings.moderation_judge and service is not None:
+        if rules is not None and settings.safety.moderation_judge and service is not None:
             from playground.moderation.judge import ModelJudge
 
             moderator = Combined([rules, ModelJudge(service)])
         limiter = RateLimiter(
             {
-                "chat": (settings.rate_limit_chat, settings.rate_limit_chat_ip),
-                "feedback": (settings.rate_limit_feedback, settings.rate_limit_feedback_ip),
+                "chat": (settings.safety.rate_limit_chat, settings.safety.rate_limit_chat_ip),
+                "feedback": (settings.safety.rate_limit_feedback, settings.safety.rate_limit_feedback_ip),
             }
         )
         return cls(
@@ -103,7 +103,7 @@ class Safety:
             limiter if limiter.active else None,
             moderator,
             rules,
-            settings.moderation_output,
+            settings.safety.moderation_output,
         )
 
     def describe(self) -> str:

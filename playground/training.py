@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gradio as gr
 from matplotlib.figure import Figure
@@ -49,6 +50,29 @@ VERSION_COLUMNS = [
     "created",
 ]
 LOG_TAIL_LINES = 40
+
+
+class SchedulerStateView(Protocol):
+    """What the tab reads of the scheduler's state (``trainers.scheduler.SchedulerState``)."""
+
+    @property
+    def schedule(self) -> str: ...
+    @property
+    def next_run(self) -> str | None: ...
+    @property
+    def min_new_feedback(self) -> int: ...
+    @property
+    def new_feedback(self) -> int: ...
+    @property
+    def auto_deploy(self) -> bool: ...
+
+
+class SchedulerControl(Protocol):
+    """The training scheduler as this tab uses it; launch.py hands in ``trainers.scheduler``'s."""
+
+    def state(self) -> SchedulerStateView: ...
+    def trigger_now(self, trigger: str = "manual") -> str: ...
+    def stop_running(self) -> str: ...
 
 
 def _f(value: Any, digits: int = 2) -> str:
@@ -151,15 +175,22 @@ def metrics_figure(registry: VersionRegistry, base_model: str, thumbs: dict[int,
 
 
 class TrainingTab:
-    def __init__(self, store: FeedbackStore, base_model: str, scheduler=None, can_admin=None):
+    def __init__(
+        self,
+        store: FeedbackStore,
+        base_model: str,
+        scheduler: SchedulerControl | None,
+        *,
+        can_admin: Callable[[Any], bool],
+    ):
         self.store = store
         self.base_model = base_model
         self.scheduler = scheduler
         self.runs = TrainingRuns(store)
         self.registry = VersionRegistry(store)
-        # Who may deploy / roll back / start training: a callable(request) -> bool (admins only on a shared
-        # server; everyone on a private one).
-        self.can_admin = can_admin or (lambda request: True)
+        # Who may deploy / roll back / start training (``Safety.is_admin``): required, so that a tab
+        # built without an admin check refuses instead of letting everyone in.
+        self.can_admin = can_admin
 
     # -- views ---------------------------------------------------------------------------------------
     def status_markdown(self) -> str:
@@ -168,9 +199,9 @@ class TrainingTab:
         else:
             s = self.scheduler.state()
             head = (
-                f"**Scheduler:** {s['schedule']}; next check {s['next_run'] or '—'} · a scheduled cycle starts after "
-                f"**{s['min_new_feedback']}** new feedback events (now **{s['new_feedback']}**) · auto-deploy "
-                f"**{'on' if s['auto_deploy'] else 'off (a person approves)'}**"
+                f"**Scheduler:** {s.schedule}; next check {s.next_run or '—'} · a scheduled cycle starts after "
+                f"**{s.min_new_feedback}** new feedback events (now **{s.new_feedback}**) · auto-deploy "
+                f"**{'on' if s.auto_deploy else 'off (a person approves)'}**"
             )
         deployed = self.registry.deployed(self.base_model)
         if deployed:

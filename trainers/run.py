@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from feedback_store import datasets as ds
-from feedback_store import safety
+from feedback_store import hygiene
 from feedback_store.store import FeedbackStore
+from trainers import registry
 from trainers.common import CommonConfig, TrainingDataError, TrainResult, write_metrics
 from trainers.data import cap_per_user, dedupe, split_heldout
 
 log = logging.getLogger(__name__)
 
-METHODS = ("reward", "dpo", "kto", "sft", "rl", "best_of_n")
-POLICY_METHODS = ("dpo", "kto", "sft", "rl", "best_of_n")
 Progress = Callable[[str, float], None]  # (stage message, fraction done 0..1)
 
 
@@ -56,7 +55,7 @@ class TrainRequest:
     excluded_users: frozenset[str] = frozenset()
     """Users whose feedback is left out, besides those the hygiene rules exclude."""
     hygiene: bool = True
-    """Leave out flagged text and the users ``feedback_store.safety.excluded_users`` names (rate-limited,
+    """Leave out flagged text and the users ``feedback_store.hygiene.excluded_users`` names (rate-limited,
     repeatedly flagged, excluded by an operator), so one abusive user cannot steer training."""
 
 
@@ -108,38 +107,24 @@ def _set_latest_reward_model(data_dir: Path, adapter_dir: Path) -> None:
 def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
     """(train, held-out) examples for ``req.method``: filtered, deduplicated, capped per user, split by prompt."""
     filters = dict(since=req.since, user_id=req.user_id, exclude_flagged=req.hygiene)
-    if req.method in ("reward", "dpo"):
-        items = ds.preference_pairs(store, version_id=req.version_id, **filters)
-    elif req.method == "kto":
-        items = ds.unpaired_feedback(store, version_id=req.version_id, **filters)
-    elif req.method == "sft":
-        items = ds.demonstrations(store, version_id=req.version_id, **filters)
-    elif req.method in ("rl", "best_of_n"):
+    kind = registry.get(req.method).data
+    if kind == "prompts":
         items = ds.prompts(store, **filters)
     else:
-        raise ValueError(f"unknown method {req.method!r}; choose one of {', '.join(METHODS)}")
-    excluded = req.excluded_users | (safety.excluded_users(store) if req.hygiene else frozenset())
+        read = {
+            "pairs": ds.preference_pairs,
+            "unpaired": ds.unpaired_feedback,
+            "demonstrations": ds.demonstrations,
+        }[kind]
+        items = read(store, version_id=req.version_id, **filters)
+    excluded = req.excluded_users | (hygiene.excluded_users(store) if req.hygiene else frozenset())
     items = [i for i in items if i.user_id not in excluded]
     items = cap_per_user(dedupe(items), max_share=req.max_share_per_user)
     return split_heldout(items, req.heldout_fraction)
 
 
 def _config_for(method: str, **kwargs: Any) -> CommonConfig:
-    from trainers.best_of_n import BestOfNConfig
-    from trainers.dpo import DPOTrainConfig
-    from trainers.kto import KTOTrainConfig
-    from trainers.reward import RewardTrainConfig
-    from trainers.rl import RLTrainConfig
-    from trainers.sft import SFTTrainConfig
-
-    cls = {
-        "reward": RewardTrainConfig,
-        "dpo": DPOTrainConfig,
-        "kto": KTOTrainConfig,
-        "sft": SFTTrainConfig,
-        "rl": RLTrainConfig,
-        "best_of_n": BestOfNConfig,
-    }[method]
+    cls = registry.get(method).config_class()
     known = {f.name for f in fields(cls)}
     unknown = set(kwargs) - known
     if unknown:
@@ -159,31 +144,32 @@ def run_training(
     base_id = base.name
     store = FeedbackStore(req.db_path)
     try:
-        registry = VersionRegistry(store)
+        versions = VersionRegistry(store)
         say("reading feedback", 0.02)
         train, heldout = load_examples(store, req)
-        deployed = registry.deployed(base_id)
+        deployed = versions.deployed(base_id)
         say(f"{len(train)} training and {len(heldout)} held-out examples; preparing the base model", 0.05)
         hf_base = hf_base_for(base, req.data_dir)
 
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = "reward_models" if req.method == "reward" else "adapters"
+        method = registry.get(req.method)
+        folder = "adapters" if method.policy else "reward_models"
         output_dir = req.data_dir / folder / f"{req.method}-{stamp}-{req.training_run_id or 'manual'}"
         init_adapter = None
         if (
             req.init_from == "deployed"
             and deployed is not None
             and deployed.adapter_path
-            and req.method != "reward"
+            and method.policy
         ):
             init_adapter = deployed.adapter_path
         reward_adapter = req.reward_adapter or (str(latest_reward_model(req.data_dir) or "") or None)
         kwargs: dict[str, Any] = dict(
             output_dir=str(output_dir), base_model_dir=str(hf_base), **req.overrides
         )
-        if req.method != "reward":
+        if method.policy:
             kwargs.setdefault("init_adapter", init_adapter)
-        if req.method in ("rl", "best_of_n"):
+        if method.needs_reward_model:
             if reward_adapter is None:
                 raise TrainingDataError(
                     f"{req.method} needs a trained reward model; run `python launch.py train --method reward` first."
@@ -194,7 +180,7 @@ def run_training(
         say(f"training {req.method}", 0.1)
         result = _train(req.method, config, train, heldout, callbacks)
         say("evaluating", 0.85)
-        if req.method == "reward":
+        if not method.policy:
             _set_latest_reward_model(req.data_dir, result.adapter_dir)
             result.metrics["wall_seconds"] = time.perf_counter() - t0
             write_metrics(result.adapter_dir, result.metrics)
@@ -218,7 +204,7 @@ def run_training(
         write_metrics(result.adapter_dir, result.metrics)
         version_id = None
         if req.register:
-            version = registry.register_candidate(
+            version = versions.register_candidate(
                 base_id,
                 adapter_path=result.adapter_dir,
                 gguf_adapter_path=gguf_path,
@@ -237,30 +223,9 @@ def run_training(
 def _train(
     method: str, config: CommonConfig, train: list, heldout: list, callbacks: Sequence | None
 ) -> TrainResult:
-    cb = list(callbacks or [])
-    if method == "reward":
-        from trainers.reward import train_reward_model
-
-        return train_reward_model(config, train, heldout=heldout, callbacks=cb)
-    if method == "dpo":
-        from trainers.dpo import train_dpo
-
-        return train_dpo(config, train, callbacks=cb)
-    if method == "kto":
-        from trainers.kto import train_kto
-
-        return train_kto(config, train, callbacks=cb)
-    if method == "sft":
-        from trainers.sft import train_sft
-
-        return train_sft(config, train, callbacks=cb)
-    if method == "rl":
-        from trainers.rl import train_rl
-
-        return train_rl(config, train, callbacks=cb)
-    from trainers.best_of_n import train_best_of_n
-
-    return train_best_of_n(config, train, callbacks=cb)
+    entry = registry.get(method)
+    extra = {"heldout": heldout} if entry.takes_heldout else {}
+    return entry.train_function()(config, train, callbacks=list(callbacks or []), **extra)
 
 
 def evaluate_policy(

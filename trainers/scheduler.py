@@ -7,7 +7,7 @@
   since the last finished cycle; "run now" (UI, ``trigger_now``) skips that check.
 - Never two cycles at once: ``max_instances=1, coalesce=True`` for the scheduled job, a lock for
   triggers that race inside this process, and the database's one-running-row index across processes.
-- The cycle runs as ``python -m trainers.cycle`` with ``nice`` and capped threads (OMP/MKL/torch), so
+- The cycle runs as ``python -m trainers.worker`` with ``nice`` and capped threads (OMP/MKL/torch), so
   chat keeps its cores; the job thread only waits for it. A cycle that is killed or crashes leaves
   the deployed version serving and the scheduler running; the run row is marked killed/failed.
 """
@@ -20,13 +20,14 @@ import os
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from feedback_store.runs import RunInProgress, TrainingRuns
 from feedback_store.store import FeedbackStore
+from settings import TrainingSettings
 from trainers.cycle import CycleConfig
 
 log = logging.getLogger(__name__)
@@ -35,20 +36,25 @@ ROOT = Path(__file__).resolve().parents[1]
 JOB_ID = "training-cycle"
 
 
-@dataclass
-class SchedulerConfig:
-    interval_minutes: float = 60.0
-    """Check for new feedback this often (0 = no schedule; cycles only on demand)."""
-    cron: str | None = None
-    """A crontab expression ("0 3 * * *") used instead of the interval."""
-    min_new_feedback: int = 50
-    nice: int = 10
-    threads: int = 1
-    enabled: bool = True
+@dataclass(frozen=True)
+class SchedulerState:
+    """What the Training tab shows about the scheduler."""
+
+    enabled: bool
+    schedule: str
+    next_run: str | None
+    min_new_feedback: int
+    new_feedback: int
+    auto_deploy: bool
+    running: int | None
+    last_check: dict[str, Any] = field(default_factory=dict)
 
 
 class TrainingScheduler:
-    def __init__(self, config: SchedulerConfig, cycle: CycleConfig):
+    """Starts training cycles on a schedule or on demand; ``config`` is the training section of the
+    settings (schedule, minimum of new feedback, threads and priority of the child process)."""
+
+    def __init__(self, config: TrainingSettings, cycle: CycleConfig):
         self.config = config
         self.cycle = cycle
         self._store = FeedbackStore(cycle.db_path)
@@ -77,11 +83,11 @@ class TrainingScheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
             timezone=UTC,
         )
-        if self.config.enabled and (self.config.cron or self.config.interval_minutes > 0):
+        if self.config.cron or self.config.every > 0:
             trigger = (
                 CronTrigger.from_crontab(self.config.cron, timezone=UTC)
                 if self.config.cron
-                else IntervalTrigger(minutes=self.config.interval_minutes, timezone=UTC)
+                else IntervalTrigger(minutes=self.config.every, timezone=UTC)
             )
             self._scheduler.add_job(self._job, trigger, args=["schedule"], id=JOB_ID, replace_existing=True)
         self._scheduler.start()
@@ -124,8 +130,8 @@ class TrainingScheduler:
                 "trigger": trigger,
                 "new_feedback": new,
             }
-            if trigger == "schedule" and new < self.config.min_new_feedback:
-                log.info("scheduled cycle skipped: %d new feedback < %d", new, self.config.min_new_feedback)
+            if trigger == "schedule" and new < self.config.min_feedback:
+                log.info("scheduled cycle skipped: %d new feedback < %d", new, self.config.min_feedback)
                 return None
             try:
                 run = self.runs.start(trigger, self.cycle.to_dict())
@@ -153,7 +159,7 @@ class TrainingScheduler:
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONUNBUFFERED": "1",
         }
-        cmd = [sys.executable, "-m", "trainers.cycle", "--run-id", str(run_id), "--config", str(config_path)]
+        cmd = [sys.executable, "-m", "trainers.worker", "--run-id", str(run_id), "--config", str(config_path)]
         nice = self.config.nice
         with log_path.open("ab") as log_file:
             self._proc = subprocess.Popen(
@@ -177,27 +183,25 @@ class TrainingScheduler:
         log.info("training run %d finished: %s", run_id, self.runs.get(run_id).status)
 
     # -- state for the UI ----------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def state(self) -> SchedulerState:
         job = self._scheduler.get_job(JOB_ID) if self._scheduler is not None else None
         running = self.runs.running()
-        return {
-            "enabled": job is not None,
-            "schedule": (
-                f"cron {self.config.cron}"
-                if self.config.cron
-                else f"every {self.config.interval_minutes:g} min"
-            )
-            if job is not None
-            else "on demand only",
-            "next_run": job.next_run_time.isoformat(timespec="seconds")
-            if job and job.next_run_time
-            else None,
-            "min_new_feedback": self.config.min_new_feedback,
-            "new_feedback": self.runs.new_feedback(),
-            "auto_deploy": self.cycle.auto_deploy,
-            "running": running.id if running else None,
-            "last_check": self.last_check,
-        }
+        if job is None:
+            schedule = "on demand only"
+        elif self.config.cron:
+            schedule = f"cron {self.config.cron}"
+        else:
+            schedule = f"every {self.config.every:g} min"
+        return SchedulerState(
+            enabled=job is not None,
+            schedule=schedule,
+            next_run=job.next_run_time.isoformat(timespec="seconds") if job and job.next_run_time else None,
+            min_new_feedback=self.config.min_feedback,
+            new_feedback=self.runs.new_feedback(),
+            auto_deploy=self.cycle.auto_deploy,
+            running=running.id if running else None,
+            last_check=dict(self.last_check),
+        )
 
     def stop_running(self) -> str:
         proc = self._proc

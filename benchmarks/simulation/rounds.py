@@ -2,7 +2,7 @@
 
     round 0: measure the base version on held-out prompts;
     round r: simulated users chat with the deployed version and give feedback (on-policy) ->
-             the scheduler runs one training cycle (``python -m trainers.cycle`` in a child process:
+             the scheduler runs one training cycle (``python -m trainers.worker`` in a child process:
              export -> reward model -> policy -> gate -> deploy or reject) -> the service swaps to
              what the registry says is deployed -> measure the candidate (and so the deployed version).
 
@@ -16,7 +16,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class LoopConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["work_dir"], d["hf_cache"] = str(self.work_dir), str(self.hf_cache)
+        d["gate"] = self.gate.model_dump()
         return d
 
 
@@ -139,9 +140,10 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     from models.llamacpp import LlamaCppChatModel
     from models.service import ModelService
     from models.versions import VersionLoader
+    from settings import TrainingSettings
     from trainers.cycle import CycleConfig
     from trainers.run import hf_base_for, latest_reward_model
-    from trainers.scheduler import SchedulerConfig, TrainingScheduler
+    from trainers.scheduler import TrainingScheduler
 
     t_start = time.perf_counter()
 
@@ -161,7 +163,8 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
         data_dir=config.work_dir,
         method=config.method,
         auto_deploy=True,
-        gate=replace(config.gate, system_prompt=config.system_prompt),
+        gate=config.gate,
+        system_prompt=config.system_prompt,
         reward_overrides=dict(config.reward_overrides),
         policy_overrides=dict(config.policy_overrides),
         threads=config.threads,
@@ -173,9 +176,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     base = store.ensure_base_version(root.model_id, name=f"{root.display_name} (base)")
     service = ModelService.from_registry(VersionLoader(root), store.versions, base_version_id=base.id)
     scheduler = TrainingScheduler(
-        SchedulerConfig(
-            interval_minutes=0, threads=config.threads, nice=0, enabled=False, min_new_feedback=0
-        ),
+        TrainingSettings(every=0, threads=config.threads, nice=0, min_feedback=0),  # never on a timer
         cycle,
     )
     params = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens)

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feedback_store import feedback as fb
+from feedback_store import hygiene as store_safety
 from feedback_store import imports
-from feedback_store import safety as store_safety
 from feedback_store.store import AssistantTurn, FeedbackStore, StoreError
 from feedback_store.text import storable
 from tests.hostile import hostile_text, json_values

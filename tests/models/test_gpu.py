@@ -8,7 +8,7 @@ import pytest
 
 from models.base import SamplingParams
 from models.loader import choose_backend, load_chat_model
-from playground.settings import DEFAULT_SYSTEM_PROMPT
+from settings import DEFAULT_SYSTEM_PROMPT
 
 QUESTION = [
     {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},

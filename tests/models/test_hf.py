@@ -9,7 +9,7 @@ import pytest
 
 from models.base import ModelLoadError, SamplingParams
 from models.hf import GPTQ_NEEDS_GPU, NF4_NEEDS_GPU, HFBase, HFChatModel, ensure_hf_base, gptq_config_of
-from playground.settings import DEFAULT_SYSTEM_PROMPT
+from settings import DEFAULT_SYSTEM_PROMPT
 
 QUESTION = [
     {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},

@@ -6,7 +6,7 @@ import pytest
 
 from models.base import GenerationError, ModelLoadError, SamplingParams
 from models.llamacpp import LlamaCppChatModel, check_gguf_file
-from playground.settings import DEFAULT_SYSTEM_PROMPT
+from settings import DEFAULT_SYSTEM_PROMPT
 
 QUESTION = [
     {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},

@@ -13,7 +13,7 @@ from models.base import ModelLoadError, SamplingParams
 from models.embedded import embedded_model_path
 from models.loader import load_chat_model
 from models.openai_compat import OpenAICompatChatModel, normalise_base_url
-from playground.settings import DEFAULT_SYSTEM_PROMPT
+from settings import DEFAULT_SYSTEM_PROMPT
 from tests.conftest import free_port
 
 QUESTION = [

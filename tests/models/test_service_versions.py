@@ -92,7 +92,7 @@ def test_a_broken_adapter_never_replaces_the_deployed_version(setup):
 
 
 def test_deploys_from_another_process_are_noticed(setup, store):
-    from playground.versions_cli import rollback_command
+    from commands import run_command
 
     service, base, v_gguf, _, _ = setup
     service.start_watching(0.2)
@@ -105,7 +105,7 @@ def test_deploys_from_another_process_are_noticed(setup, store):
     while service.version_id != v_gguf.id and time.monotonic() < deadline:
         time.sleep(0.1)
     assert service.version_id == v_gguf.id
-    assert rollback_command(["--db", str(store.path)]) == 0
+    assert run_command("rollback", ["--db", str(store.path)]) == 0
     deadline = time.monotonic() + 30
     while service.version_id != base.id and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from models.service import ModelService
 from playground.openai_api import OpenAIAPI
-from playground.settings import DEFAULT_SYSTEM_PROMPT, Settings
+from settings import DEFAULT_SYSTEM_PROMPT, Settings
 
 QUESTION = [
     {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},

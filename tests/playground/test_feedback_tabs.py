@@ -16,8 +16,8 @@ from playground.dashboard import EMPTY, DashboardTab
 from playground.feedback_ui import WAIT_FOR_REPLY, FeedbackPanel, thumbs_value
 from playground.rank import order_from_ranks
 from playground.session import ChatSession, Turn
-from playground.settings import Settings
 from playground.streams import Interleaved
+from settings import Settings
 
 
 def chat(store: FeedbackStore) -> tuple[ChatSession, list[int]]:

@@ -22,7 +22,7 @@ from playground.presets.schema import PresetError, load_preset_file
 from playground.presets.techniques.common import fill
 from playground.presets.techniques.defended import DefendedOptions, defended_prompt, markers
 from playground.session import ChatSession
-from playground.settings import Settings
+from settings import Settings
 from tests.hostile import PAYLOADS, hostile_text, json_values
 
 SETTINGS = settings(

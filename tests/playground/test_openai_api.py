@@ -12,7 +12,7 @@ import pytest
 
 from feedback_store.store import FeedbackStore
 from models.embedded import embedded_model_path
-from playground.settings import DEFAULT_SYSTEM_PROMPT
+from settings import DEFAULT_SYSTEM_PROMPT
 from tests.conftest import ROOT, ServerProcess
 
 QUESTION = [
@@ -211,7 +211,7 @@ def test_busy_server_answers_503(embedded_model, store):
 
     from models.service import ModelService
     from playground.openai_api import OpenAIAPI
-    from playground.settings import Settings
+    from settings import Settings
 
     base = store.ensure_base_version(embedded_model.model_id)
     service = ModelService(embedded_model, base.id, base.name)  # not closed: the model is the session's

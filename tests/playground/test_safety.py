@@ -6,7 +6,7 @@ import gradio as gr
 import pytest
 from gradio import LikeData
 
-from feedback_store import safety as store_safety
+from feedback_store import hygiene as store_safety
 from models.service import ModelService
 from playground.access import SHARE_WITHOUT_AUTH, AccessPolicy, share_refusal
 from playground.chat import MAX_MESSAGE_CHARS, ChatTab
@@ -16,7 +16,7 @@ from playground.ratelimit import RateLimiter, parse_limit
 from playground.safety import Safety
 from playground.safety_dashboard import SafetyPanel
 from playground.session import ChatSession
-from playground.settings import DEFAULT_SYSTEM_PROMPT, Settings
+from settings import DEFAULT_SYSTEM_PROMPT, Settings
 
 SAMPLING = (0.0, 1.0, 0, 24, 1.0, 0, "")
 

@@ -20,8 +20,11 @@ from feedback_store.runs import TrainingRuns
 from feedback_store.store import FeedbackStore
 from tests.conftest import ROOT
 from tests.trainers.conftest import seed_feedback
-from trainers.cycle import CycleConfig, _check_finite, choose_method, run_cycle_for
+from trainers.cycle import CycleConfig
+from trainers.cycle import check_finite as _check_finite
 from trainers.gate import GateConfig
+from trainers.registry import choose_method
+from trainers.worker import run_cycle_for
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +128,7 @@ def test_deploy_swaps_the_served_version_and_rollback_restores_it(loop):
 def test_a_rejected_candidate_changes_nothing(loop):
     store = loop["store"]
     deployed_before = store.versions.deployed(_embedded_name()).id
-    config = replace(loop["config"], gate=replace(LENIENT, min_win_rate=1.01))
+    config = replace(loop["config"], gate=LENIENT.model_copy(update={"min_win_rate": 1.01}))
     run = TrainingRuns(store).start("test", config.to_dict())
     assert run_cycle_for(config, run.id) == 0
     run = TrainingRuns(store).get(run.id)
@@ -166,7 +169,7 @@ def test_a_full_disk_fails_the_cycle_and_changes_nothing(tmp_path, hf_base_dir):
         resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, 2 * 1024 * 1024))
 
     proc = subprocess.run(
-        [sys.executable, "-m", "trainers.cycle", "--run-id", str(run.id), "--config", str(data / "cfg.json")],
+        [sys.executable, "-m", "trainers.worker", "--run-id", str(run.id), "--config", str(data / "cfg.json")],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -76,7 +76,7 @@ def test_select_best_and_kto_weights():
 def test_training_data_leaves_out_rate_limited_and_excluded_users(tmp_path):
     """Issue 9's hygiene reaches training: a rate-limited user's votes and an operator-excluded user's
     votes are not trained on by default; ``hygiene=False`` keeps them."""
-    from feedback_store import safety
+    from feedback_store import hygiene as safety
     from feedback_store.store import FeedbackStore
     from tests.trainers.conftest import seed_feedback
     from trainers.run import TrainRequest, load_examples

@@ -13,9 +13,10 @@ import pytest
 
 from feedback_store.runs import RunInProgress, TrainingRuns
 from feedback_store.store import FeedbackStore
+from settings import TrainingSettings as SchedulerConfig
 from tests.trainers.conftest import seed_feedback
 from tests.trainers.test_cycle import _embedded_name, cycle_config, data_dir_with_base
-from trainers.scheduler import SchedulerConfig, TrainingScheduler
+from trainers.scheduler import TrainingScheduler
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def no_data_config(data):
 
 def test_two_triggers_at_once_run_one_cycle(tmp_path, hf_base_dir):
     data = data_dir_with_base(tmp_path, hf_base_dir)
-    scheduler = TrainingScheduler(SchedulerConfig(interval_minutes=0, nice=0), no_data_config(data))
+    scheduler = TrainingScheduler(SchedulerConfig(every=0, nice=0), no_data_config(data))
     scheduler.start()
     try:
         results = []
@@ -69,7 +70,7 @@ def test_two_triggers_at_once_run_one_cycle(tmp_path, hf_base_dir):
 def test_scheduled_trigger_waits_for_enough_new_feedback(tmp_path, hf_base_dir):
     data = data_dir_with_base(tmp_path, hf_base_dir)
     scheduler = TrainingScheduler(
-        SchedulerConfig(interval_minutes=0, min_new_feedback=5), no_data_config(data)
+        SchedulerConfig(every=0, min_feedback=5), no_data_config(data)
     )
     assert scheduler._job("schedule") is None  # 0 new feedback < 5
     assert scheduler.runs.recent() == []
@@ -83,7 +84,7 @@ def test_a_killed_cycle_changes_nothing_and_the_next_one_runs(tmp_path, hf_base_
     store = FeedbackStore(config.db_path)
     seed_feedback(store)
     deployed = store.versions.deployed(_embedded_name()).id
-    scheduler = TrainingScheduler(SchedulerConfig(interval_minutes=0, nice=5), config)
+    scheduler = TrainingScheduler(SchedulerConfig(every=0, nice=5), config)
     scheduler.start()
     try:
         assert scheduler.trigger_now("ui") == "Training cycle starting."

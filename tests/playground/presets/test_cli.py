@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from playground.settings import Settings
+from settings import Settings
 from tests.conftest import ROOT
 
 

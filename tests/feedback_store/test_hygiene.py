@@ -3,8 +3,9 @@ training leaves out, the filter's precision as users see it, and text SQLite can
 
 import pytest
 
-from feedback_store import datasets, safety
+from feedback_store import datasets
 from feedback_store import feedback as fb
+from feedback_store import hygiene as safety
 from feedback_store.store import AssistantTurn, StoreError
 
 FLAGGED = {"flagged": True, "categories": ["violence"], "action": "refused"}

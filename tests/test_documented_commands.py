@@ -1,0 +1,153 @@
+"""Every command the README and the pages under docs/ show is run, so that a command is covered the day
+it is documented and a documented command that fails, fails CI.
+
+A command is a line of a fenced code block that starts with ``python launch.py`` or
+``python -m benchmarks.``. Each runs as a user would, in documentation order, in one sandbox: a working
+directory holding the files the docs name (``hh.jsonl``, ``users.txt``, ``my_preset.toml``) and a data
+directory (``PLAYGROUND_DATA_DIR``) with feedback to train on and a candidate version to deploy. Long
+commands run in a quick mode, said beside each: benchmarks get ``--quick``; training commands get
+one optimiser step and a small gate; a server command is started, must report that it is ready, and
+is stopped. ``./run`` and ``./test`` are covered by the start-up check and by CI itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PREFIXES = ("python launch.py", "python -m benchmarks.")
+SUBCOMMANDS = ("train", "export", "import", "versions", "deploy", "rollback", "presets")
+TRAIN_QUICK = [
+    "--max-steps", "1", "--train-max-steps", "1", "--eval-prompts", "2", "--gate-eval-prompts", "2",
+    "--gate-facts", "2", "--gate-refusals", "1", "--gate-max-new-tokens", "16",
+]  # fmt: skip
+SERVER_QUICK = ["--port", "0", "--no-open-browser", "--no-scheduler"]
+TIMEOUT_S = 420
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(where, command) for every runnable line of a fenced block, in documentation order."""
+    found: list[tuple[str, str]] = []
+    for path in DOCS:
+        fenced = False
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+                continue
+            command = line.strip()
+            if fenced and command.startswith(PREFIXES):
+                found.append((f"{path.relative_to(ROOT)}:{number}", command))
+    return found
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_docs_document_commands():
+    assert len(COMMANDS) >= 10, COMMANDS  # the extraction itself works
+    assert any("benchmarks." in c for _, c in COMMANDS) and any("train" in c for _, c in COMMANDS)
+
+
+def quick_args(words: list[str]) -> tuple[list[str], str]:
+    """The arguments that make a documented command quick, and what kind of command it is."""
+    if words[1] == "-m":
+        return ["--quick"], "benchmark"
+    sub = words[2] if len(words) > 2 and not words[2].startswith("-") else "serve"
+    if sub == "train":
+        return TRAIN_QUICK, "train"
+    if sub == "serve":
+        return SERVER_QUICK, "server"
+    return [], sub
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory, hf_base_dir):
+    """The working directory and data directory the documented commands run in."""
+    from feedback_store.store import FeedbackStore
+    from tests.trainers.conftest import seed_feedback
+
+    work = tmp_path_factory.mktemp("docs")
+    data = work / "data"
+    data.mkdir()
+    (data / "hf-base").symlink_to(hf_base_dir.parent, target_is_directory=True)
+    store = FeedbackStore(data / "playground.db")
+    base = store.versions.get(seed_feedback(store))
+    adapter = work / "candidate.gguf"
+    adapter.write_bytes(b"GGUF")  # deploy/rollback change the registry only; no server loads it here
+    store.versions.register_candidate(base.base_model, gguf_adapter_path=adapter, method="dpo")
+    store.close()
+    hh = [
+        {"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.", "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 5."},
+        {"chosen": "\n\nHuman: Name a colour.\n\nAssistant: Blue.", "rejected": "\n\nHuman: Name a colour.\n\nAssistant: No."},
+    ]  # fmt: skip
+    (work / "hh.jsonl").write_text("".join(json.dumps(row) + "\n" for row in hh), encoding="utf-8")
+    (work / "users.txt").write_text("alice:wonderland-42\nbob:builder-42\n", encoding="utf-8")
+    (work / "my_preset.toml").write_text(
+        'id = "mine"\nname = "Mine"\ntechnique = "zero_shot"\n', encoding="utf-8"
+    )
+    env = {
+        **os.environ,
+        "PLAYGROUND_DATA_DIR": str(data),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "KEY": "documented-api-key-123",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    return work, env
+
+
+def run_server(argv: list[str], work: Path, env: dict[str, str]) -> tuple[bool, str]:
+    """Start a documented server command; True once it says it is ready (then it is stopped)."""
+    log_path = work / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and proc.poll() is None:
+                if "Playground ready" in log_path.read_text(errors="replace"):
+                    return True, log_path.read_text(errors="replace")
+                time.sleep(0.5)
+            return False, log_path.read_text(errors="replace")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.mark.parametrize("where,command", COMMANDS, ids=[c.split("#")[0].strip() for _, c in COMMANDS])
+def test_documented_command_works(where, command, sandbox):
+    work, env = sandbox
+    words = shlex.split(os.path.expandvars(command.replace("$KEY", env["KEY"])), comments=True)
+    extra, kind = quick_args(words)
+    argv = [sys.executable, *words[1:]]
+    if argv[1] == "launch.py":
+        argv[1] = str(ROOT / "launch.py")
+    argv += extra
+    shown = f"{where}: {command}" + (f"   [quick mode: {' '.join(extra)}]" if extra else "")
+    if kind == "server":
+        ready, log = run_server(argv, work, env)
+        assert ready, f"{shown}\n{log[-3000:]}"
+        return
+    r = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    output = r.stdout + r.stderr
+    assert r.returncode == 0, f"{shown}\nexit {r.returncode}\n{output[-3000:]}"
+    assert "Traceback" not in output, f"{shown}\n{output[-3000:]}"
+    if kind == "benchmark":  # the JSON last line, with the same keys as a full run
+        last = r.stdout.strip().splitlines()[-1]
+        assert isinstance(json.loads(last), dict), f"{shown}\nlast line: {last}"
+        assert re.search(r"quick", r.stdout, re.IGNORECASE), f"{shown}: a quick run must say it is one"
