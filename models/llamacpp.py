@@ -8,6 +8,8 @@ This CPU (AMX) crashes llama.cpp's AMX extra buffer type on the first decode (ll
 ``extra_buffers="auto"`` turns extra buffer types off when the CPU has AMX and the build reports AMX.
 Our own setup builds llama.cpp without native flags (no AMX kernels at all), so "auto" is a guard for
 users who built it themselves.
+
+``SamplingParams.json_schema`` is enforced with a llama.cpp grammar (models/grammar.py).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from models.base import (
     GenerationResult,
     ModelLoadError,
     SamplingParams,
+    UnsupportedParameter,
 )
 from models.context import fit_to_context
+from models.grammar import schema_to_gbnf
 from models.templates import ChatTemplate, TemplateError, resolve_template
 
 log = logging.getLogger(__name__)
@@ -202,6 +206,7 @@ class LlamaCppChatModel(BaseChatModel):
         self._closed = False
         self._active = 0  # generations created and not yet finished
         self._idle = threading.Condition()
+        self._checked_grammars: set[str] = set()  # grammars llama.cpp parsed once already
 
     def clone(
         self, *, lora_path: str | Path | None = None, display_name: str | None = None
@@ -240,6 +245,26 @@ class LlamaCppChatModel(BaseChatModel):
     def count_tokens(self, text: str) -> int:
         return len(self._tokenize_prompt(text))
 
+    def _grammar(self, params: SamplingParams):
+        """The LlamaGrammar of ``params.json_schema`` (None without one); raises UnsupportedParameter."""
+        if params.json_schema is None:
+            return None
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        gbnf = schema_to_gbnf(params.json_schema)
+        if gbnf not in self._checked_grammars:
+            # llama-cpp-python adds the grammar sampler without checking it: a grammar llama.cpp cannot
+            # parse would be a NULL sampler in the chain and crash the decode. Parse it once here.
+            sampler = llama_cpp.llama_sampler_init_grammar(
+                self._tokenizer._model.vocab, gbnf.encode("utf-8"), b"root"
+            )
+            if not sampler:
+                raise UnsupportedParameter("json_schema", "llama.cpp cannot parse the grammar of this schema")
+            llama_cpp.llama_sampler_free(sampler)
+            self._checked_grammars.add(gbnf)
+        return LlamaGrammar.from_string(gbnf, verbose=False)
+
     # -- generation ----------------------------------------------------------------------------------
     def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
         t_request = time.perf_counter()
@@ -257,6 +282,7 @@ class LlamaCppChatModel(BaseChatModel):
                 max_new_tokens=params.max_new_tokens,
             )
             tokens = self._tokenize_prompt(fitted.prompt)
+            grammar = self._grammar(params)
         except BaseException:
             self._release_slot()
             raise
@@ -283,6 +309,7 @@ class LlamaCppChatModel(BaseChatModel):
                         seed=params.seed,
                         stop=stop or None,
                         stream=True,
+                        grammar=grammar,
                     )
                     try:
                         for chunk in completion:

@@ -1,10 +1,11 @@
 """Integration tests on the real embedded model through llama.cpp (no fakes)."""
 
+import json
 import threading
 
 import pytest
 
-from models.base import GenerationError, ModelLoadError, SamplingParams
+from models.base import GenerationError, ModelLoadError, SamplingParams, UnsupportedParameter
 from models.llamacpp import LlamaCppChatModel, check_gguf_file
 from playground.settings import DEFAULT_SYSTEM_PROMPT
 
@@ -167,3 +168,23 @@ def test_check_gguf_file_accepts_the_embedded_model():
     from models.embedded import embedded_model_path
 
     check_gguf_file(embedded_model_path())
+
+
+def test_a_json_schema_constrains_the_reply(embedded_model):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}, "size": {"enum": ["small", "big"]}},
+        "required": ["city", "size"],
+        "additionalProperties": False,
+    }
+    params = SamplingParams(temperature=0.8, seed=11, max_new_tokens=60, json_schema=json.dumps(schema))
+    for reply in embedded_model.sample_n(QUESTION, params, 3):
+        assert reply.finish_reason == "stop" and reply.params.json_schema == params.json_schema
+        value = json.loads(reply.text)
+        assert (
+            set(value) == {"city", "size"} and value["size"] in ("small", "big") and len(value["city"]) <= 30
+        )
+    with pytest.raises(UnsupportedParameter, match="minimum") as caught:
+        embedded_model.stream(QUESTION, SamplingParams(json_schema='{"type": "integer", "minimum": 1}'))
+    assert caught.value.param == "json_schema"
+    assert embedded_model.active_generations == 0  # the refused request gave its slot back
