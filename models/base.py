@@ -306,6 +306,9 @@ class BaseChatModel(abc.ABC):
     model_id: str
     display_name: str
     context_length: int
+    # What the user should know about how the model was loaded (e.g. GPU layers that were not
+    # offloaded), for the server to print at start; each is also logged as a warning.
+    load_warnings: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation: ...
