@@ -72,6 +72,8 @@ def serve(settings: Settings) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for warning in getattr(model, "load_warnings", ()):  # e.g. --gpu-layers on a CPU-only llama.cpp build
+        print(f"warning: {warning}", file=sys.stderr)
     from models.versions import VersionLoader
     from playground.openai_api import OpenAIAPI
     from playground.safety import Safety

@@ -1,6 +1,10 @@
 """The serving contract every backend implements: sampling parameters, a running ``Generation`` and
 the ``ChatModel`` protocol.
 
+``SamplingParams.json_schema`` is an output constraint (a JSON Schema the reply must match). A backend
+either enforces it (llama.cpp with a grammar, a remote server through ``response_format``) or raises
+``UnsupportedParameter`` when the generation is requested: a constraint is never dropped silently.
+
 A ``Generation`` runs its backend call on a worker thread and hands text chunks to the consumer
 through a queue. Cancelling it (the Stop button, a closed connection, a dropped iterator) stops the
 backend at the next token and always gives the model instance back to its pool, whoever is iterating.
@@ -9,6 +13,7 @@ backend at the next token and always gives the model instance back to its pool, 
 from __future__ import annotations
 
 import abc
+import json
 import math
 import queue
 import random
@@ -32,6 +37,22 @@ class GenerationError(RuntimeError):
     """A generation failed inside the backend."""
 
 
+class UnsupportedParameter(ValueError):
+    """A backend cannot honour a sampling parameter (``param`` names the SamplingParams field).
+
+    Raised when the generation is requested, before anything runs, so the caller can refuse the request
+    (the OpenAI API answers 400 naming its own parameter) instead of returning an unconstrained reply.
+    """
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+MAX_SCHEMA_CHARS = 64_000  # a grammar is built from the schema per request: keep that bounded
+MAX_N = 16  # replies sample_n / stream_n start at once for one request
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Sampling parameters shared by every backend. ``temperature == 0`` means greedy decoding."""
@@ -43,6 +64,9 @@ class SamplingParams:
     repetition_penalty: float = 1.1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # A JSON Schema (as JSON text) the reply must match, e.g. '{"type": "object"}' for "any JSON object".
+    # Text, not a dict, so that params stay hashable; backends enforce it or raise UnsupportedParameter.
+    json_schema: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -60,6 +84,8 @@ class SamplingParams:
             problems.append(f"seed must be between 0 and 2**32-1, got {self.seed}")
         if len(self.stop) > 8 or any(not s or len(s) > 100 for s in self.stop):
             problems.append("stop: at most 8 non-empty strings of at most 100 characters")
+        if self.json_schema is not None:
+            problems.extend(_schema_problems(self.json_schema))
         if problems:
             raise ValueError("; ".join(problems))
         # Normalise lists coming from JSON or a UI into a tuple, so params stay hashable.
@@ -76,8 +102,13 @@ class SamplingParams:
         return replace(self, seed=random.randrange(2**32))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; the schema as an object (stored turns show the constraint they were made under)."""
         d = asdict(self)
         d["stop"] = list(self.stop)
+        if self.json_schema is None:
+            del d["json_schema"]  # rows of unconstrained turns stay as they were
+        else:
+            d["json_schema"] = json.loads(self.json_schema)
         return d
 
     @classmethod
@@ -85,7 +116,35 @@ class SamplingParams:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if "stop" in known and known["stop"] is not None:
             known["stop"] = tuple(known["stop"])
+        if isinstance(known.get("json_schema"), (dict, bool)):
+            known["json_schema"] = json.dumps(known["json_schema"], ensure_ascii=False)
         return cls(**known)
+
+
+def _schema_problems(text: object) -> list[str]:
+    if not isinstance(text, str) or len(text) > MAX_SCHEMA_CHARS:
+        return [f"json_schema must be JSON text of at most {MAX_SCHEMA_CHARS:,} characters"]
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        return [f"json_schema is not valid JSON: {exc}"]
+    return [] if isinstance(schema, dict) else ["json_schema must be a JSON object (a JSON Schema)"]
+
+
+def sample_seeds(params: SamplingParams, n: int) -> list[int]:
+    """The seeds of ``n`` replies to one prompt; raises ValueError when ``n`` replies make no sense.
+
+    A fixed ``params.seed`` gives seed, seed+1, ... so the replies differ but reproduce.
+    """
+    if not 1 <= n <= MAX_N:
+        raise ValueError(f"n must be between 1 and {MAX_N}, got {n}")
+    if params.greedy and n > 1:
+        raise ValueError(
+            "greedy decoding (temperature 0) gives the same reply every time; raise the temperature"
+        )
+    if params.seed is None:
+        return [random.randrange(2**32) for _ in range(n)]
+    return [(params.seed + i) % 2**32 for i in range(n)]
 
 
 @dataclass
@@ -247,6 +306,9 @@ class BaseChatModel(abc.ABC):
     model_id: str
     display_name: str
     context_length: int
+    # What the user should know about how the model was loaded (e.g. GPU layers that were not
+    # offloaded), for the server to print at start; each is also logged as a warning.
+    load_warnings: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation: ...
@@ -267,20 +329,12 @@ class BaseChatModel(abc.ABC):
     def sample_n(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int
     ) -> list[GenerationResult]:
-        """K replies to the same messages, each with its own seed, generated concurrently.
-
-        Concurrency is bounded by the backend's own pool: extra requests queue for an instance.
-        A fixed ``params.seed`` gives seeds seed, seed+1, ... so the K replies differ but reproduce.
+        """K replies to the same messages, each with its own seed (:func:`sample_seeds`), generated
+        concurrently. Concurrency is bounded by the backend's own pool: extra requests queue for an instance.
         """
-        if not 1 <= n <= 16:
-            raise ValueError(f"n must be between 1 and 16, got {n}")
-        if params.greedy and n > 1:
-            raise ValueError(
-                "greedy decoding (temperature 0) gives the same reply every time; raise the temperature"
-            )
-        if params.seed is None:
-            seeds = [random.randrange(2**32) for _ in range(n)]
-        else:
-            seeds = [(params.seed + i) % 2**32 for i in range(n)]
-        generations = [self.stream(messages, replace(params, seed=s)) for s in seeds]
-        return [g.wait() for g in generations]
+        generations = [self.stream(messages, replace(params, seed=s)) for s in sample_seeds(params, n)]
+        try:
+            return [g.wait() for g in generations]
+        finally:
+            for g in generations:  # one failed: the others must not keep their instances
+                g.cancel()

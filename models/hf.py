@@ -1,6 +1,9 @@
 """transformers backend: a version served from a loaded :class:`~models.hf_base.HFBase` (the base alone
 or the base + one PEFT adapter), streamed through transformers' ``TextStreamer`` with our stop strings,
 cancellation and timings. Loading lives in ``models/hf_base.py``; its public names are re-exported here.
+
+Output constraints (``SamplingParams.json_schema``) are not implemented here: such a request raises
+``UnsupportedParameter`` before anything runs, rather than returning text that ignores the schema.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from models.base import (
     GenerationResult,
     ModelLoadError,
     SamplingParams,
+    UnsupportedParameter,
 )
 from models.context import fit_to_context
 from models.hf_base import (  # noqa: F401 (re-exported: models.hf is the backend's public module)
@@ -179,6 +183,12 @@ class HFChatModel(BaseChatModel):
     # -- generation ----------------------------------------------------------------------------------
     def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
         t_request = time.perf_counter()
+        if params.json_schema is not None:
+            raise UnsupportedParameter(
+                "json_schema",
+                "the transformers backend cannot constrain replies to a JSON schema (JSON mode, structured "
+                "outputs, tool calls); serve a GGUF through llama.cpp (--backend llamacpp) for that",
+            )
         params = params.with_seed()
         with self._idle:
             if self._closed or self.base.closed:

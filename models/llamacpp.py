@@ -8,6 +8,10 @@ This CPU (AMX) crashes llama.cpp's AMX extra buffer type on the first decode (ll
 ``extra_buffers="auto"`` turns extra buffer types off when the CPU has AMX and the build reports AMX.
 Our own setup builds llama.cpp without native flags (no AMX kernels at all), so "auto" is a guard for
 users who built it themselves.
+
+``SamplingParams.json_schema`` is enforced with a llama.cpp grammar (models/grammar.py). ``n_gpu_layers``
+on a build without a GPU backend offloads nothing; the model says so in the log and in
+``load_warnings`` (for the server to print at start) instead of quietly running on the CPU.
 """
 
 from __future__ import annotations
@@ -29,14 +33,40 @@ from models.base import (
     GenerationResult,
     ModelLoadError,
     SamplingParams,
+    UnsupportedParameter,
 )
 from models.context import fit_to_context
+from models.grammar import schema_to_gbnf
 from models.templates import ChatTemplate, TemplateError, resolve_template
 
 log = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
 _PARAMS_PATCH_LOCK = threading.Lock()
+LLAMA_CPP_VERSION = "0.3.36"
+# --no-cache-dir: pip would reuse the CPU wheel it cached, whatever CMAKE_ARGS say; --no-deps: the
+# dependencies are installed already, and --force-reinstall would otherwise upgrade them all.
+CUDA_REBUILD = (
+    f'CMAKE_ARGS="-DGGML_CUDA=on -DGGML_NATIVE=OFF" pip install --force-reinstall --no-deps --no-cache-dir '
+    f"llama-cpp-python=={LLAMA_CPP_VERSION}"
+)
+
+
+def gpu_offload_warning(n_gpu_layers: int) -> str | None:
+    """Why ``n_gpu_layers`` will offload nothing (None when it will, or when none were asked for)."""
+    if n_gpu_layers == 0:
+        return None
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        return None
+    asked = "all layers" if n_gpu_layers < 0 else f"{n_gpu_layers} layers"
+    return (
+        f"--gpu-layers {n_gpu_layers} asks for {asked} on a GPU, but this llama.cpp build has no GPU "
+        "backend (or found no GPU): nothing will be offloaded and the model runs on the CPU. To use an "
+        "NVIDIA GPU, rebuild llama-cpp-python with CUDA (it needs nvcc on PATH and the NVIDIA driver): "
+        f"{CUDA_REBUILD}"
+    )
 
 
 def check_gguf_file(path: Path) -> None:
@@ -149,6 +179,10 @@ class LlamaCppChatModel(BaseChatModel):
         self.model_id = self.path.name
         self.display_name = display_name or self.path.stem
         self.lora_path = str(lora_path) if lora_path else None
+        warning = gpu_offload_warning(n_gpu_layers)
+        self.load_warnings: tuple[str, ...] = (warning,) if warning else ()
+        if warning:
+            log.warning("%s", warning)
         # Threads x instances must not exceed the cores: llama.cpp's OpenMP threads spin while waiting, and
         # two spinning teams on the same cores collapse throughput (FACTS.md). Measured here with 2 cores:
         # 1 thread 85 tok/s, 2 threads 114 tok/s alone, but 2+2 threads under load far worse than 1+1.
@@ -202,6 +236,7 @@ class LlamaCppChatModel(BaseChatModel):
         self._closed = False
         self._active = 0  # generations created and not yet finished
         self._idle = threading.Condition()
+        self._checked_grammars: set[str] = set()  # grammars llama.cpp parsed once already
 
     def clone(
         self, *, lora_path: str | Path | None = None, display_name: str | None = None
@@ -240,6 +275,26 @@ class LlamaCppChatModel(BaseChatModel):
     def count_tokens(self, text: str) -> int:
         return len(self._tokenize_prompt(text))
 
+    def _grammar(self, params: SamplingParams):
+        """The LlamaGrammar of ``params.json_schema`` (None without one); raises UnsupportedParameter."""
+        if params.json_schema is None:
+            return None
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        gbnf = schema_to_gbnf(params.json_schema)
+        if gbnf not in self._checked_grammars:
+            # llama-cpp-python adds the grammar sampler without checking it: a grammar llama.cpp cannot
+            # parse would be a NULL sampler in the chain and crash the decode. Parse it once here.
+            sampler = llama_cpp.llama_sampler_init_grammar(
+                self._tokenizer._model.vocab, gbnf.encode("utf-8"), b"root"
+            )
+            if not sampler:
+                raise UnsupportedParameter("json_schema", "llama.cpp cannot parse the grammar of this schema")
+            llama_cpp.llama_sampler_free(sampler)
+            self._checked_grammars.add(gbnf)
+        return LlamaGrammar.from_string(gbnf, verbose=False)
+
     # -- generation ----------------------------------------------------------------------------------
     def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
         t_request = time.perf_counter()
@@ -257,6 +312,7 @@ class LlamaCppChatModel(BaseChatModel):
                 max_new_tokens=params.max_new_tokens,
             )
             tokens = self._tokenize_prompt(fitted.prompt)
+            grammar = self._grammar(params)
         except BaseException:
             self._release_slot()
             raise
@@ -283,6 +339,7 @@ class LlamaCppChatModel(BaseChatModel):
                         seed=params.seed,
                         stop=stop or None,
                         stream=True,
+                        grammar=grammar,
                     )
                     try:
                         for chunk in completion:

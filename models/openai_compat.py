@@ -2,6 +2,10 @@
 llama-cpp-python's server, Ollama). This is how a deployment outgrows one machine: the playground keeps
 the UI, the logging and the training loop; the remote server generates.
 
+An output constraint (``SamplingParams.json_schema``) is passed on as ``response_format``: ``json_object``
+for the any-object schema, otherwise ``json_schema`` with ``strict: true``. A server that cannot honour it
+answers with an error, which surfaces as a GenerationError; nothing is dropped on the way.
+
 We do not know the remote chat template, so the "prompt sent" stored with each reply is the JSON list
 of messages. Token counts for fitting the context are estimated (3 characters per token, on the safe
 side); the remote server's own usage numbers are used when it reports them.
@@ -26,6 +30,7 @@ from models.base import (
     SamplingParams,
 )
 from models.context import fit_to_context
+from models.grammar import ANY_OBJECT
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +123,8 @@ class OpenAICompatChatModel(BaseChatModel):
             request["seed"] = params.seed
         if params.stop:
             request["stop"] = list(params.stop)
+        if params.json_schema is not None:
+            request["response_format"] = response_format(params.json_schema)
         if self.send_extra_params:
             request["extra_body"] = {
                 "top_k": params.top_k,  # 0 = off for llama.cpp and vLLM alike
@@ -194,6 +201,14 @@ class OpenAICompatChatModel(BaseChatModel):
 
     def close(self) -> None:
         """Nothing to free: the client is stateless, and other versions may share it."""
+
+
+def response_format(json_schema: str) -> dict:
+    """The OpenAI ``response_format`` that asks a remote server for replies matching ``json_schema``."""
+    schema = json.loads(json_schema)
+    if schema == json.loads(ANY_OBJECT):
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": True}}
 
 
 def _message(exc) -> str:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from models.base import (
@@ -28,6 +28,7 @@ from models.base import (
     GenerationResult,
     ModelLoadError,
     SamplingParams,
+    sample_seeds,
 )
 
 log = logging.getLogger(__name__)
@@ -251,6 +252,43 @@ class ModelService:
         self, messages: Sequence[ChatMessage], params: SamplingParams, *, version_id: int | None = None
     ) -> GenerationResult:
         return self.stream(messages, params, version_id=version_id).wait()
+
+    def stream_n(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        n: int,
+        *,
+        version_id: int | None = None,
+    ) -> list[Generation]:
+        """``n`` generations of the same messages on ONE version (a hot swap cannot split them), seeded as
+        ``sample_n`` seeds them; the streaming form of :meth:`sample_n`. Raises ValueError for a bad ``n``
+        (or n > 1 with greedy decoding); if one cannot start, those already started are cancelled."""
+        seeds = sample_seeds(params, n)
+        # n == 1 keeps the caller's params: the backend seeds a sampled reply itself, a greedy one needs none
+        variants = [params] if n == 1 else [replace(params, seed=s) for s in seeds]
+        for attempt in range(2):
+            served = self._resolve(version_id)
+            generations: list[Generation] = []
+            try:
+                for variant in variants:
+                    generation = served.model.stream(messages, variant)
+                    generation.version_id = served.version_id
+                    generations.append(generation)
+            except BaseException as exc:
+                for g in generations:
+                    g.cancel()
+                # the version was closed between resolving and starting (evicted or swapped): once more
+                if (
+                    attempt == 0
+                    and not generations
+                    and isinstance(exc, GenerationError)
+                    and "unloaded" in str(exc)
+                ):
+                    continue
+                raise
+            return generations
+        raise GenerationError("the model was swapped twice while starting; try again")
 
     def sample_n(
         self,

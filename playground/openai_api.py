@@ -12,6 +12,39 @@ Security: with ``--share`` or ``--auth`` (or an ``--api-key``) every request nee
 count as chat turns against the rate limits (429 with OpenAI's error shape and a Retry-After header),
 and go through the content filter like the Chat tab: a blocked request gets 400 with code
 "content_filter"; a blocked reply is withheld and ends with finish_reason "content_filter".
+
+No parameter is ignored silently. The request body is validated by playground/openai_types.py; what each
+field does here:
+
+- Supported: ``model``, ``messages`` (roles system/developer, user, assistant with ``tool_calls``, tool;
+  text content or text parts), ``temperature``, ``top_p``, ``max_tokens`` / ``max_completion_tokens``,
+  ``stop``, ``seed``, ``stream``, ``stream_options.include_usage``, and the llama.cpp/vLLM extensions
+  ``top_k``, ``repetition_penalty`` (alias ``repeat_penalty``).
+- ``n`` (1 to 8): n replies sampled on one version with seeds seed, seed+1, ... (n > 1 needs a
+  temperature above 0), streamed as choices 0..n-1; they are stored as sibling replies of the same user
+  message, which the Compare and Rank statistics use.
+- ``response_format``: ``text`` (the default); ``json_object`` (any JSON object) and ``json_schema``
+  (its ``schema``; ``strict`` or not, replies always follow it) are enforced by the backend, with a
+  llama.cpp grammar. A reply with finish_reason "stop" parses and matches the schema; one cut by
+  max_tokens ("length") may not. A schema using keywords a grammar cannot enforce (``minimum``,
+  ``multipleOf``, most formats, ...) gets 400, and so does a backend with no way to constrain output
+  (transformers). The stored turn's params carry the schema.
+- ``tools`` / ``tool_choice`` / ``parallel_tool_calls``: see playground/openai_tools.py. Function tools
+  only; "none" leaves them out; "auto" (the default with tools) lets the reply be a call or a plain
+  answer; "required", a named function and ``allowed_tools`` force a call, returned as ``tool_calls``
+  with finish_reason "tool_calls". One call per reply, which both values of ``parallel_tool_calls``
+  allow. A streamed reply with tools arrives as one chunk when it is complete (a call is only known to
+  be one at its end). ``response_format`` other than text cannot be combined with tools (400).
+- Harmless, accepted and ignored: ``user``, ``safety_identifier``, ``metadata``, ``prompt_cache_key``,
+  ``prompt_cache_retention``, ``prompt_cache_options``, ``stream_options.include_obfuscation``, a
+  message's ``name``; ``store`` (true or absent: every turn is stored anyway), ``service_tier`` ("auto"
+  or "default").
+- Refused with 400 naming the parameter unless off: ``store: false`` (turns are always stored),
+  ``logprobs: true``, ``top_logprobs``, ``logit_bias``, non-zero ``presence_penalty`` /
+  ``frequency_penalty`` (use ``repetition_penalty``), ``modalities`` other than ["text"], ``audio``,
+  ``prediction``, ``web_search_options``, ``functions`` / ``function_call`` (deprecated: use tools),
+  ``reasoning_effort``, ``verbosity``, ``moderation``, other service tiers.
+- Any other field: 400 "unknown parameter", naming it.
 """
 
 from __future__ import annotations
@@ -20,32 +53,56 @@ import dataclasses
 import hmac
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 from starlette.routing import BaseRoute
 
 from feedback_store.store import FeedbackStore
 from feedback_store.text import clean_input
-from models.base import ChatMessage, Generation, GenerationError, GenerationResult, SamplingParams
+from models.base import (
+    ChatMessage,
+    Generation,
+    GenerationError,
+    GenerationResult,
+    SamplingParams,
+    UnsupportedParameter,
+)
+from models.grammar import ANY_OBJECT
 from models.service import ModelService, VersionUnavailable
 from playground.chat import turn_record
-from playground.safety import Safety
+from playground.openai_tools import ToolPlan, ToolRequestError, plan_tools, render_history, with_instructions
+from playground.openai_types import ChatCompletionRequest, describe
+from playground.safety import OutputCheck, Safety
 from settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEPLOYED_ALIAS = "playground"
 OWNER = "rlhf-playground"
-MAX_MESSAGES = 200
 MAX_CHARS = 400_000
+MAX_N = 8  # choices per request: each holds a model instance while it runs, so keep it small
+
+# SamplingParams' field (first word of its error) -> the request field that set it
+_PARAM_OF_FIELD = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "max_new_tokens": "max_tokens",
+    "repetition_penalty": "repetition_penalty",
+    "seed": "seed",
+    "stop": "stop",
+}
 
 
 class APIError(Exception):
@@ -69,6 +126,102 @@ class APIError(Exception):
         return JSONResponse(body, status_code=self.status, headers=headers or None)
 
 
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated request, in the model layer's terms."""
+
+    model: str
+    messages: list[
+        ChatMessage
+    ]  # what the model sees: tool results as user messages, tools in the system prompt
+    params: SamplingParams  # json_schema set by response_format or by the tools
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    tools: ToolPlan | None = None  # replies are tool calls (or, "auto", plain answers) to decode
+    constraint: str | None = None  # the request field behind params.json_schema, for error messages
+
+
+def parse_request(body: Any) -> ChatRequest:
+    """Validate a request body (pure: no model, no store); raises APIError (400) naming the field."""
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    try:
+        req = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        param, message = describe(exc)
+        raise APIError(400, message, param=param) from None
+    if refused := req.refused():
+        raise APIError(400, refused[1], param=refused[0])
+    n = 1 if req.n is None else req.n
+    if not 1 <= n <= MAX_N:
+        raise APIError(400, f"n must be between 1 and {MAX_N}, got {n}", param="n")
+    temperature = 1.0 if req.temperature is None else req.temperature
+    if n > 1 and temperature == 0:
+        raise APIError(
+            400, "n > 1 with temperature 0 would give n identical replies; raise the temperature", param="n"
+        )
+    try:
+        plan = plan_tools(req.tools, req.tool_choice)
+        messages = _checked_messages(render_history(req.messages))
+    except ToolRequestError as exc:
+        raise APIError(400, str(exc), param=exc.param) from None
+    schema = constraint = None
+    fmt = req.response_format
+    if fmt is not None and fmt.type != "text":
+        if plan is not None:
+            raise APIError(
+                400,
+                "response_format cannot be combined with tools: a reply is then a tool call or a plain answer; "
+                "send tool_choice 'none' or leave response_format out",
+                param="response_format",
+            )
+        spec = fmt.json_schema
+        schema = ANY_OBJECT if spec is None or spec.schema_ is None else json.dumps(spec.schema_)
+        constraint = "response_format"
+    elif plan is not None:
+        messages = with_instructions(messages, plan)
+        schema, constraint = json.dumps(plan.schema()), "tools"
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    repetition = req.repetition_penalty if req.repetition_penalty is not None else req.repeat_penalty
+    try:
+        params = SamplingParams(
+            temperature=temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            top_k=0 if req.top_k is None else req.top_k,
+            max_new_tokens=SamplingParams().max_new_tokens if max_tokens is None else max_tokens,
+            repetition_penalty=1.0 if repetition is None else repetition,
+            seed=req.seed,
+            stop=tuple(req.stop or ()),
+            json_schema=schema,
+        )
+    except ValueError as exc:
+        first = str(exc).split(" ", 1)[0].rstrip(":")
+        raise APIError(400, str(exc), param=_PARAM_OF_FIELD.get(first, constraint)) from None
+    return ChatRequest(
+        model=req.model,
+        messages=messages,
+        params=params,
+        n=n,
+        stream=bool(req.stream),
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        tools=plan,
+        constraint=constraint,
+    )
+
+
+def _checked_messages(history: list[tuple[str, str]]) -> list[ChatMessage]:
+    messages = [ChatMessage(role=role, content=clean_input(text)) for role, text in history]
+    total = sum(len(m["content"]) for m in messages)
+    if total > MAX_CHARS:
+        raise APIError(400, f"the messages are {total:,} characters; at most {MAX_CHARS:,}", param="messages")
+    if messages[-1]["role"] != "user":
+        raise APIError(400, "the last message must be from the user (or a tool result)", param="messages")
+    if any(m["role"] == "system" for m in messages[1:]):
+        raise APIError(400, "a system message is only allowed first", param="messages")
+    return messages
+
+
 class OpenAIAPI:
     """The API's handlers; everything hangs off the instance (no module state)."""
 
@@ -87,19 +240,21 @@ class OpenAIAPI:
         self.safety = safety or Safety.from_settings(settings, store, service)
         self.logins = dict(settings.safety.auth_pairs())
         self.require_key = bool(settings.server.share or self.logins or settings.safety.api_key)
-        # Requests beyond this many in flight get 503 at once instead of queueing without bound.
+        # Generations beyond this many in flight get 503 at once instead of queueing without bound.
         self.max_pending = max_pending or max(8, 4 * settings.inference.concurrency)
         # Generations started for the API; a never-read stream still ends and stops counting (self-healing).
         self._inflight: weakref.WeakSet[Generation] = weakref.WeakSet()
         self._inflight_lock = threading.Lock()
 
-    def _busy(self) -> bool:
+    def _busy(self, starting: int = 1) -> bool:
+        """Whether ``starting`` more generations would exceed max_pending (one request always may run)."""
         with self._inflight_lock:
-            return sum(1 for g in self._inflight if g.running) >= self.max_pending
+            running = sum(1 for g in self._inflight if g.running)
+        return running > 0 and running + starting > self.max_pending
 
-    def _track(self, generation: Generation) -> None:
+    def _track(self, generations: list[Generation]) -> None:
         with self._inflight_lock:
-            self._inflight.add(generation)
+            self._inflight.update(generations)
 
     # -- auth ------------------------------------------------------------------------------------
     def authenticate(self, request: Request) -> str:
@@ -170,53 +325,23 @@ class OpenAIAPI:
         )
 
     # -- request parsing -------------------------------------------------------------------------
-    def parse(self, body: Any) -> tuple[list[ChatMessage], SamplingParams, bool, bool, str]:
-        if not isinstance(body, dict):
-            raise APIError(400, "the request body must be a JSON object")
-        if "model" not in body:
-            raise APIError(400, "'model' is required", param="model")
-        messages = _parse_messages(body.get("messages"))
-        n = body.get("n", 1)
-        if n not in (1, None):
-            raise APIError(400, "only n=1 is supported", param="n")
-        stop = body.get("stop")
-        if isinstance(stop, str):
-            stop = [stop]
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        defaults = SamplingParams()
-        try:
-            params = SamplingParams(
-                temperature=_number(body, "temperature", 1.0),
-                top_p=_number(body, "top_p", 1.0),
-                top_k=int(_number(body, "top_k", 0)),
-                max_new_tokens=defaults.max_new_tokens
-                if max_tokens is None
-                else _int(max_tokens, "max_tokens"),
-                repetition_penalty=_number(body, "repetition_penalty", _number(body, "repeat_penalty", 1.0)),
-                seed=None if body.get("seed") is None else _int(body["seed"], "seed"),
-                stop=tuple(stop or ()),
-            )
-        except (ValueError, TypeError) as exc:
-            raise APIError(400, str(exc)) from exc
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise APIError(400, "'stream' must be true or false", param="stream")
-        options = body.get("stream_options") or {}
-        include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-        return messages, params, stream, include_usage, str(body["model"])
+    @staticmethod
+    def parse(body: Any) -> ChatRequest:
+        return parse_request(body)
 
     # -- logging ---------------------------------------------------------------------------------
     def log_turn(
         self,
         user: str,
         messages: list[ChatMessage],
-        result: GenerationResult | None,
+        results: list[GenerationResult],
         *,
         input_moderation: dict | None = None,
-        output_moderation: dict | None = None,
+        output_moderations: list[dict | None] | None = None,
     ) -> None:
-        """Store the request's history and the reply, as the Chat tab does for a UI turn (a refused
-        request: its history only, the last message carrying the decision)."""
+        """Store the request's history and its replies, as the Chat tab does for a UI turn: n replies are
+        siblings (children of the same last message). A refused request: its history only, the last
+        message carrying the decision."""
         try:
             system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
             conversation = self.store.create_conversation(user, source="api", system_prompt=system)
@@ -231,10 +356,11 @@ class OpenAIAPI:
                     parent_id=parent,
                     moderation=input_moderation if last else None,
                 )
-            if result is not None:
+            for i, result in enumerate(results):
                 record = turn_record(result)
-                if output_moderation is not None:
-                    record = dataclasses.replace(record, moderation=output_moderation)
+                moderation = output_moderations[i] if output_moderations else None
+                if moderation is not None:
+                    record = dataclasses.replace(record, moderation=moderation)
                 self.store.add_assistant_message(conversation, parent, record)
         except Exception:  # losing a log row must not fail the request that already succeeded
             log.exception("could not store an API turn")
@@ -260,25 +386,29 @@ class OpenAIAPI:
                 body = await request.json()
             except (ValueError, UnicodeDecodeError) as exc:
                 raise APIError(400, f"the request body is not valid JSON: {exc}") from exc
-            messages, params, stream, include_usage, model = self.parse(body)
-            version_id = self.resolve_model(model)
-            check = self.screen(request, user, messages)
+            req = self.parse(body)
+            version_id = self.resolve_model(req.model)
+            check = self.screen(request, user, req.messages)
             if check.refused:
                 await anyio.to_thread.run_sync(
-                    lambda: self.log_turn(user, messages, None, input_moderation=check.moderation)
+                    lambda: self.log_turn(user, req.messages, [], input_moderation=check.moderation)
                 )
                 raise APIError(400, _plain(check.refusal), code="content_filter", param="messages")
-            if self._busy():
+            if self._busy(req.n):
                 raise APIError(
                     503,
-                    f"the server is busy ({self.max_pending} requests in flight); retry shortly",
+                    f"the server is busy ({self.max_pending} generations in flight); retry shortly",
                     type_="server_error",
                     code="overloaded",
                 )
-            generation = await anyio.to_thread.run_sync(
-                lambda: self.service.stream(messages, params, version_id=version_id)
-            )
-            self._track(generation)
+            try:
+                generations = await anyio.to_thread.run_sync(
+                    lambda: self.service.stream_n(req.messages, req.params, req.n, version_id=version_id)
+                )
+            except UnsupportedParameter as exc:  # the backend cannot honour the constraint: say which field
+                param = req.constraint or exc.param
+                raise APIError(400, f"{param}: {exc}", param=param) from exc
+            self._track(generations)
         except APIError as exc:
             return exc.response()
         except VersionUnavailable as exc:
@@ -288,126 +418,141 @@ class OpenAIAPI:
         except GenerationError as exc:
             return APIError(500, str(exc), type_="server_error").response()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        if stream:
+        if req.stream:
             return StreamingResponse(
-                self._sse(generation, completion_id, model, user, messages, include_usage, check.moderation),
+                self._sse(generations, completion_id, req, user, check.moderation),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            result = await anyio.to_thread.run_sync(generation.wait)
+            results = await anyio.to_thread.run_sync(lambda: [g.wait() for g in generations])
         except GenerationError as exc:
             return APIError(500, str(exc), type_="server_error").response()
         finally:
-            generation.cancel()
-        output = await anyio.to_thread.run_sync(
-            lambda: self.safety.check_output(result.text, report_hint=False)
+            for g in generations:
+                g.cancel()
+        outputs = await anyio.to_thread.run_sync(
+            lambda: [self.safety.check_output(r.text, report_hint=False) for r in results]
         )
         await anyio.to_thread.run_sync(
             lambda: self.log_turn(
-                user, messages, result, input_moderation=check.moderation, output_moderation=output.moderation
+                user,
+                req.messages,
+                results,
+                input_moderation=check.moderation,
+                output_moderations=[o.moderation for o in outputs],
             )
         )
-        withheld = (output.moderation or {}).get("action") == "withheld"
+        choices = []
+        for i, (result, output) in enumerate(zip(results, outputs, strict=True)):
+            message, finish = _reply(result, output, req.tools)
+            choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
         return JSONResponse(
             {
                 "id": completion_id,
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": model,
-                "system_fingerprint": f"version-{result.version_id}",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": _plain(output.shown) if withheld else result.text,
-                        },
-                        "finish_reason": "content_filter" if withheld else _finish(result),
-                        "logprobs": None,
-                    }
-                ],
-                "usage": _usage(result),
+                "model": req.model,
+                "system_fingerprint": f"version-{results[0].version_id}",
+                "choices": choices,
+                "usage": _usage(results),
             }
         )
 
     async def _sse(
         self,
-        generation: Generation,
+        generations: list[Generation],
         completion_id: str,
-        model: str,
+        req: ChatRequest,
         user: str,
-        messages: list[ChatMessage],
-        include_usage: bool,
         input_moderation: dict | None = None,
     ) -> AsyncIterator[str]:
         created = int(time.time())
-        fingerprint = f"version-{generation.version_id}"
+        fingerprint = f"version-{generations[0].version_id}"
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> str:
+        def event(choices: list[dict[str, Any]], usage: dict | None = None) -> str:
             payload = {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
                 "created": created,
-                "model": model,
+                "model": req.model,
                 "system_fingerprint": fingerprint,
-                "choices": []
-                if usage is not None
-                else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                "choices": choices,
             }
             if usage is not None:
                 payload["usage"] = usage
             return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
-        result: GenerationResult | None = None
-        pieces = generation.batches()  # tokens that queued while we were sending go out as one chunk
-        sent = ""
-        filtered = False
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
+            return event([{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}])
+
+        n = len(generations)
+        pieces, readers = _merge(generations)
+        sent = [""] * n
+        filtered = [False] * n
+        outputs: list[OutputCheck | None] = [None] * n
         try:
-            yield chunk({"role": "assistant", "content": ""})
-            while True:
-                piece = await anyio.to_thread.run_sync(next, pieces, None)
-                if piece is None:
-                    break
-                if self.safety.check_stream(sent + piece):  # the flagged piece is never sent
-                    filtered = True
-                    generation.cancel()
-                    break
-                sent += piece
-                yield chunk({"content": piece})
-            if filtered:
-                result = await anyio.to_thread.run_sync(generation.wait)
-            result = generation.result if result is None else result
-            assert result is not None
-            yield chunk({}, "content_filter" if filtered else _finish(result))
-            if include_usage:
-                yield chunk({}, usage=_usage(result))
+            for i in range(n):
+                yield chunk(i, {"role": "assistant", "content": ""})
+            left = n
+            while left:
+                i, item = await anyio.to_thread.run_sync(pieces.get)
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, str):
+                    # with tools the reply is decoded when complete; a withheld choice sends nothing more
+                    if req.tools is None and not filtered[i]:
+                        if self.safety.check_stream(sent[i] + item):  # the flagged piece is never sent
+                            filtered[i] = True
+                            generations[i].cancel()
+                        else:
+                            sent[i] += item
+                            yield chunk(i, {"content": item})
+                    continue
+                left -= 1
+                result = generations[i].result
+                assert result is not None
+                if req.tools is None:
+                    yield chunk(i, {}, "content_filter" if filtered[i] else _finish(result))
+                    continue
+                output = await anyio.to_thread.run_sync(
+                    lambda r=result: self.safety.check_output(r.text, report_hint=False)
+                )
+                outputs[i] = output
+                message, finish = _reply(result, output, req.tools)
+                if "tool_calls" in message:
+                    delta = {"tool_calls": [{"index": 0, **message["tool_calls"][0]}]}
+                else:
+                    delta = {"content": message["content"]}
+                yield chunk(i, delta)
+                yield chunk(i, {}, finish)
+            if req.include_usage:
+                yield event([], usage=_usage([g.result for g in generations if g.result is not None]))
             yield "data: [DONE]\n\n"
-        except GenerationError as exc:
+        except Exception as exc:  # a backend failure (GenerationError) ends the stream with an error event
             error = {"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}}
             yield f"data: {json.dumps(error)}\n\n"
         finally:
             # Runs on the end, on an error and when the client disconnects (the task is cancelled).
-            generation.cancel()
-            if result is None:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        result = await anyio.to_thread.run_sync(generation.wait)
-                    except GenerationError:
-                        result = None
-            if result is not None:
-                final = result
-                with anyio.CancelScope(shield=True):
-                    output = await anyio.to_thread.run_sync(
-                        lambda: self.safety.check_output(final.text, report_hint=False)
+            for g in generations:
+                g.cancel()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(lambda: [t.join() for t in readers])
+                done = [(g.result, outputs[i]) for i, g in enumerate(generations) if g.result is not None]
+                if done:
+                    checks = await anyio.to_thread.run_sync(
+                        lambda: [
+                            o if o is not None else self.safety.check_output(r.text, report_hint=False)
+                            for r, o in done
+                        ]
                     )
                     await anyio.to_thread.run_sync(
                         lambda: self.log_turn(
                             user,
-                            messages,
-                            final,
+                            req.messages,
+                            [r for r, _ in done],
                             input_moderation=input_moderation,
-                            output_moderation=output.moderation,
+                            output_moderations=[c.moderation for c in checks],
                         )
                     )
 
@@ -427,6 +572,49 @@ class OpenAIAPI:
         return list(router.routes)
 
 
+def _merge(generations: list[Generation]) -> tuple[queue.SimpleQueue, list[threading.Thread]]:
+    """The text of several generations as ``(index, piece)`` in arrival order, ``(index, None)`` at each
+    one's end and ``(index, exception)`` when one fails: one reader thread per generation, so a slow choice
+    never holds back the others."""
+    out: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read(index: int, generation: Generation) -> None:
+        try:
+            for piece in generation.batches():  # tokens that queued meanwhile go out as one chunk
+                out.put((index, piece))
+        except BaseException as exc:  # handed to the reader of the queue
+            out.put((index, exc))
+        else:
+            out.put((index, None))
+
+    readers = [
+        threading.Thread(target=read, args=(i, g), name=f"api-choice-{i}", daemon=True)
+        for i, g in enumerate(generations)
+    ]
+    for t in readers:
+        t.start()
+    return out, readers
+
+
+def _reply(
+    result: GenerationResult, output: OutputCheck, plan: ToolPlan | None
+) -> tuple[dict[str, Any], str]:
+    """A choice's message and finish_reason: withheld, a tool call, the plain answer, or the text."""
+    if (output.moderation or {}).get("action") == "withheld":
+        return {"role": "assistant", "content": _plain(output.shown)}, "content_filter"
+    if plan is not None and result.finish_reason == "stop":
+        decoded = plan.decode(result.text)
+        if decoded.call is not None:
+            return {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [decoded.call.to_openai()],
+            }, "tool_calls"
+        if decoded.content is not None:
+            return {"role": "assistant", "content": decoded.content}, "stop"
+    return {"role": "assistant", "content": result.text}, _finish(result)
+
+
 def _plain(markdown: str | None) -> str:
     """A UI message without its Markdown emphasis, for API clients."""
     return (markdown or "").replace("**", "").replace("*", "").replace("⚠️ ", "").strip()
@@ -436,71 +624,8 @@ def _finish(result: GenerationResult) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def _usage(result: GenerationResult) -> dict[str, int]:
-    return {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
-
-
-def _number(body: dict, key: str, default: float) -> float:
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise APIError(400, f"'{key}' must be a number", param=key)
-    return float(value)
-
-
-def _int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise APIError(400, f"'{key}' must be an integer", param=key)
-    return value
-
-
-def _parse_messages(raw: Any) -> list[ChatMessage]:
-    if not isinstance(raw, list) or not raw:
-        raise APIError(400, "'messages' must be a non-empty list", param="messages")
-    if len(raw) > MAX_MESSAGES:
-        raise APIError(400, f"at most {MAX_MESSAGES} messages per request", param="messages")
-    messages: list[ChatMessage] = []
-    total = 0
-    for i, m in enumerate(raw):
-        if not isinstance(m, dict):
-            raise APIError(400, f"messages[{i}] must be an object", param="messages")
-        role = m.get("role")
-        if role == "developer":  # OpenAI's newer name for the system role
-            role = "system"
-        if role not in ("system", "user", "assistant"):
-            raise APIError(
-                400,
-                f"messages[{i}].role {role!r} is not supported (system, user, assistant)",
-                param="messages",
-            )
-        content = m.get("content")
-        if isinstance(content, list):  # content parts: text only
-            texts = []
-            for part in content:
-                if (
-                    not isinstance(part, dict)
-                    or part.get("type") != "text"
-                    or not isinstance(part.get("text"), str)
-                ):
-                    raise APIError(
-                        400, f"messages[{i}]: only text content parts are supported", param="messages"
-                    )
-                texts.append(part["text"])
-            content = "".join(texts)
-        if not isinstance(content, str):
-            raise APIError(400, f"messages[{i}].content must be a string", param="messages")
-        content = clean_input(content)
-        total += len(content)
-        messages.append(ChatMessage(role=role, content=content))
-    if total > MAX_CHARS:
-        raise APIError(400, f"the messages are {total:,} characters; at most {MAX_CHARS:,}", param="messages")
-    if messages[-1]["role"] != "user":
-        raise APIError(400, "the last message must be from the user", param="messages")
-    if any(m["role"] == "system" for m in messages[1:]):
-        raise APIError(400, "a system message is only allowed first", param="messages")
-    return messages
+def _usage(results: list[GenerationResult]) -> dict[str, int]:
+    """One prompt, n completions (as OpenAI counts them)."""
+    prompt = results[0].prompt_tokens if results else 0
+    completion = sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

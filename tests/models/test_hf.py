@@ -165,3 +165,32 @@ def test_two_threads_share_one_slot(hf_model):
         t.join(timeout=120)
     assert errors == [] and len(results) == 3
     assert max(r.queue_s for r in results) > 0  # one slot on CPU: the others waited
+
+
+def test_output_constraints_are_refused_not_ignored(hf_model, store):
+    """transformers has no grammar here: a JSON schema is refused before anything runs, and the OpenAI API
+    turns that into a 400 naming the request field that asked for it."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from models.base import UnsupportedParameter
+    from models.service import ModelService
+    from playground.openai_api import OpenAIAPI
+    from settings import Settings
+
+    with pytest.raises(UnsupportedParameter, match="transformers backend cannot") as caught:
+        hf_model.stream(QUESTION, SamplingParams(json_schema='{"type": "object"}'))
+    assert caught.value.param == "json_schema"
+    base = store.ensure_base_version(hf_model.model_id)
+    api = OpenAIAPI(Settings(), store, ModelService(hf_model, base.id, base.name))
+    http = TestClient(FastAPI(routes=api.routes()))
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    for extra, param in (
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [tool]}, "tools"),
+    ):
+        r = http.post("/v1/chat/completions", json={"model": "playground", "messages": QUESTION, **extra})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.json()
+        assert "transformers backend cannot" in r.json()["error"]["message"]
+    r = http.post("/v1/chat/completions", json={"model": "playground", "messages": QUESTION, "max_tokens": 4})
+    assert r.status_code == 200  # plain chat still works

@@ -1,10 +1,12 @@
 """Integration tests on the real embedded model through llama.cpp (no fakes)."""
 
+import json
+import logging
 import threading
 
 import pytest
 
-from models.base import GenerationError, ModelLoadError, SamplingParams
+from models.base import GenerationError, ModelLoadError, SamplingParams, UnsupportedParameter
 from models.llamacpp import LlamaCppChatModel, check_gguf_file
 from settings import DEFAULT_SYSTEM_PROMPT
 
@@ -167,3 +169,50 @@ def test_check_gguf_file_accepts_the_embedded_model():
     from models.embedded import embedded_model_path
 
     check_gguf_file(embedded_model_path())
+
+
+def test_a_json_schema_constrains_the_reply(embedded_model):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 30}, "size": {"enum": ["small", "big"]}},
+        "required": ["city", "size"],
+        "additionalProperties": False,
+    }
+    params = SamplingParams(temperature=0.8, seed=11, max_new_tokens=60, json_schema=json.dumps(schema))
+    for reply in embedded_model.sample_n(QUESTION, params, 3):
+        assert reply.finish_reason == "stop" and reply.params.json_schema == params.json_schema
+        value = json.loads(reply.text)
+        assert (
+            set(value) == {"city", "size"} and value["size"] in ("small", "big") and len(value["city"]) <= 30
+        )
+    with pytest.raises(UnsupportedParameter, match="minimum") as caught:
+        embedded_model.stream(QUESTION, SamplingParams(json_schema='{"type": "integer", "minimum": 1}'))
+    assert caught.value.param == "json_schema"
+    assert embedded_model.active_generations == 0  # the refused request gave its slot back
+
+
+def test_gpu_layers_without_a_gpu_build_warn_and_still_generate(caplog, embedded_model):
+    """On this CPU-only build ``--gpu-layers -1`` offloads nothing: the model says so (log and
+    load_warnings, which the server prints at start), with the command that rebuilds llama.cpp with CUDA."""
+    import llama_cpp
+
+    from models.loader import load_chat_model
+
+    assert embedded_model.load_warnings == ()  # no GPU layers asked: nothing to say
+    with caplog.at_level(logging.WARNING, logger="models.llamacpp"):
+        model = load_chat_model(None, gpu_layers=-1, pool_size=1, n_threads=1)
+    try:
+        if llama_cpp.llama_supports_gpu_offload():  # a CUDA build: the layers really go to the GPU
+            assert model.load_warnings == ()
+        else:
+            [warning] = model.load_warnings
+            assert "nothing will be offloaded" in warning and "runs on the CPU" in warning
+            assert 'CMAKE_ARGS="-DGGML_CUDA=on' in warning
+            assert (
+                "pip install --force-reinstall --no-deps --no-cache-dir llama-cpp-python==0.3.36" in warning
+            )
+            assert warning in caplog.text
+        reply = model.generate(QUESTION, SamplingParams(temperature=0, max_new_tokens=12))
+        assert reply.completion_tokens > 0 and reply.text
+    finally:
+        model.close()

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from models.base import SamplingParams
@@ -86,3 +88,18 @@ def test_batches_with_an_interval_send_fewer_updates_and_the_first_at_once():
     assert chunks[0] == "0"  # never held back
     assert "".join(chunks) == "01234567890123456789"
     assert len(chunks) < 20
+
+
+def test_a_json_schema_is_kept_as_text_and_stored_as_an_object():
+    p = SamplingParams(json_schema='{"type": "object", "properties": {"a": {"type": "string"}}}')
+    assert hash(p) and p.to_dict()["json_schema"] == {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+    }
+    assert SamplingParams.from_dict(p.to_dict()) == SamplingParams.from_dict(
+        json.loads(json.dumps(p.to_dict()))
+    )
+    assert "json_schema" not in SamplingParams().to_dict()  # rows of unconstrained turns stay as they were
+    for bad in ("{not json", "[1, 2]", "x" * 70_000):
+        with pytest.raises(ValueError, match="json_schema"):
+            SamplingParams(json_schema=bad)

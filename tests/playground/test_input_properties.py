@@ -72,10 +72,11 @@ def test_chat_messages_are_stored_once_cleaned_or_refused(texts):
 def test_api_bodies_parse_or_get_a_400(body):
     api = OpenAIAPI.__new__(OpenAIAPI)  # parse() is pure: no store, no model needed
     try:
-        messages, params, stream, _usage, model = api.parse(body)
+        req = api.parse(body)
     except APIError as exc:
         assert exc.status == 400 and exc.message
         return
+    messages, stream, model = req.messages, req.stream, req.model
     assert messages and messages[-1]["role"] == "user" and isinstance(stream, bool) and model
 
 
@@ -105,7 +106,7 @@ def test_api_bodies_parse_or_get_a_400(body):
 def test_api_message_lists_parse_or_get_a_400(body):
     api = OpenAIAPI.__new__(OpenAIAPI)
     try:
-        messages, *_ = api.parse(body)
+        messages = api.parse(body).messages
     except APIError as exc:
         assert exc.status == 400
         return

@@ -96,8 +96,8 @@ def test_bad_requests_get_openai_shaped_errors(server, client):
         client.chat.completions.create(
             model="playground", messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]
         )
-    with pytest.raises(openai.BadRequestError, match="n=1"):
-        client.chat.completions.create(model="playground", messages=QUESTION, n=2)
+    with pytest.raises(openai.BadRequestError, match="n must be between 1 and 8"):
+        client.chat.completions.create(model="playground", messages=QUESTION, n=9)
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="gpt-4o", messages=QUESTION)
     r = httpx.post(
