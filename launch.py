@@ -79,7 +79,7 @@ def serve(settings: Settings) -> int:
     from playground.safety import Safety
 
     store = FeedbackStore(settings.db_path)
-    base = store.ensure_base_version(model.model_id, name=f"{model.display_name} (base)")
+    base = store.versions.ensure_base(model.model_id, name=f"{model.display_name} (base)")
     service = ModelService.from_registry(
         VersionLoader(model),
         store.versions,

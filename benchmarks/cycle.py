@@ -61,7 +61,6 @@ CHAT_QUESTIONS = [
 
 
 def seed_pairs(store, service, n_pairs: int, rng: random.Random) -> None:
-    from feedback_store import feedback as fb
     from feedback_store.store import AssistantTurn
     from models.base import SamplingParams
 
@@ -80,9 +79,9 @@ def seed_pairs(store, service, n_pairs: int, rng: random.Random) -> None:
         a = store.add_assistant_message(conv, q, AssistantTurn(content=nice_text, model_version_id=version))
         b = store.add_assistant_message(conv, q, AssistantTurn(content=rude_text, model_version_id=version))
         if rng.random() < 0.5:
-            fb.record_comparison(store, a, b, user, "a", mode="samples")
+            store.feedback.record_comparison(a, b, user, "a", mode="samples")
         else:
-            fb.record_comparison(store, b, a, user, "b", mode="samples")
+            store.feedback.record_comparison(b, a, user, "b", mode="samples")
 
 
 def chat_loop(service, stop: threading.Event, out: list[tuple[float, int, float]]) -> None:
@@ -107,7 +106,6 @@ def main() -> None:
     ap.add_argument("--idle-seconds", type=float, default=40)
     args = ap.parse_args()
 
-    from feedback_store.runs import TrainingRuns
     from feedback_store.store import FeedbackStore
     from models.embedded import embedded_model_path
     from models.llamacpp import LlamaCppChatModel
@@ -121,7 +119,7 @@ def main() -> None:
     root = LlamaCppChatModel(
         embedded_model_path(), pool_size=2, n_threads=1
     )  # the server's default on 2 cores
-    base = store.ensure_base_version(root.model_id)
+    base = store.versions.ensure_base(root.model_id)
     service = ModelService.from_registry(VersionLoader(root), store.versions, base_version_id=base.id)
 
     t = time.perf_counter()
@@ -145,7 +143,7 @@ def main() -> None:
         policy_overrides=dict(steps),
         gate=GateConfig(min_win_rate=0.0, kl_budget=1000, max_regressions=99),
     )
-    run = TrainingRuns(store).start("benchmark", config.to_dict())
+    run = store.runs.start("benchmark", config.to_dict())
     (data / "cfg.json").write_text(json.dumps(config.to_dict()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     with (data / "cycle.log").open("wb") as log:
@@ -175,7 +173,7 @@ def main() -> None:
         th.join()
     if code != 0:
         raise SystemExit(f"the cycle failed; see {data / 'cycle.log'}")
-    finished = TrainingRuns(store).get(run.id)
+    finished = store.runs.get(run.id)
     stages = dict(finished.stage_seconds)
     policy_metrics = json.loads(
         next(

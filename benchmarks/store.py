@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from feedback_store import feedback as fb
 from feedback_store.store import AssistantTurn, FeedbackStore
 
 REPLIES = 500
@@ -37,7 +36,7 @@ def main() -> None:
     path = args.db or Path(tempfile.mkdtemp(prefix="pg-bench-store-")) / "bench.db"
 
     store = FeedbackStore(path)
-    version = store.ensure_base_version("bench.gguf").id
+    version = store.versions.ensure_base("bench.gguf").id
     conv = store.create_conversation("bench", system_prompt="Be brief.")
     prompt = store.add_message(conv, "user", "Rate me.")
     replies = [
@@ -61,8 +60,7 @@ def main() -> None:
                 user = f"user-{k}-{i // REPLIES}"
                 message_id = replies[i % REPLIES]
                 t0 = time.perf_counter()
-                fb.record_feedback(
-                    store,
+                store.feedback.record_feedback(
                     message_id,
                     user,
                     thumbs=1 if i % 3 else -1,

@@ -102,7 +102,7 @@ class TrainCommand(Settings):
         return {k: v for k, v in values.items() if v is not None}
 
     def _cycle(self, bar: ProgressBar) -> int:
-        from feedback_store.runs import RunInProgress, TrainingRuns
+        from feedback_store.runs import RunInProgress
         from feedback_store.store import FeedbackStore
         from trainers.cycle import CycleConfig
         from trainers.worker import run_cycle_for
@@ -118,7 +118,7 @@ class TrainCommand(Settings):
         )
         store = FeedbackStore(config.db_path)
         try:
-            run = TrainingRuns(store).start("cli", config.to_dict(), pid=os.getpid())
+            run = store.runs.start("cli", config.to_dict(), pid=os.getpid())
         except RunInProgress as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_RUN_IN_PROGRESS

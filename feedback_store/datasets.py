@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from feedback_store.feedback import pair_weight
-from feedback_store.hygiene import flagged_demonstration_ids, flagged_message_ids
 from feedback_store.stats import ranking_pairs
 from feedback_store.store import FeedbackStore, StoreError
 
@@ -216,7 +215,7 @@ def preference_pairs(
     wanted = _check_sources(sources, PAIR_SOURCES)
     since = normalize_since(since)
     db = store.db
-    flagged = flagged_message_ids(store) if exclude_flagged else frozenset()
+    flagged = store.hygiene.flagged_message_ids() if exclude_flagged else frozenset()
     ctx = _Contexts(db, flagged)
     pairs: list[PreferencePair] = []
     msg_cols = "{p}.content AS {p}_content, {p}.model_version_id AS {p}_version, {p}.preset_id AS {p}_preset, {p}.parent_id AS {p}_parent"
@@ -336,7 +335,7 @@ def unpaired_feedback(
     if version_id is not None:
         where += " AND m.model_version_id = ?"
         args.append(version_id)
-    flagged = flagged_message_ids(store) if exclude_flagged else frozenset()
+    flagged = store.hygiene.flagged_message_ids() if exclude_flagged else frozenset()
     ctx = _Contexts(store.db, flagged)
     out = []
     query = (
@@ -379,8 +378,8 @@ def demonstrations(
     if version_id is not None:
         where += " AND m.model_version_id = ?"
         args.append(version_id)
-    ctx = _Contexts(store.db, flagged_message_ids(store) if exclude_flagged else frozenset())
-    flagged_demos = flagged_demonstration_ids(store) if exclude_flagged else frozenset()
+    ctx = _Contexts(store.db, store.hygiene.flagged_message_ids() if exclude_flagged else frozenset())
+    flagged_demos = store.hygiene.flagged_demonstration_ids() if exclude_flagged else frozenset()
     query = (
         "SELECT d.*, m.content AS replaced, m.parent_id, m.model_version_id FROM demonstrations d "  # noqa: S608 (our own WHERE fragments; values are bound)
         f"JOIN messages m ON m.id = d.message_id WHERE 1 = 1{where} ORDER BY d.updated_at, d.id"
@@ -422,7 +421,7 @@ def prompts(
     if user_id is not None:
         clauses.append("c.user_id = ?")
         args.append(user_id)
-    ctx = _Contexts(store.db, flagged_message_ids(store) if exclude_flagged else frozenset())
+    ctx = _Contexts(store.db, store.hygiene.flagged_message_ids() if exclude_flagged else frozenset())
     seen: set[str] = set()
     out = []
     query = (

@@ -166,3 +166,18 @@ class ConnectionPool:
                     db.close()
             self._all.clear()
         self._local = threading.local()
+
+
+class Repository:
+    """Base of the store's repositories: reads on this thread's connection, writes in BEGIN IMMEDIATE."""
+
+    def __init__(self, pool: ConnectionPool):
+        self._pool = pool
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return self._pool.get()
+
+    def write(self):
+        """A BEGIN IMMEDIATE transaction on this thread's connection (context manager)."""
+        return self._pool.write()

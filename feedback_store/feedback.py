@@ -1,7 +1,7 @@
 """Writing feedback: thumbs with reasons, the InstructGPT 1-7 score and flags, notes, better answers
 (demonstrations), pairwise votes (comparisons) and rankings of K replies.
 
-Every function is one ``BEGIN IMMEDIATE`` transaction through ``FeedbackStore.write()`` and an upsert
+``store.feedback`` (``FeedbackRepository``): every write is one ``BEGIN IMMEDIATE`` transaction and an upsert
 on the row's natural key, so an event that fires twice (Gradio's like event does) or a user who
 changes their mind updates one row instead of adding another. Values are validated here, with errors
 (``StoreError``) that say what to fix; nothing is half-written.
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from feedback_store.db import utc_now
-from feedback_store.store import FeedbackStore, StoreError
+from feedback_store.db import Repository, utc_now
+from feedback_store.records import StoreError
 from feedback_store.text import is_storable, storable
 
 # Reason keys as stored; the labels are what the UI shows. "other" fits both directions.
@@ -182,140 +182,9 @@ def _assistant_rows(db, message_ids: Sequence[int]) -> dict[int, dict[str, Any]]
 
 
 # -- thumbs, reasons, score, flags, note ---------------------------------------------------------------
-def record_feedback(
-    store: FeedbackStore,
-    message_id: int,
-    user_id: str,
-    *,
-    thumbs: int | None | _Keep = KEEP,
-    reasons: Sequence[str] | _Keep = KEEP,
-    add_reasons: Sequence[str] = (),
-    score: int | None | _Keep = KEEP,
-    flags: Sequence[str] | _Keep = KEEP,
-    note: str | None | _Keep = KEEP,
-) -> Feedback:
-    """Create or update ``user_id``'s feedback on reply ``message_id``; fields left at KEEP keep their
-    stored value. ``add_reasons`` adds to the stored reasons (the quick reasons under a reply).
-
-    Reasons must fit the thumbs (down: incorrect, too long, ...; up: accurate, clear, ...). Turning the
-    thumbs around drops the reasons that no longer fit; clearing the thumbs (None) clears the reasons.
-    """
-    _check_user(user_id)
-    if thumbs is not KEEP and thumbs not in (1, -1, None):
-        raise StoreError(f"thumbs must be 1 (up), -1 (down) or None, got {thumbs!r}")
-    if (
-        score is not KEEP
-        and score is not None
-        and (isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 7)
-    ):
-        raise StoreError(f"score must be an integer from 1 to 7, got {score!r}")
-    if flags is not KEEP:
-        flags = _known(flags, INSTRUCTGPT_FLAGS, "flags")
-    if note is not KEEP and note is not None:
-        note = storable(str(note)).strip() or None
-        if note is not None and len(note) > MAX_NOTE_CHARS:
-            raise StoreError(f"the note has {len(note):,} characters; at most {MAX_NOTE_CHARS:,}")
-    with store.write() as db:
-        _assistant_rows(db, [message_id])
-        row = _one(db, "SELECT * FROM feedback WHERE message_id = ? AND user_id = ?", [message_id, user_id])
-        old = Feedback.from_row(row) if row else None
-        new_thumbs = (old.thumbs if old else None) if thumbs is KEEP else thumbs
-        allowed = _reasons_for(new_thumbs)
-        # turning the thumbs around keeps only the stored reasons that still fit
-        kept = [r for r in (old.reasons if old else ()) if r in allowed] if reasons is KEEP else list(reasons)
-        wanted = [*kept, *add_reasons]
-        if wanted and not allowed:
-            raise StoreError("reasons go with a thumbs up or down: choose one first")
-        new = {
-            "thumbs": new_thumbs,
-            "reasons": _known(
-                wanted, allowed, "reasons for a thumbs " + ("up" if new_thumbs == 1 else "down")
-            )
-            if wanted
-            else [],
-            "score": (old.score if old else None) if score is KEEP else score,
-            "flags": (list(old.flags) if old else []) if flags is KEEP else flags,
-            "note": (old.note if old else None) if note is KEEP else note,
-        }
-        if old is not None and all(
-            getattr(old, k) == (tuple(v) if isinstance(v, list) else v) for k, v in new.items()
-        ):
-            return old  # a repeated event: nothing changed, nothing written
-        now = utc_now()
-        values = [
-            message_id,
-            user_id,
-            new["thumbs"],
-            json.dumps(new["reasons"]),
-            new["score"],
-            json.dumps(new["flags"]),
-            new["note"],
-            now,
-            now,
-        ]
-        stored = _one(
-            db,
-            "INSERT INTO feedback (message_id, user_id, thumbs, reasons, score, flags, note, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(message_id, user_id) DO UPDATE SET thumbs = excluded.thumbs, "
-            "reasons = excluded.reasons, score = excluded.score, flags = excluded.flags, "
-            "note = excluded.note, updated_at = excluded.updated_at RETURNING *",
-            values,
-        )
-    return Feedback.from_row(stored)
-
-
-def get_feedback(store: FeedbackStore, message_id: int, user_id: str) -> Feedback | None:
-    row = _one(store.db, "SELECT * FROM feedback WHERE message_id = ? AND user_id = ?", [message_id, user_id])
-    return None if row is None else Feedback.from_row(row)
-
-
-def list_feedback(store: FeedbackStore, *, message_id: int | None = None) -> list[Feedback]:
-    if message_id is None:
-        rows = store.db.query("SELECT * FROM feedback ORDER BY id")
-    else:
-        rows = store.db.query("SELECT * FROM feedback WHERE message_id = ? ORDER BY id", [message_id])
-    return [Feedback.from_row(r) for r in rows]
 
 
 # -- better answers ------------------------------------------------------------------------------------
-def add_demonstration(store: FeedbackStore, message_id: int, user_id: str, content: str) -> DemonstrationRow:
-    """Store ``user_id``'s better answer to reply ``message_id`` (one per user and reply: rewriting it
-    updates it). ``datasets.demonstrations`` serves it for SFT and ``datasets.preference_pairs`` as a
-    pair (the user's answer chosen over the model's reply)."""
-    _check_user(user_id)
-    if content is not None and not isinstance(content, str):
-        raise StoreError("the better answer must be text")
-    content = storable(content or "").strip()
-    if not content:
-        raise StoreError("the better answer is empty")
-    if len(content) > MAX_ANSWER_CHARS:
-        raise StoreError(f"the better answer has {len(content):,} characters; at most {MAX_ANSWER_CHARS:,}")
-    with store.write() as db:
-        reply = _assistant_rows(db, [message_id])[message_id]
-        if reply["content"].strip() == content:
-            raise StoreError("the better answer is the same as the reply; change it first")
-        now = utc_now()
-        row = _one(
-            db,
-            "INSERT INTO demonstrations (message_id, user_id, content, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(message_id, user_id) DO UPDATE SET "
-            "content = excluded.content, updated_at = excluded.updated_at "
-            "WHERE content <> excluded.content RETURNING *",
-            [message_id, user_id, content, now, now],
-        )
-        if row is None:  # the same text again: the row is unchanged
-            row = _one(
-                db, "SELECT * FROM demonstrations WHERE message_id = ? AND user_id = ?", [message_id, user_id]
-            )
-    return DemonstrationRow(**row)
-
-
-def get_demonstration(store: FeedbackStore, message_id: int, user_id: str) -> DemonstrationRow | None:
-    row = _one(
-        store.db, "SELECT * FROM demonstrations WHERE message_id = ? AND user_id = ?", [message_id, user_id]
-    )
-    return None if row is None else DemonstrationRow(**row)
 
 
 # -- pairwise votes ------------------------------------------------------------------------------------
@@ -333,122 +202,272 @@ def what_differed(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
-def record_comparison(
-    store: FeedbackStore,
-    message_a: int,
-    message_b: int,
-    user_id: str,
-    vote: str,
-    *,
-    mode: str,
-    label_a: str | None = None,
-    label_b: str | None = None,
-    anonymous: bool = True,
-    differed: dict[str, Any] | None = None,
-) -> Comparison:
-    """Store ``user_id``'s vote between two replies to the same prompt (A better, B better, tie, both
-    bad). Voting again on the same pair changes the vote. ``differed`` defaults to what the stored
-    replies differ in (version, preset, sampling parameters)."""
-    _check_user(user_id)
-    if vote not in VOTES:
-        raise StoreError(f"vote must be one of {VOTES}, got {vote!r}")
-    if not isinstance(mode, str) or not mode.strip():
-        raise StoreError("mode must name how the two replies were produced (samples, versions, presets)")
-    if message_a == message_b:
-        raise StoreError("a comparison needs two different replies")
-    with store.write() as db:
-        rows = _assistant_rows(db, [message_a, message_b])
-        if rows[message_a]["parent_id"] != rows[message_b]["parent_id"]:
-            raise StoreError("both replies must answer the same prompt (same parent message)")
-        if differed is None:
-            differed = what_differed(rows[message_a], rows[message_b])
-        now = utc_now()
-        row = _one(
-            db,
-            "INSERT INTO comparisons (message_a, message_b, user_id, vote, mode, label_a, label_b, "
-            "anonymous, differed, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(message_a, message_b, user_id) DO UPDATE SET vote = excluded.vote, "
-            "mode = excluded.mode, label_a = excluded.label_a, label_b = excluded.label_b, "
-            "anonymous = excluded.anonymous, differed = excluded.differed, "
-            "updated_at = excluded.updated_at RETURNING *",
-            [
-                message_a,
-                message_b,
-                user_id,
-                vote,
-                mode,
-                label_a,
-                label_b,
-                int(bool(anonymous)),
-                json.dumps(differed, sort_keys=True, default=str),
-                now,
-                now,
-            ],
-        )
-    return Comparison.from_row(row)
-
-
-def get_comparison(store: FeedbackStore, comparison_id: int) -> Comparison:
-    row = _one(store.db, "SELECT * FROM comparisons WHERE id = ?", [comparison_id])
-    if row is None:
-        raise StoreError(f"No comparison {comparison_id}.")
-    return Comparison.from_row(row)
-
-
-def list_comparisons(store: FeedbackStore) -> list[Comparison]:
-    return [Comparison.from_row(r) for r in store.db.query("SELECT * FROM comparisons ORDER BY id")]
-
-
 # -- rankings ------------------------------------------------------------------------------------------
-def record_ranking(store: FeedbackStore, message_ids_best_first: Sequence[int], user_id: str) -> Ranking:
-    """Store ``user_id``'s ordering (best first) of K = 2..9 replies to the same prompt. Ranking the same
-    replies again replaces the order. ``datasets.preference_pairs`` expands it into K*(K-1)/2 pairs."""
-    _check_user(user_id)
-    ids = list(message_ids_best_first)
-    if not MIN_RANKED <= len(ids) <= MAX_RANKED:
-        raise StoreError(f"a ranking orders {MIN_RANKED} to {MAX_RANKED} replies, got {len(ids)}")
-    if len(set(ids)) != len(ids):
-        raise StoreError("each reply appears once in a ranking")
-    with store.write() as db:
-        rows = _assistant_rows(db, ids)
-        parents = {rows[m]["parent_id"] for m in ids}
-        if len(parents) != 1:
-            raise StoreError("all ranked replies must answer the same prompt (same parent message)")
-        item_key = ",".join(str(m) for m in sorted(ids))
-        now = utc_now()
-        row = _one(
-            db,
-            "INSERT INTO rankings (user_id, prompt_message_id, k, item_key, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(item_key, user_id) DO UPDATE SET "
-            "updated_at = excluded.updated_at RETURNING *",
-            [user_id, parents.pop(), len(ids), item_key, now, now],
-        )
-        db.execute("DELETE FROM ranking_items WHERE ranking_id = ?", [row["id"]])
-        db.conn.executemany(
-            "INSERT INTO ranking_items (ranking_id, message_id, position) VALUES (?, ?, ?)",
-            [(row["id"], m, pos) for pos, m in enumerate(ids, 1)],
-        )
-    return Ranking(
-        row["id"], user_id, row["prompt_message_id"], tuple(ids), row["created_at"], row["updated_at"]
-    )
-
-
-def get_ranking(store: FeedbackStore, ranking_id: int) -> Ranking:
-    row = _one(store.db, "SELECT * FROM rankings WHERE id = ?", [ranking_id])
-    if row is None:
-        raise StoreError(f"No ranking {ranking_id}.")
-    ids = [
-        r["message_id"]
-        for r in store.db.query(
-            "SELECT message_id FROM ranking_items WHERE ranking_id = ? ORDER BY position", [ranking_id]
-        )
-    ]
-    return Ranking(
-        row["id"], row["user_id"], row["prompt_message_id"], tuple(ids), row["created_at"], row["updated_at"]
-    )
 
 
 def pair_weight(k: int) -> float:
     """Weight of each of a K-ranking's pairs, 1/C(K,2), so every ranking counts as one comparison in
     total (InstructGPT trains on all C(K,2) pairs of a prompt as one batch element for this reason)."""
     return 1.0 / math.comb(k, 2)
+
+
+class FeedbackRepository(Repository):
+    """Feedback on replies: thumbs, reasons, scores, flags and notes; better answers; A/B votes; rankings. Writes are upserts on natural keys (one row per user and reply, pair or set of replies), each one BEGIN IMMEDIATE transaction."""
+
+    def record_feedback(
+        self,
+        message_id: int,
+        user_id: str,
+        *,
+        thumbs: int | None | _Keep = KEEP,
+        reasons: Sequence[str] | _Keep = KEEP,
+        add_reasons: Sequence[str] = (),
+        score: int | None | _Keep = KEEP,
+        flags: Sequence[str] | _Keep = KEEP,
+        note: str | None | _Keep = KEEP,
+    ) -> Feedback:
+        """Create or update ``user_id``'s feedback on reply ``message_id``; fields left at KEEP keep their
+        stored value. ``add_reasons`` adds to the stored reasons (the quick reasons under a reply).
+
+        Reasons must fit the thumbs (down: incorrect, too long, ...; up: accurate, clear, ...). Turning the
+        thumbs around drops the reasons that no longer fit; clearing the thumbs (None) clears the reasons.
+        """
+        _check_user(user_id)
+        if thumbs is not KEEP and thumbs not in (1, -1, None):
+            raise StoreError(f"thumbs must be 1 (up), -1 (down) or None, got {thumbs!r}")
+        if (
+            score is not KEEP
+            and score is not None
+            and (isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 7)
+        ):
+            raise StoreError(f"score must be an integer from 1 to 7, got {score!r}")
+        if flags is not KEEP:
+            flags = _known(flags, INSTRUCTGPT_FLAGS, "flags")
+        if note is not KEEP and note is not None:
+            note = storable(str(note)).strip() or None
+            if note is not None and len(note) > MAX_NOTE_CHARS:
+                raise StoreError(f"the note has {len(note):,} characters; at most {MAX_NOTE_CHARS:,}")
+        with self.write() as db:
+            _assistant_rows(db, [message_id])
+            row = _one(
+                db, "SELECT * FROM feedback WHERE message_id = ? AND user_id = ?", [message_id, user_id]
+            )
+            old = Feedback.from_row(row) if row else None
+            new_thumbs = (old.thumbs if old else None) if thumbs is KEEP else thumbs
+            allowed = _reasons_for(new_thumbs)
+            # turning the thumbs around keeps only the stored reasons that still fit
+            kept = (
+                [r for r in (old.reasons if old else ()) if r in allowed]
+                if reasons is KEEP
+                else list(reasons)
+            )
+            wanted = [*kept, *add_reasons]
+            if wanted and not allowed:
+                raise StoreError("reasons go with a thumbs up or down: choose one first")
+            new = {
+                "thumbs": new_thumbs,
+                "reasons": _known(
+                    wanted, allowed, "reasons for a thumbs " + ("up" if new_thumbs == 1 else "down")
+                )
+                if wanted
+                else [],
+                "score": (old.score if old else None) if score is KEEP else score,
+                "flags": (list(old.flags) if old else []) if flags is KEEP else flags,
+                "note": (old.note if old else None) if note is KEEP else note,
+            }
+            if old is not None and all(
+                getattr(old, k) == (tuple(v) if isinstance(v, list) else v) for k, v in new.items()
+            ):
+                return old  # a repeated event: nothing changed, nothing written
+            now = utc_now()
+            values = [
+                message_id,
+                user_id,
+                new["thumbs"],
+                json.dumps(new["reasons"]),
+                new["score"],
+                json.dumps(new["flags"]),
+                new["note"],
+                now,
+                now,
+            ]
+            stored = _one(
+                db,
+                "INSERT INTO feedback (message_id, user_id, thumbs, reasons, score, flags, note, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(message_id, user_id) DO UPDATE SET thumbs = excluded.thumbs, "
+                "reasons = excluded.reasons, score = excluded.score, flags = excluded.flags, "
+                "note = excluded.note, updated_at = excluded.updated_at RETURNING *",
+                values,
+            )
+        return Feedback.from_row(stored)
+
+    def get_feedback(self, message_id: int, user_id: str) -> Feedback | None:
+        row = _one(
+            self.db, "SELECT * FROM feedback WHERE message_id = ? AND user_id = ?", [message_id, user_id]
+        )
+        return None if row is None else Feedback.from_row(row)
+
+    def list_feedback(self, *, message_id: int | None = None) -> list[Feedback]:
+        if message_id is None:
+            rows = self.db.query("SELECT * FROM feedback ORDER BY id")
+        else:
+            rows = self.db.query("SELECT * FROM feedback WHERE message_id = ? ORDER BY id", [message_id])
+        return [Feedback.from_row(r) for r in rows]
+
+    def add_demonstration(self, message_id: int, user_id: str, content: str) -> DemonstrationRow:
+        """Store ``user_id``'s better answer to reply ``message_id`` (one per user and reply: rewriting it
+        updates it). ``datasets.demonstrations`` serves it for SFT and ``datasets.preference_pairs`` as a
+        pair (the user's answer chosen over the model's reply)."""
+        _check_user(user_id)
+        if content is not None and not isinstance(content, str):
+            raise StoreError("the better answer must be text")
+        content = storable(content or "").strip()
+        if not content:
+            raise StoreError("the better answer is empty")
+        if len(content) > MAX_ANSWER_CHARS:
+            raise StoreError(
+                f"the better answer has {len(content):,} characters; at most {MAX_ANSWER_CHARS:,}"
+            )
+        with self.write() as db:
+            reply = _assistant_rows(db, [message_id])[message_id]
+            if reply["content"].strip() == content:
+                raise StoreError("the better answer is the same as the reply; change it first")
+            now = utc_now()
+            row = _one(
+                db,
+                "INSERT INTO demonstrations (message_id, user_id, content, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(message_id, user_id) DO UPDATE SET "
+                "content = excluded.content, updated_at = excluded.updated_at "
+                "WHERE content <> excluded.content RETURNING *",
+                [message_id, user_id, content, now, now],
+            )
+            if row is None:  # the same text again: the row is unchanged
+                row = _one(
+                    db,
+                    "SELECT * FROM demonstrations WHERE message_id = ? AND user_id = ?",
+                    [message_id, user_id],
+                )
+        return DemonstrationRow(**row)
+
+    def get_demonstration(self, message_id: int, user_id: str) -> DemonstrationRow | None:
+        row = _one(
+            self.db,
+            "SELECT * FROM demonstrations WHERE message_id = ? AND user_id = ?",
+            [message_id, user_id],
+        )
+        return None if row is None else DemonstrationRow(**row)
+
+    def record_comparison(
+        self,
+        message_a: int,
+        message_b: int,
+        user_id: str,
+        vote: str,
+        *,
+        mode: str,
+        label_a: str | None = None,
+        label_b: str | None = None,
+        anonymous: bool = True,
+        differed: dict[str, Any] | None = None,
+    ) -> Comparison:
+        """Store ``user_id``'s vote between two replies to the same prompt (A better, B better, tie, both
+        bad). Voting again on the same pair changes the vote. ``differed`` defaults to what the stored
+        replies differ in (version, preset, sampling parameters)."""
+        _check_user(user_id)
+        if vote not in VOTES:
+            raise StoreError(f"vote must be one of {VOTES}, got {vote!r}")
+        if not isinstance(mode, str) or not mode.strip():
+            raise StoreError("mode must name how the two replies were produced (samples, versions, presets)")
+        if message_a == message_b:
+            raise StoreError("a comparison needs two different replies")
+        with self.write() as db:
+            rows = _assistant_rows(db, [message_a, message_b])
+            if rows[message_a]["parent_id"] != rows[message_b]["parent_id"]:
+                raise StoreError("both replies must answer the same prompt (same parent message)")
+            if differed is None:
+                differed = what_differed(rows[message_a], rows[message_b])
+            now = utc_now()
+            row = _one(
+                db,
+                "INSERT INTO comparisons (message_a, message_b, user_id, vote, mode, label_a, label_b, "
+                "anonymous, differed, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(message_a, message_b, user_id) DO UPDATE SET vote = excluded.vote, "
+                "mode = excluded.mode, label_a = excluded.label_a, label_b = excluded.label_b, "
+                "anonymous = excluded.anonymous, differed = excluded.differed, "
+                "updated_at = excluded.updated_at RETURNING *",
+                [
+                    message_a,
+                    message_b,
+                    user_id,
+                    vote,
+                    mode,
+                    label_a,
+                    label_b,
+                    int(bool(anonymous)),
+                    json.dumps(differed, sort_keys=True, default=str),
+                    now,
+                    now,
+                ],
+            )
+        return Comparison.from_row(row)
+
+    def get_comparison(self, comparison_id: int) -> Comparison:
+        row = _one(self.db, "SELECT * FROM comparisons WHERE id = ?", [comparison_id])
+        if row is None:
+            raise StoreError(f"No comparison {comparison_id}.")
+        return Comparison.from_row(row)
+
+    def list_comparisons(self) -> list[Comparison]:
+        return [Comparison.from_row(r) for r in self.db.query("SELECT * FROM comparisons ORDER BY id")]
+
+    def record_ranking(self, message_ids_best_first: Sequence[int], user_id: str) -> Ranking:
+        """Store ``user_id``'s ordering (best first) of K = 2..9 replies to the same prompt. Ranking the same
+        replies again replaces the order. ``datasets.preference_pairs`` expands it into K*(K-1)/2 pairs."""
+        _check_user(user_id)
+        ids = list(message_ids_best_first)
+        if not MIN_RANKED <= len(ids) <= MAX_RANKED:
+            raise StoreError(f"a ranking orders {MIN_RANKED} to {MAX_RANKED} replies, got {len(ids)}")
+        if len(set(ids)) != len(ids):
+            raise StoreError("each reply appears once in a ranking")
+        with self.write() as db:
+            rows = _assistant_rows(db, ids)
+            parents = {rows[m]["parent_id"] for m in ids}
+            if len(parents) != 1:
+                raise StoreError("all ranked replies must answer the same prompt (same parent message)")
+            item_key = ",".join(str(m) for m in sorted(ids))
+            now = utc_now()
+            row = _one(
+                db,
+                "INSERT INTO rankings (user_id, prompt_message_id, k, item_key, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(item_key, user_id) DO UPDATE SET "
+                "updated_at = excluded.updated_at RETURNING *",
+                [user_id, parents.pop(), len(ids), item_key, now, now],
+            )
+            db.execute("DELETE FROM ranking_items WHERE ranking_id = ?", [row["id"]])
+            db.conn.executemany(
+                "INSERT INTO ranking_items (ranking_id, message_id, position) VALUES (?, ?, ?)",
+                [(row["id"], m, pos) for pos, m in enumerate(ids, 1)],
+            )
+        return Ranking(
+            row["id"], user_id, row["prompt_message_id"], tuple(ids), row["created_at"], row["updated_at"]
+        )
+
+    def get_ranking(self, ranking_id: int) -> Ranking:
+        row = _one(self.db, "SELECT * FROM rankings WHERE id = ?", [ranking_id])
+        if row is None:
+            raise StoreError(f"No ranking {ranking_id}.")
+        ids = [
+            r["message_id"]
+            for r in self.db.query(
+                "SELECT message_id FROM ranking_items WHERE ranking_id = ? ORDER BY position", [ranking_id]
+            )
+        ]
+        return Ranking(
+            row["id"],
+            row["user_id"],
+            row["prompt_message_id"],
+            tuple(ids),
+            row["created_at"],
+            row["updated_at"],
+        )

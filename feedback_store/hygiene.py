@@ -5,7 +5,7 @@ filter's precision and recall as users see them.
 
 Training hygiene (read by the training cycle):
 
-- ``excluded_users(store)``: users whose feedback is left out of training, so that one abusive user
+- ``store.hygiene.excluded_users()``: users whose feedback is left out of training, so that one abusive user
   cannot steer the loop: anyone who hit a rate limit, wrote several flagged messages, or was excluded
   by an operator (``set_user_flag``); an operator can also trust a user despite the rules.
 - flagged text: ``feedback_store.datasets`` readers drop examples that contain a flagged message or a
@@ -23,10 +23,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedback_store.db import utc_now
+from feedback_store.db import Repository, utc_now
 from feedback_store.feedback import _check_user, _one
+from feedback_store.records import StoreError
 from feedback_store.stats import wilson_interval
-from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import storable
 
 REPORT_KINDS = ("false_positive", "false_negative")
@@ -63,131 +63,10 @@ class Report:
         return cls(**row)
 
 
-def record_report(
-    store: FeedbackStore,
-    message_id: int,
-    user_id: str,
-    kind: str,
-    *,
-    categories: list[str] | tuple[str, ...] = (),
-    note: str | None = None,
-) -> Report:
-    """Store ``user_id``'s report that the filter was wrong about message ``message_id``: a flagged
-    message that was fine (``false_positive``) or an unflagged one that should have been blocked
-    (``false_negative``). One report per (message, user): reporting again updates it.
-
-    A false positive keeps the categories the filter gave; a false negative may name categories.
-    """
-    _check_user(user_id)
-    if kind not in REPORT_KINDS:
-        raise StoreError(f"kind must be one of {REPORT_KINDS}, got {kind!r}")
-    if isinstance(message_id, bool) or not isinstance(message_id, int) or not -(2**63) <= message_id < 2**63:
-        raise StoreError(f"message ids are integers, got {message_id!r}")
-    if isinstance(categories, str):
-        categories = [categories]
-    if len(categories) > MAX_CATEGORIES or not all(
-        isinstance(c, str) and 0 < len(c) <= 40 for c in categories
-    ):
-        raise StoreError(f"categories must be at most {MAX_CATEGORIES} short names")
-    if note is not None:
-        note = storable(str(note)).strip() or None
-        if note is not None and len(note) > MAX_NOTE_CHARS:
-            raise StoreError(f"the note has {len(note):,} characters; at most {MAX_NOTE_CHARS:,}")
-    with store.write() as db:
-        row = _one(db, "SELECT id, role, moderation FROM messages WHERE id = ?", [message_id])
-        if row is None:
-            raise StoreError(f"No message {message_id}.")
-        moderation = json.loads(row["moderation"]) if row["moderation"] else None
-        flagged = is_flagged(moderation)
-        if kind == "false_positive" and not flagged:
-            raise StoreError(
-                "this message was not blocked or flagged: report it as 'should have been blocked'"
-            )
-        if kind == "false_negative" and flagged:
-            raise StoreError("this message was already blocked or flagged by the filter")
-        if kind == "false_positive":
-            categories = list((moderation or {}).get("categories") or [])
-        now = utc_now()
-        stored = _one(
-            db,
-            "INSERT INTO moderation_reports (message_id, user_id, kind, categories, note, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(message_id, user_id) DO UPDATE SET "
-            "kind = excluded.kind, categories = excluded.categories, note = excluded.note, "
-            "updated_at = excluded.updated_at RETURNING *",
-            [message_id, user_id, kind, json.dumps(sorted(set(categories))), note, now, now],
-        )
-    return Report.from_row(stored)
-
-
-def list_reports(store: FeedbackStore, *, kind: str | None = None) -> list[Report]:
-    if kind is None:
-        rows = store.db.query("SELECT * FROM moderation_reports ORDER BY id")
-    else:
-        rows = store.db.query("SELECT * FROM moderation_reports WHERE kind = ? ORDER BY id", [kind])
-    return [Report.from_row(r) for r in rows]
-
-
 # -- better answers ------------------------------------------------------------------------------------
-def set_demonstration_moderation(store: FeedbackStore, demonstration_id: int, moderation: dict) -> None:
-    """Store the moderation decision on a better answer (replacing the one on its previous text)."""
-    with store.write() as db:
-        if _one(db, "SELECT id FROM demonstrations WHERE id = ?", [demonstration_id]) is None:
-            raise StoreError(f"No better answer {demonstration_id}.")
-        db.execute(
-            "INSERT INTO demonstration_moderation (demonstration_id, flagged, moderation, updated_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT(demonstration_id) DO UPDATE SET flagged = excluded.flagged, "
-            "moderation = excluded.moderation, updated_at = excluded.updated_at",
-            [demonstration_id, int(is_flagged(moderation)), storable(json.dumps(moderation)), utc_now()],
-        )
 
 
 # -- events and operator decisions ---------------------------------------------------------------------
-def record_event(
-    store: FeedbackStore,
-    kind: str,
-    user_id: str,
-    *,
-    client_ip: str | None = None,
-    scope: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> int:
-    """Log a safety event (e.g. kind "rate_limited", scope "chat") for ``user_id``."""
-    _check_user(user_id)
-    if not isinstance(kind, str) or not kind.strip():
-        raise StoreError("an event needs a kind")
-    with store.write() as db:
-        cursor = db.execute(
-            "INSERT INTO safety_events (kind, user_id, client_ip, scope, detail, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [kind, user_id, client_ip, scope, storable(json.dumps(detail or {})), utc_now()],
-        )
-        return int(cursor.lastrowid)
-
-
-def set_user_flag(
-    store: FeedbackStore,
-    user_id: str,
-    *,
-    excluded: bool,
-    reason: str | None = None,
-    set_by: str | None = None,
-) -> None:
-    """An operator's decision: ``excluded=True`` leaves the user's feedback out of training whatever
-    the rules say; ``excluded=False`` trusts the user whatever the rules say."""
-    _check_user(user_id)
-    with store.write() as db:
-        db.execute(
-            "INSERT INTO user_flags (user_id, excluded, reason, set_by, updated_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(user_id) DO UPDATE SET excluded = excluded.excluded, reason = excluded.reason, "
-            "set_by = excluded.set_by, updated_at = excluded.updated_at",
-            [user_id, int(bool(excluded)), reason, set_by, utc_now()],
-        )
-
-
-def clear_user_flag(store: FeedbackStore, user_id: str) -> bool:
-    """Back to the automatic rules for ``user_id``; False if there was no decision."""
-    with store.write() as db:
-        return db.execute("DELETE FROM user_flags WHERE user_id = ?", [user_id]).rowcount > 0
 
 
 # -- training hygiene ----------------------------------------------------------------------------------
@@ -213,60 +92,6 @@ class UserRecord:
         return (policy.min_rate_limited > 0 and self.rate_limited >= policy.min_rate_limited) or (
             policy.min_flagged > 0 and self.flagged >= policy.min_flagged
         )
-
-
-def user_records(store: FeedbackStore) -> dict[str, UserRecord]:
-    """Every user with a safety event, a flagged input or an operator decision."""
-    db = store.db
-    rate_limited = Counter(
-        {
-            r[0]: r[1]
-            for r in db.execute(
-                "SELECT user_id, COUNT(*) FROM safety_events WHERE kind = 'rate_limited' GROUP BY user_id"
-            )
-        }
-    )
-    flagged: Counter = Counter()
-    for user, n in db.execute(
-        "SELECT c.user_id, COUNT(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id "  # noqa: S608 (a constant)
-        f"WHERE m.role = 'user' AND {FLAGGED_SQL.format(t='m')} GROUP BY c.user_id"
-    ):
-        flagged[user] += n
-    for user, n in db.execute(
-        "SELECT d.user_id, COUNT(*) FROM demonstrations d JOIN demonstration_moderation dm "
-        "ON dm.demonstration_id = d.id WHERE dm.flagged = 1 GROUP BY d.user_id"
-    ):
-        flagged[user] += n
-    operator = {
-        r[0]: (bool(r[1]), r[2]) for r in db.execute("SELECT user_id, excluded, reason FROM user_flags")
-    }
-    users = set(rate_limited) | set(flagged) | set(operator)
-    return {
-        u: UserRecord(
-            u, rate_limited[u], flagged[u], operator.get(u, (None, None))[0], operator.get(u, (None, None))[1]
-        )
-        for u in sorted(users)
-    }
-
-
-def excluded_users(store: FeedbackStore, policy: HygienePolicy | None = None) -> frozenset[str]:
-    """Users whose feedback training leaves out (see the module docstring and ``HygienePolicy``)."""
-    policy = policy or HygienePolicy()
-    return frozenset(u for u, rec in user_records(store).items() if rec.excluded(policy))
-
-
-def flagged_message_ids(store: FeedbackStore) -> frozenset[int]:
-    return frozenset(
-        r[0]
-        for r in store.db.execute(f"SELECT id FROM messages m WHERE {FLAGGED_SQL.format(t='m')}")  # noqa: S608 (a constant)
-    )
-
-
-def flagged_demonstration_ids(store: FeedbackStore) -> frozenset[int]:
-    return frozenset(
-        r[0]
-        for r in store.db.execute("SELECT demonstration_id FROM demonstration_moderation WHERE flagged = 1")
-    )
 
 
 # -- the filter as users see it ------------------------------------------------------------------------
@@ -316,43 +141,229 @@ class ModerationStats:
         return not (self.flagged or self.false_negative_reports or self.rate_limited)
 
 
-def moderation_stats(store: FeedbackStore, policy: HygienePolicy | None = None) -> ModerationStats:
-    db = store.db
-    reported = {
-        r[0]
-        for r in db.execute(
-            "SELECT DISTINCT message_id FROM moderation_reports WHERE kind = 'false_positive'"
+class HygieneRepository(Repository):
+    """The safety records of a shared playground and the training-data hygiene built on them: users' reports on the filter, moderation of better answers, safety events, operators' decisions about users, who and what training leaves out, and the filter's precision and recall."""
+
+    def record_report(
+        self,
+        message_id: int,
+        user_id: str,
+        kind: str,
+        *,
+        categories: list[str] | tuple[str, ...] = (),
+        note: str | None = None,
+    ) -> Report:
+        """Store ``user_id``'s report that the filter was wrong about message ``message_id``: a flagged
+        message that was fine (``false_positive``) or an unflagged one that should have been blocked
+        (``false_negative``). One report per (message, user): reporting again updates it.
+
+        A false positive keeps the categories the filter gave; a false negative may name categories.
+        """
+        _check_user(user_id)
+        if kind not in REPORT_KINDS:
+            raise StoreError(f"kind must be one of {REPORT_KINDS}, got {kind!r}")
+        if (
+            isinstance(message_id, bool)
+            or not isinstance(message_id, int)
+            or not -(2**63) <= message_id < 2**63
+        ):
+            raise StoreError(f"message ids are integers, got {message_id!r}")
+        if isinstance(categories, str):
+            categories = [categories]
+        if len(categories) > MAX_CATEGORIES or not all(
+            isinstance(c, str) and 0 < len(c) <= 40 for c in categories
+        ):
+            raise StoreError(f"categories must be at most {MAX_CATEGORIES} short names")
+        if note is not None:
+            note = storable(str(note)).strip() or None
+            if note is not None and len(note) > MAX_NOTE_CHARS:
+                raise StoreError(f"the note has {len(note):,} characters; at most {MAX_NOTE_CHARS:,}")
+        with self.write() as db:
+            row = _one(db, "SELECT id, role, moderation FROM messages WHERE id = ?", [message_id])
+            if row is None:
+                raise StoreError(f"No message {message_id}.")
+            moderation = json.loads(row["moderation"]) if row["moderation"] else None
+            flagged = is_flagged(moderation)
+            if kind == "false_positive" and not flagged:
+                raise StoreError(
+                    "this message was not blocked or flagged: report it as 'should have been blocked'"
+                )
+            if kind == "false_negative" and flagged:
+                raise StoreError("this message was already blocked or flagged by the filter")
+            if kind == "false_positive":
+                categories = list((moderation or {}).get("categories") or [])
+            now = utc_now()
+            stored = _one(
+                db,
+                "INSERT INTO moderation_reports (message_id, user_id, kind, categories, note, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(message_id, user_id) DO UPDATE SET "
+                "kind = excluded.kind, categories = excluded.categories, note = excluded.note, "
+                "updated_at = excluded.updated_at RETURNING *",
+                [message_id, user_id, kind, json.dumps(sorted(set(categories))), note, now, now],
+            )
+        return Report.from_row(stored)
+
+    def list_reports(self, *, kind: str | None = None) -> list[Report]:
+        if kind is None:
+            rows = self.db.query("SELECT * FROM moderation_reports ORDER BY id")
+        else:
+            rows = self.db.query("SELECT * FROM moderation_reports WHERE kind = ? ORDER BY id", [kind])
+        return [Report.from_row(r) for r in rows]
+
+    def set_demonstration_moderation(self, demonstration_id: int, moderation: dict) -> None:
+        """Store the moderation decision on a better answer (replacing the one on its previous text)."""
+        with self.write() as db:
+            if _one(db, "SELECT id FROM demonstrations WHERE id = ?", [demonstration_id]) is None:
+                raise StoreError(f"No better answer {demonstration_id}.")
+            db.execute(
+                "INSERT INTO demonstration_moderation (demonstration_id, flagged, moderation, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(demonstration_id) DO UPDATE SET flagged = excluded.flagged, "
+                "moderation = excluded.moderation, updated_at = excluded.updated_at",
+                [demonstration_id, int(is_flagged(moderation)), storable(json.dumps(moderation)), utc_now()],
+            )
+
+    def record_event(
+        self,
+        kind: str,
+        user_id: str,
+        *,
+        client_ip: str | None = None,
+        scope: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Log a safety event (e.g. kind "rate_limited", scope "chat") for ``user_id``."""
+        _check_user(user_id)
+        if not isinstance(kind, str) or not kind.strip():
+            raise StoreError("an event needs a kind")
+        with self.write() as db:
+            cursor = db.execute(
+                "INSERT INTO safety_events (kind, user_id, client_ip, scope, detail, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [kind, user_id, client_ip, scope, storable(json.dumps(detail or {})), utc_now()],
+            )
+            return int(cursor.lastrowid)
+
+    def set_user_flag(
+        self,
+        user_id: str,
+        *,
+        excluded: bool,
+        reason: str | None = None,
+        set_by: str | None = None,
+    ) -> None:
+        """An operator's decision: ``excluded=True`` leaves the user's feedback out of training whatever
+        the rules say; ``excluded=False`` trusts the user whatever the rules say."""
+        _check_user(user_id)
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO user_flags (user_id, excluded, reason, set_by, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET excluded = excluded.excluded, reason = excluded.reason, "
+                "set_by = excluded.set_by, updated_at = excluded.updated_at",
+                [user_id, int(bool(excluded)), reason, set_by, utc_now()],
+            )
+
+    def clear_user_flag(self, user_id: str) -> bool:
+        """Back to the automatic rules for ``user_id``; False if there was no decision."""
+        with self.write() as db:
+            return db.execute("DELETE FROM user_flags WHERE user_id = ?", [user_id]).rowcount > 0
+
+    def user_records(self) -> dict[str, UserRecord]:
+        """Every user with a safety event, a flagged input or an operator decision."""
+        db = self.db
+        rate_limited = Counter(
+            {
+                r[0]: r[1]
+                for r in db.execute(
+                    "SELECT user_id, COUNT(*) FROM safety_events WHERE kind = 'rate_limited' GROUP BY user_id"
+                )
+            }
         )
-    }
-    per_category: Counter = Counter()
-    wrong_per_category: Counter = Counter()
-    inputs = outputs = wrong = 0
-    for mid, role, moderation in db.execute(
-        f"SELECT id, role, moderation FROM messages m WHERE {FLAGGED_SQL.format(t='m')}"  # noqa: S608 (a constant)
-    ):
-        decision = json.loads(moderation)
-        if decision.get("action") == "refusal":  # the refusal text, not a decision
-            continue
-        inputs += role == "user"
-        outputs += role == "assistant"
-        wrong += mid in reported
-        for category in decision.get("categories") or ["(none)"]:
-            per_category[category] += 1
-            wrong_per_category[category] += mid in reported
-    counts = dict(db.execute("SELECT kind, COUNT(*) FROM moderation_reports GROUP BY kind").fetchall())
-    missed = db.execute(
-        "SELECT COUNT(DISTINCT message_id) FROM moderation_reports WHERE kind = 'false_negative'"
-    ).fetchone()[0]
-    rate_limited = db.execute("SELECT COUNT(*) FROM safety_events WHERE kind = 'rate_limited'").fetchone()[0]
-    return ModerationStats(
-        flagged=inputs + outputs,
-        flagged_inputs=inputs,
-        flagged_outputs=outputs,
-        false_positive_reports=counts.get("false_positive", 0),
-        false_negative_reports=counts.get("false_negative", 0),
-        reported_wrong=wrong,
-        reported_missed=missed,
-        by_category=[CategoryStats(c, per_category[c], wrong_per_category[c]) for c in sorted(per_category)],
-        rate_limited=rate_limited,
-        excluded_users=len(excluded_users(store, policy)),
-    )
+        flagged: Counter = Counter()
+        for user, n in db.execute(
+            "SELECT c.user_id, COUNT(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id "  # noqa: S608 (a constant)
+            f"WHERE m.role = 'user' AND {FLAGGED_SQL.format(t='m')} GROUP BY c.user_id"
+        ):
+            flagged[user] += n
+        for user, n in db.execute(
+            "SELECT d.user_id, COUNT(*) FROM demonstrations d JOIN demonstration_moderation dm "
+            "ON dm.demonstration_id = d.id WHERE dm.flagged = 1 GROUP BY d.user_id"
+        ):
+            flagged[user] += n
+        operator = {
+            r[0]: (bool(r[1]), r[2]) for r in db.execute("SELECT user_id, excluded, reason FROM user_flags")
+        }
+        users = set(rate_limited) | set(flagged) | set(operator)
+        return {
+            u: UserRecord(
+                u,
+                rate_limited[u],
+                flagged[u],
+                operator.get(u, (None, None))[0],
+                operator.get(u, (None, None))[1],
+            )
+            for u in sorted(users)
+        }
+
+    def excluded_users(self, policy: HygienePolicy | None = None) -> frozenset[str]:
+        """Users whose feedback training leaves out (see the module docstring and ``HygienePolicy``)."""
+        policy = policy or HygienePolicy()
+        return frozenset(u for u, rec in self.user_records().items() if rec.excluded(policy))
+
+    def flagged_message_ids(self) -> frozenset[int]:
+        return frozenset(
+            r[0]
+            for r in self.db.execute(f"SELECT id FROM messages m WHERE {FLAGGED_SQL.format(t='m')}")  # noqa: S608 (a constant)
+        )
+
+    def flagged_demonstration_ids(self) -> frozenset[int]:
+        return frozenset(
+            r[0]
+            for r in self.db.execute(
+                "SELECT demonstration_id FROM demonstration_moderation WHERE flagged = 1"
+            )
+        )
+
+    def moderation_stats(self, policy: HygienePolicy | None = None) -> ModerationStats:
+        db = self.db
+        reported = {
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT message_id FROM moderation_reports WHERE kind = 'false_positive'"
+            )
+        }
+        per_category: Counter = Counter()
+        wrong_per_category: Counter = Counter()
+        inputs = outputs = wrong = 0
+        for mid, role, moderation in db.execute(
+            f"SELECT id, role, moderation FROM messages m WHERE {FLAGGED_SQL.format(t='m')}"  # noqa: S608 (a constant)
+        ):
+            decision = json.loads(moderation)
+            if decision.get("action") == "refusal":  # the refusal text, not a decision
+                continue
+            inputs += role == "user"
+            outputs += role == "assistant"
+            wrong += mid in reported
+            for category in decision.get("categories") or ["(none)"]:
+                per_category[category] += 1
+                wrong_per_category[category] += mid in reported
+        counts = dict(db.execute("SELECT kind, COUNT(*) FROM moderation_reports GROUP BY kind").fetchall())
+        missed = db.execute(
+            "SELECT COUNT(DISTINCT message_id) FROM moderation_reports WHERE kind = 'false_negative'"
+        ).fetchone()[0]
+        rate_limited = db.execute(
+            "SELECT COUNT(*) FROM safety_events WHERE kind = 'rate_limited'"
+        ).fetchone()[0]
+        return ModerationStats(
+            flagged=inputs + outputs,
+            flagged_inputs=inputs,
+            flagged_outputs=outputs,
+            false_positive_reports=counts.get("false_positive", 0),
+            false_negative_reports=counts.get("false_negative", 0),
+            reported_wrong=wrong,
+            reported_missed=missed,
+            by_category=[
+                CategoryStats(c, per_category[c], wrong_per_category[c]) for c in sorted(per_category)
+            ],
+            rate_limited=rate_limited,
+            excluded_users=len(self.excluded_users(policy)),
+        )

@@ -13,8 +13,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedback_store.db import utc_now
-from feedback_store.store import FeedbackStore, StoreError
+from feedback_store.db import Repository, utc_now
+from feedback_store.records import StoreError
 
 ACTIONS = ("deploy", "rollback", "reject", "approve")
 
@@ -65,30 +65,27 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-class TrainingRuns:
-    def __init__(self, store: FeedbackStore):
-        self.store = store
+class TrainingRuns(Repository):
+    """The ``training_runs`` rows (one per cycle, at most one running) and the deployment events."""
 
     # -- reads ---------------------------------------------------------------------------------------
     def get(self, run_id: int) -> TrainingRun:
-        row = next(self.store.db.query("SELECT * FROM training_runs WHERE id = ?", [run_id]), None)
+        row = next(self.db.query("SELECT * FROM training_runs WHERE id = ?", [run_id]), None)
         if row is None:
             raise StoreError(f"No training run {run_id}.")
         return TrainingRun.from_row(row)
 
     def running(self) -> TrainingRun | None:
-        row = next(self.store.db.query("SELECT * FROM training_runs WHERE status = 'running'"), None)
+        row = next(self.db.query("SELECT * FROM training_runs WHERE status = 'running'"), None)
         return None if row is None else TrainingRun.from_row(row)
 
     def recent(self, limit: int = 50) -> list[TrainingRun]:
-        rows = self.store.db.query("SELECT * FROM training_runs ORDER BY id DESC LIMIT ?", [limit])
+        rows = self.db.query("SELECT * FROM training_runs ORDER BY id DESC LIMIT ?", [limit])
         return [TrainingRun.from_row(r) for r in rows]
 
     def last_finished(self, status: str = "succeeded") -> TrainingRun | None:
         row = next(
-            self.store.db.query(
-                "SELECT * FROM training_runs WHERE status = ? ORDER BY id DESC LIMIT 1", [status]
-            ),
+            self.db.query("SELECT * FROM training_runs WHERE status = ? ORDER BY id DESC LIMIT 1", [status]),
             None,
         )
         return None if row is None else TrainingRun.from_row(row)
@@ -101,13 +98,13 @@ class TrainingRuns:
                 sql, args = f"SELECT COUNT(*) AS n FROM {table}", []  # noqa: S608 (fixed table names)
             else:
                 sql, args = f"SELECT COUNT(*) AS n FROM {table} WHERE updated_at >= ?", [since]  # noqa: S608
-            total += next(self.store.db.query(sql, args))["n"]
+            total += next(self.db.query(sql, args))["n"]
         return total
 
     def new_feedback(self) -> int:
         """Feedback since the start of the last run that produced a decision (all of it if none)."""
         last = next(
-            self.store.db.query(
+            self.db.query(
                 "SELECT started_at FROM training_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1"
             ),
             None,
@@ -122,7 +119,7 @@ class TrainingRuns:
         self.reap()
         now = utc_now()
         try:
-            with self.store.write() as db:
+            with self.write() as db:
                 cursor = db.execute(
                     "INSERT INTO training_runs (trigger, status, stage, config, pid, feedback_seen, started_at, "
                     "updated_at) VALUES (?, 'running', 'starting', ?, ?, ?, ?, ?)",
@@ -137,7 +134,7 @@ class TrainingRuns:
         return self.get(run_id)
 
     def set_pid(self, run_id: int, pid: int) -> None:
-        with self.store.write() as db:
+        with self.write() as db:
             db.execute(
                 "UPDATE training_runs SET pid = ?, updated_at = ? WHERE id = ?", [pid, utc_now(), run_id]
             )
@@ -169,7 +166,7 @@ class TrainingRuns:
             if value is not None:
                 sets.append(f"{column} = ?")
                 args.append(json.dumps(value, default=str))
-        with self.store.write() as db:
+        with self.write() as db:
             db.execute(f"UPDATE training_runs SET {', '.join(sets)} WHERE id = ?", [*args, run_id])  # noqa: S608
 
     def finish(
@@ -185,7 +182,7 @@ class TrainingRuns:
         if status not in ("succeeded", "failed", "killed"):
             raise StoreError(f"a run finishes as succeeded, failed or killed, not {status!r}")
         now = utc_now()
-        with self.store.write() as db:
+        with self.write() as db:
             db.execute(
                 "UPDATE training_runs SET status = ?, decision = COALESCE(?, decision), reasons = ?, error = ?, "
                 "metrics = COALESCE(?, metrics), progress = CASE WHEN ? = 'succeeded' THEN 1 ELSE progress END, "
@@ -225,7 +222,7 @@ class TrainingRuns:
     ) -> None:
         if action not in ACTIONS:
             raise StoreError(f"action must be one of {ACTIONS}")
-        with self.store.write() as db:
+        with self.write() as db:
             db.execute(
                 "INSERT INTO deployment_events (version_id, action, actor, training_run_id, reasons, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -233,5 +230,5 @@ class TrainingRuns:
             )
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.store.db.query("SELECT * FROM deployment_events ORDER BY id DESC LIMIT ?", [limit])
+        rows = self.db.query("SELECT * FROM deployment_events ORDER BY id DESC LIMIT ?", [limit])
         return [{**r, "reasons": json.loads(r["reasons"])} for r in rows]

@@ -1,107 +1,46 @@
-"""The typed API of the feedback store: conversations, messages and model versions.
+"""The feedback store: one object that owns the SQLite connections, stores conversations and messages
+itself, and exposes a typed repository for each other family of tables: ``store.versions``,
+``store.runs``, ``store.feedback``, ``store.hygiene``. The readers built on them (training datasets,
+exports, imports, statistics) take the store.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction on the calling thread's own connection, so the store
 can be shared by the web server's worker threads. All SQL is parameterised. This package imports
-nothing from ``models`` or ``playground``: it stores plain values.
+nothing of ours above it: it stores plain values.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from feedback_store.db import ConnectionPool, utc_now
+from feedback_store.feedback import FeedbackRepository
+from feedback_store.hygiene import HygieneRepository
 from feedback_store.migrations import MIGRATIONS
+from feedback_store.records import (
+    ROLES,
+    VERSION_STATUSES,
+    AssistantTurn,
+    ModelVersion,
+    StoredMessage,
+    StoreError,
+)
+from feedback_store.records import dumps as _dumps
+from feedback_store.runs import TrainingRuns
 from feedback_store.text import is_storable, storable
+from feedback_store.versions import VersionRegistry
 
-VERSION_STATUSES = ("candidate", "deployed", "retired", "rejected")
-ROLES = ("system", "user", "assistant")
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else storable(json.dumps(value, ensure_ascii=False, sort_keys=True))
-
-
-def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    id: int
-    name: str
-    base_model: str
-    status: str
-    created_at: str
-    adapter_path: str | None = None
-    gguf_adapter_path: str | None = None
-    parent_id: int | None = None
-    training_run_id: int | None = None
-    method: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    notes: str | None = None
-    deployed_at: str | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ModelVersion:
-        row = dict(row)
-        row["metrics"] = _loads(row["metrics"]) or {}
-        return cls(**row)
-
-
-@dataclass(frozen=True)
-class AssistantTurn:
-    """What the serving layer knows about one generated reply, as stored with the message."""
-
-    content: str
-    model_version_id: int | None
-    params: dict[str, Any] | None = None
-    prompt: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    ttft_ms: float | None = None
-    tokens_per_s: float | None = None
-    total_ms: float | None = None
-    finish_reason: str | None = None
-    preset_id: str | None = None
-    moderation: dict[str, Any] | None = None
-    trace: Any = None
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    id: int
-    conversation_id: str
-    parent_id: int | None
-    role: str
-    content: str
-    created_at: str
-    model_version_id: int | None = None
-    preset_id: str | None = None
-    params: dict[str, Any] | None = None
-    prompt: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    ttft_ms: float | None = None
-    tokens_per_s: float | None = None
-    total_ms: float | None = None
-    finish_reason: str | None = None
-    moderation: dict[str, Any] | None = None
-    trace: Any = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> StoredMessage:
-        row = dict(row)
-        for key in ("params", "moderation", "trace"):
-            row[key] = _loads(row[key])
-        return cls(**row)
-
-
-class StoreError(ValueError):
-    """A request the store refuses (unknown ids, bad values); the message says what to fix."""
+__all__ = [
+    "ROLES",
+    "VERSION_STATUSES",
+    "AssistantTurn",
+    "FeedbackStore",
+    "ModelVersion",
+    "StoreError",
+    "StoredMessage",
+]
 
 
 class FeedbackStore:
@@ -128,82 +67,26 @@ class FeedbackStore:
     def count(self, table: str) -> int:
         return self.db[table].count
 
-    @property
-    def versions(self):
-        """The model version registry (register candidates, deploy, roll back): feedback_store.versions."""
-        from feedback_store.versions import VersionRegistry
+    # -- the repositories: each table family is read and written by one of them ----------------------
+    @cached_property
+    def versions(self) -> VersionRegistry:
+        """Model versions: the base, candidates, deploy, roll back (the only door to ``model_versions``)."""
+        return VersionRegistry(self._pool)
 
-        return VersionRegistry(self)
+    @cached_property
+    def runs(self) -> TrainingRuns:
+        """Training runs and deployment events."""
+        return TrainingRuns(self._pool)
 
-    # -- model versions --------------------------------------------------------------------------
-    def ensure_base_version(self, base_model: str, name: str | None = None) -> ModelVersion:
-        """Return the base version (no adapter) of ``base_model``, creating it on first use.
+    @cached_property
+    def feedback(self) -> FeedbackRepository:
+        """Thumbs, ratings, better answers, A/B votes and rankings."""
+        return FeedbackRepository(self._pool)
 
-        A new base version is deployed when nothing else is deployed for that base model, so a fresh
-        database serves version 1 = the base model.
-        """
-        with self.write() as db:
-            row = next(
-                db.query(
-                    "SELECT * FROM model_versions WHERE base_model = ? AND adapter_path IS NULL "
-                    "ORDER BY id LIMIT 1",
-                    [base_model],
-                ),
-                None,
-            )
-            if row is None:
-                deployed = next(
-                    db.query(
-                        "SELECT id FROM model_versions WHERE base_model = ? AND status = 'deployed'",
-                        [base_model],
-                    ),
-                    None,
-                )
-                now = utc_now()
-                db.execute(
-                    "INSERT INTO model_versions (name, base_model, status, created_at, deployed_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [
-                        name or f"{base_model} (base)",
-                        base_model,
-                        "retired" if deployed else "deployed",
-                        now,
-                        None if deployed else now,
-                    ],
-                )
-                row = next(
-                    db.query(
-                        "SELECT * FROM model_versions WHERE base_model = ? AND adapter_path IS NULL "
-                        "ORDER BY id LIMIT 1",
-                        [base_model],
-                    )
-                )
-        return ModelVersion.from_row(row)
-
-    def get_version(self, version_id: int) -> ModelVersion:
-        row = next(self.db.query("SELECT * FROM model_versions WHERE id = ?", [version_id]), None)
-        if row is None:
-            raise StoreError(f"No model version {version_id}; `python launch.py versions` lists them.")
-        return ModelVersion.from_row(row)
-
-    def deployed_version(self, base_model: str) -> ModelVersion | None:
-        row = next(
-            self.db.query(
-                "SELECT * FROM model_versions WHERE base_model = ? AND status = 'deployed'",
-                [base_model],
-            ),
-            None,
-        )
-        return None if row is None else ModelVersion.from_row(row)
-
-    def list_versions(self, base_model: str | None = None) -> list[ModelVersion]:
-        if base_model is None:
-            rows = self.db.query("SELECT * FROM model_versions ORDER BY id")
-        else:
-            rows = self.db.query(
-                "SELECT * FROM model_versions WHERE base_model = ? ORDER BY id", [base_model]
-            )
-        return [ModelVersion.from_row(r) for r in rows]
+    @cached_property
+    def hygiene(self) -> HygieneRepository:
+        """Reports on the content filter, safety events, excluded users: what training leaves out."""
+        return HygieneRepository(self._pool)
 
     # -- conversations and messages --------------------------------------------------------------
     def create_conversation(

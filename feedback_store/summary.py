@@ -38,7 +38,7 @@ class Summary:
 
 
 def version_labels(store: FeedbackStore) -> dict[int, str]:
-    return {r["id"]: f"v{r['id']} {r['name']}" for r in store.db.query("SELECT id, name FROM model_versions")}
+    return {v.id: f"v{v.id} {v.name}" for v in store.versions.list()}
 
 
 def _player(row: dict, prefix: str, entity: str, labels: dict[int, str]) -> str | None:

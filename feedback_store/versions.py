@@ -13,26 +13,87 @@ import json
 from pathlib import Path
 from typing import Any
 
-from feedback_store.db import utc_now
-from feedback_store.store import VERSION_STATUSES, FeedbackStore, ModelVersion, StoreError
+from feedback_store.db import Repository, utc_now
+from feedback_store.records import VERSION_STATUSES, ModelVersion, StoreError
 
 
-class VersionRegistry:
-    """Typed access to the ``model_versions`` table. Every state change is one BEGIN IMMEDIATE transaction."""
+class VersionRegistry(Repository):
+    """Typed access to the ``model_versions`` table (no other module reads or writes it). Every state
+    change is one BEGIN IMMEDIATE transaction."""
 
-    def __init__(self, store: FeedbackStore):
-        self.store = store
+    # -- the base and reads ------------------------------------------------------------------------
+    def ensure_base(self, base_model: str, name: str | None = None) -> ModelVersion:
+        """Return the base version (no adapter) of ``base_model``, creating it on first use.
 
-    # -- reads -----------------------------------------------------------------------------------
+        A new base version is deployed when nothing else is deployed for that base model, so a fresh
+        database serves version 1 = the base model.
+        """
+        with self.write() as db:
+            row = next(
+                db.query(
+                    "SELECT * FROM model_versions WHERE base_model = ? AND adapter_path IS NULL "
+                    "ORDER BY id LIMIT 1",
+                    [base_model],
+                ),
+                None,
+            )
+            if row is None:
+                deployed = next(
+                    db.query(
+                        "SELECT id FROM model_versions WHERE base_model = ? AND status = 'deployed'",
+                        [base_model],
+                    ),
+                    None,
+                )
+                now = utc_now()
+                db.execute(
+                    "INSERT INTO model_versions (name, base_model, status, created_at, deployed_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [
+                        name or f"{base_model} (base)",
+                        base_model,
+                        "retired" if deployed else "deployed",
+                        now,
+                        None if deployed else now,
+                    ],
+                )
+                row = next(
+                    db.query(
+                        "SELECT * FROM model_versions WHERE base_model = ? AND adapter_path IS NULL "
+                        "ORDER BY id LIMIT 1",
+                        [base_model],
+                    )
+                )
+        return ModelVersion.from_row(row)
+
     def get(self, version_id: int) -> ModelVersion:
-        return self.store.get_version(version_id)
+        row = next(self.db.query("SELECT * FROM model_versions WHERE id = ?", [version_id]), None)
+        if row is None:
+            raise StoreError(f"No model version {version_id}; `python launch.py versions` lists them.")
+        return ModelVersion.from_row(row)
 
     def deployed(self, base_model: str) -> ModelVersion | None:
-        return self.store.deployed_version(base_model)
+        row = next(
+            self.db.query(
+                "SELECT * FROM model_versions WHERE base_model = ? AND status = 'deployed'",
+                [base_model],
+            ),
+            None,
+        )
+        return None if row is None else ModelVersion.from_row(row)
+
+    def _all(self, base_model: str | None = None) -> list[ModelVersion]:
+        if base_model is None:
+            rows = self.db.query("SELECT * FROM model_versions ORDER BY id")
+        else:
+            rows = self.db.query(
+                "SELECT * FROM model_versions WHERE base_model = ? ORDER BY id", [base_model]
+            )
+        return [ModelVersion.from_row(r) for r in rows]
 
     def deployed_id(self, base_model: str) -> int | None:
         """The deployed version's id only: a cheap read the server polls every few seconds."""
-        row = self.store.db.execute(
+        row = self.db.execute(
             "SELECT id FROM model_versions WHERE base_model = ? AND status = 'deployed'", [base_model]
         ).fetchone()
         return None if row is None else int(row[0])
@@ -40,7 +101,7 @@ class VersionRegistry:
     def list(
         self, base_model: str | None = None, *, statuses: tuple[str, ...] | None = None
     ) -> list[ModelVersion]:
-        versions = self.store.list_versions(base_model)
+        versions = self._all(base_model)
         if statuses is not None:
             versions = [v for v in versions if v.status in statuses]
         return versions
@@ -48,7 +109,7 @@ class VersionRegistry:
     def previous_deployed(self, base_model: str) -> ModelVersion | None:
         """The version deployed most recently before the current one (the default rollback target)."""
         row = next(
-            self.store.db.query(
+            self.db.query(
                 "SELECT * FROM model_versions WHERE base_model = ? AND status = 'retired' "
                 "AND deployed_at IS NOT NULL ORDER BY deployed_at DESC, id DESC LIMIT 1",
                 [base_model],
@@ -82,7 +143,7 @@ class VersionRegistry:
                     f"parent version {parent_id} is for {parent.base_model!r}, not {base_model!r}"
                 )
         _check_json(metrics)
-        with self.store.write() as db:
+        with self.write() as db:
             cursor = db.execute(
                 "INSERT INTO model_versions (name, base_model, adapter_path, gguf_adapter_path, parent_id, "
                 "training_run_id, method, status, metrics, notes, created_at) "
@@ -119,7 +180,7 @@ class VersionRegistry:
             raise StoreError(
                 f"version {version_id} is deployed; deploy or roll back to another version first"
             )
-        with self.store.write() as db:
+        with self.write() as db:
             db.execute(
                 "UPDATE model_versions SET status = ?, notes = COALESCE(?, notes) WHERE id = ?",
                 [status, notes, version_id],
@@ -131,7 +192,7 @@ class VersionRegistry:
     ) -> ModelVersion:
         """Merge ``metrics`` into the version's metrics (or replace them all)."""
         _check_json(metrics)
-        with self.store.write() as db:
+        with self.write() as db:
             row = db.execute("SELECT metrics FROM model_versions WHERE id = ?", [version_id]).fetchone()
             if row is None:
                 raise StoreError(f"No model version {version_id}.")
@@ -144,7 +205,7 @@ class VersionRegistry:
 
     def set_gguf_adapter_path(self, version_id: int, path: str | Path) -> ModelVersion:
         """Record the llama.cpp (GGUF LoRA) export of a version's PEFT adapter."""
-        with self.store.write() as db:
+        with self.write() as db:
             db.execute(
                 "UPDATE model_versions SET gguf_adapter_path = ? WHERE id = ?", [_abs(path), version_id]
             )
@@ -157,7 +218,7 @@ class VersionRegistry:
         sees two and a crash leaves the old state. Adapter files must exist (a cheap guard; whether
         they load is checked by the server, which keeps serving the old version if they do not).
         """
-        with self.store.write() as db:
+        with self.write() as db:
             row = next(db.query("SELECT * FROM model_versions WHERE id = ?", [version_id]), None)
             if row is None:
                 raise StoreError(f"No model version {version_id}; `python launch.py versions` lists them.")

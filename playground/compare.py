@@ -20,7 +20,6 @@ from dataclasses import replace as with_fields
 
 import gradio as gr
 
-from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
 from models.base import ChatMessage, Generation, GenerationError, SamplingParams
@@ -348,8 +347,7 @@ class CompareTab:
             gr.Warning(why)
             return state, gr.update(), gr.update(), gr.update()
         try:
-            fb.record_comparison(
-                self.store,
+            self.store.feedback.record_comparison(
                 state.message_a,
                 state.message_b,
                 user_id_for(request),
@@ -401,7 +399,9 @@ class CompareTab:
             pick_b = gr.Dropdown(label="B", visible=False, elem_id="compare-pick-b")
         mode_note = gr.Markdown("", elem_id="compare-mode-note")
         with gr.Accordion("System prompt and sampling", open=False):
-            system_prompt = gr.Textbox(value=self.settings.server.system_prompt, lines=2, label="System prompt")
+            system_prompt = gr.Textbox(
+                value=self.settings.server.system_prompt, lines=2, label="System prompt"
+            )
             controls = SamplingControls.render()
         with gr.Row():
             prompt = gr.Textbox(
@@ -423,7 +423,9 @@ class CompareTab:
         mode.change(self.on_mode, [mode], [pick_a, pick_b, mode_note, go])
         run_inputs = [prompt, mode, pick_a, pick_b, anonymous, system_prompt, *controls.components]
         run_outputs = [chat_a, chat_b, state, result, *buttons.values()]
-        generate = dict(concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+        generate = dict(
+            concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID
+        )
         for trigger in (go.click, prompt.submit):
             trigger(self.run, run_inputs, run_outputs, **generate).then(
                 self.open_vote, [state], [result, *buttons.values()]

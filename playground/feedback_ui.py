@@ -130,8 +130,8 @@ class FeedbackPanel:
         action = (reply.moderation or {}).get("action")
         shown = {"withheld": "(a reply the filter withheld)", "refusal": "(the filter's refusal)"}
         header = f"Rating the reply: “{shown.get(action) or _preview(reply.content)}”"
-        got = fb.get_feedback(self.store, message_id, user_id)
-        demo = fb.get_demonstration(self.store, message_id, user_id)
+        got = self.store.feedback.get_feedback(message_id, user_id)
+        demo = self.store.feedback.get_demonstration(message_id, user_id)
         thumbs = None if got is None or got.thumbs is None else ("up" if got.thumbs == 1 else "down")
         reasons = list(got.reasons) if got else []
         return [
@@ -160,7 +160,7 @@ class FeedbackPanel:
             return [target, *[gr.update() for _ in range(8)]]
         thumbs, reasons = thumbs_value(data.liked)
         try:
-            fb.record_feedback(self.store, message_id, user, thumbs=thumbs, add_reasons=reasons)
+            self.store.feedback.record_feedback(message_id, user, thumbs=thumbs, add_reasons=reasons)
         except StoreError as exc:
             gr.Warning(str(exc))
         return [message_id, *self._fields_for(message_id, user)]
@@ -172,7 +172,7 @@ class FeedbackPanel:
         if moderation.get("action") == "refusal" and moderation.get("refused_message_id"):
             message_id = int(moderation["refused_message_id"])
         try:
-            store_safety.record_report(self.store, message_id, user, kind)
+            self.store.hygiene.record_report(message_id, user, kind)
         except StoreError as exc:
             gr.Warning(str(exc))
             return
@@ -217,8 +217,7 @@ class FeedbackPanel:
         reasons = (reasons_down if value == -1 else reasons_up if value == 1 else []) or []
         try:
             with self.store.write():  # one transaction: a refused better answer saves nothing
-                saved = fb.record_feedback(
-                    self.store,
+                saved = self.store.feedback.record_feedback(
                     message_id,
                     user,
                     thumbs=value,
@@ -228,9 +227,9 @@ class FeedbackPanel:
                     note=note or None,
                 )
                 better = (better or "").strip()
-                demo = fb.add_demonstration(self.store, message_id, user, better) if better else None
+                demo = self.store.feedback.add_demonstration(message_id, user, better) if better else None
                 if demo is not None and (decision := self.safety.check_demonstration(demo.content)):
-                    store_safety.set_demonstration_moderation(self.store, demo.id, decision)
+                    self.store.hygiene.set_demonstration_moderation(demo.id, decision)
         except StoreError as exc:
             gr.Warning(str(exc))
             return message_id, f"Not saved: {exc}"
@@ -342,7 +341,7 @@ def register_api(store: FeedbackStore, safety: Safety | None = None) -> None:
         if note is not None:
             kwargs["note"] = note
         try:
-            saved = fb.record_feedback(store, int(message_id), user_id_for(request), **kwargs)
+            saved = store.feedback.record_feedback(int(message_id), user_id_for(request), **kwargs)
         except StoreError as exc:
             raise gr.Error(str(exc)) from exc
         return {"id": saved.id, "message_id": saved.message_id, "user_id": saved.user_id}
@@ -352,9 +351,9 @@ def register_api(store: FeedbackStore, safety: Safety | None = None) -> None:
         limit(request)
         try:
             with store.write():
-                saved = fb.add_demonstration(store, int(message_id), user_id_for(request), answer)
+                saved = store.feedback.add_demonstration(int(message_id), user_id_for(request), answer)
                 if decision := safety.check_demonstration(saved.content):
-                    store_safety.set_demonstration_moderation(store, saved.id, decision)
+                    store.hygiene.set_demonstration_moderation(saved.id, decision)
         except StoreError as exc:
             raise gr.Error(str(exc)) from exc
         return {"id": saved.id, "message_id": saved.message_id, "user_id": saved.user_id}
@@ -366,7 +365,7 @@ def register_api(store: FeedbackStore, safety: Safety | None = None) -> None:
         blocked or flagged but is fine) or "false_negative" (it should have been blocked)."""
         limit(request)
         try:
-            saved = store_safety.record_report(store, int(message_id), user_id_for(request), kind, note=note)
+            saved = store.hygiene.record_report(int(message_id), user_id_for(request), kind, note=note)
         except (StoreError, ValueError, TypeError) as exc:
             raise gr.Error(str(exc)) from exc
         return {"id": saved.id, "message_id": saved.message_id, "kind": saved.kind}

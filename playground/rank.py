@@ -192,7 +192,7 @@ class RankTab:
             return f"Not saved: {why}"
         try:
             order = order_from_ranks(list(ranks), state.message_ids)
-            ranking = fb.record_ranking(self.store, order, user_id_for(request))
+            ranking = self.store.feedback.record_ranking(order, user_id_for(request))
         except (ValueError, StoreError) as exc:
             gr.Warning(str(exc))
             return f"Not saved: {exc}"
@@ -210,7 +210,9 @@ class RankTab:
             k = gr.Slider(2, MAX_K, value=DEFAULT_K, step=1, label="K replies", scale=1, elem_id="rank-k")
             go = gr.Button("Sample", variant="primary", scale=1, elem_id="rank-go")
         with gr.Accordion("System prompt and sampling", open=False):
-            system_prompt = gr.Textbox(value=self.settings.server.system_prompt, lines=2, label="System prompt")
+            system_prompt = gr.Textbox(
+                value=self.settings.server.system_prompt, lines=2, label="System prompt"
+            )
             controls = SamplingControls.render(SamplingParams(temperature=0.9))
         status = gr.Markdown("", elem_id="rank-status")
         boxes, pickers = [], []
@@ -240,7 +242,9 @@ class RankTab:
         save = gr.Button("Save ranking", variant="primary", interactive=False, elem_id="rank-save")
         saved = gr.Markdown("", elem_id="rank-saved")
 
-        generate = dict(concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+        generate = dict(
+            concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID
+        )
         for trigger in (go.click, prompt.submit):
             trigger(
                 self.run,

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedback_store import hygiene as store_safety
 from feedback_store.store import FeedbackStore, StoreError
 from playground.access import AccessPolicy, client_address, user_id_for
 from playground.moderation.base import Combined, ModerationResult, Moderator, category_label
@@ -180,8 +179,8 @@ class Safety:
             self._last_event[(user, scope)] = now
         log.info("rate limit hit: user %s, scope %s, %s", user, scope, detail["limit"])
         try:
-            store_safety.record_event(
-                self.store, "rate_limited", user, client_ip=address, scope=scope, detail=detail
+            self.store.hygiene.record_event(
+                "rate_limited", user, client_ip=address, scope=scope, detail=detail
             )
         except StoreError as exc:  # a refused request must not fail because its log row failed
             log.warning("could not log a rate-limit event: %s", exc)

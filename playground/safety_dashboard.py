@@ -1,14 +1,14 @@
 """The Dashboard's "Content filter" section: how often the filter blocked or flagged, how often users
 said it was wrong ("the filter was wrong" / "this should have been blocked"), the filter's precision
 and recall as users see them (per category, with Wilson intervals), rate limits hit, and how many
-users' feedback is kept out of training. Numbers from ``feedback_store.hygiene.moderation_stats``.
+users' feedback is kept out of training. Numbers from ``store.hygiene.moderation_stats()``.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from feedback_store.hygiene import HygienePolicy, ModerationStats, moderation_stats
+from feedback_store.hygiene import HygienePolicy, ModerationStats
 from feedback_store.store import FeedbackStore
 from playground.moderation.base import category_label
 
@@ -57,7 +57,7 @@ class SafetyPanel:
         self.policy = policy
 
     def refresh(self):
-        s = moderation_stats(self.store, self.policy)
+        s = self.store.hygiene.moderation_stats(self.policy)
         return stats_markdown(s), stats_table(s)
 
     def render(self) -> list[gr.components.Component]:

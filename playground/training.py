@@ -19,7 +19,7 @@ import gradio as gr
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from feedback_store.runs import TrainingRun, TrainingRuns
+from feedback_store.runs import TrainingRun
 from feedback_store.stats import rates
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.versions import VersionRegistry
@@ -186,8 +186,8 @@ class TrainingTab:
         self.store = store
         self.base_model = base_model
         self.scheduler = scheduler
-        self.runs = TrainingRuns(store)
-        self.registry = VersionRegistry(store)
+        self.runs = store.runs
+        self.registry = store.versions
         # Who may deploy / roll back / start training (``Safety.is_admin``): required, so that a tab
         # built without an admin check refuses instead of letting everyone in.
         self.can_admin = can_admin

@@ -41,6 +41,7 @@ TIMEOUT_S = 420
 def documented_commands() -> list[tuple[str, str]]:
     """(where, command) for every runnable line of a fenced block, in documentation order."""
     found: list[tuple[str, str]] = []
+    seen: list[list[str]] = []
     for path in DOCS:
         fenced = False
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -48,7 +49,9 @@ def documented_commands() -> list[tuple[str, str]]:
                 fenced = not fenced
                 continue
             command = line.strip()
-            if fenced and command.startswith(PREFIXES):
+            key = command.split("#")[0].split()
+            if fenced and command.startswith(PREFIXES) and key not in seen:  # the same command once
+                seen.append(key)
                 found.append((f"{path.relative_to(ROOT)}:{number}", command))
     return found
 

@@ -22,10 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feedback_store import datasets as ds
-from feedback_store import hygiene
-from feedback_store.runs import TrainingRuns
 from feedback_store.store import FeedbackStore
-from feedback_store.versions import VersionRegistry
 from trainers import registry
 from trainers.common import TrainingDataError
 from trainers.gate import GateConfig
@@ -127,7 +124,7 @@ def run_cycle(
 ) -> CycleOutcome:
     """One whole cycle; reports into the ``training_runs`` row ``run_id`` (if any) and ``on_progress``."""
     store = FeedbackStore(config.db_path)
-    runs = TrainingRuns(store) if run_id is not None else None
+    runs = store.runs if run_id is not None else None
     stages = Stages(runs, run_id, on_progress)
     try:
         return _run(config, store, runs, run_id, stages)
@@ -137,13 +134,13 @@ def run_cycle(
 
 
 def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages) -> CycleOutcome:
-    versions = VersionRegistry(store)
+    versions = store.versions
     base = served_base(config.model)
     base_id = base.name
-    base_row = store.ensure_base_version(base_id)
+    base_row = store.versions.ensure_base(base_id)
     deployed = versions.deployed(base_id) or base_row
     if config.hygiene:  # who is excluded is decided now, from the store, not when the server started
-        config = replace(config, excluded_users=config.excluded_users | hygiene.excluded_users(store))
+        config = replace(config, excluded_users=config.excluded_users | store.hygiene.excluded_users())
     req = dict(
         db_path=config.db_path,
         data_dir=config.data_dir,
@@ -242,7 +239,7 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages
 
     # 5. decide: the only step that changes what is served, one registry transaction.
     stages.begin("deploy", "applying the gate's decision")
-    events = TrainingRuns(store)
+    events = store.runs
     if not gate.passed:
         versions.set_status(candidate.id, "rejected", notes="; ".join(gate.reasons))
         events.record_event(candidate.id, "reject", "gate", gate.reasons, run_id)

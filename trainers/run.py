@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from feedback_store import datasets as ds
-from feedback_store import hygiene
 from feedback_store.store import FeedbackStore
 from trainers import registry
 from trainers.common import CommonConfig, TrainingDataError, TrainResult, write_metrics
@@ -117,7 +116,7 @@ def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
             "demonstrations": ds.demonstrations,
         }[kind]
         items = read(store, version_id=req.version_id, **filters)
-    excluded = req.excluded_users | (hygiene.excluded_users(store) if req.hygiene else frozenset())
+    excluded = req.excluded_users | (store.hygiene.excluded_users() if req.hygiene else frozenset())
     items = [i for i in items if i.user_id not in excluded]
     items = cap_per_user(dedupe(items), max_share=req.max_share_per_user)
     return split_heldout(items, req.heldout_fraction)
@@ -136,7 +135,6 @@ def run_training(
     req: TrainRequest, progress: Progress | None = None, callbacks: Sequence | None = None
 ) -> TrainOutcome:
     """Train ``req.method`` and register the result; raises TrainingDataError when data is insufficient."""
-    from feedback_store.versions import VersionRegistry
 
     say = progress or (lambda message, fraction: log.info("%s (%.0f%%)", message, 100 * fraction))
     t0 = time.perf_counter()
@@ -144,7 +142,7 @@ def run_training(
     base_id = base.name
     store = FeedbackStore(req.db_path)
     try:
-        versions = VersionRegistry(store)
+        versions = store.versions
         say("reading feedback", 0.02)
         train, heldout = load_examples(store, req)
         deployed = versions.deployed(base_id)
@@ -156,12 +154,7 @@ def run_training(
         folder = "adapters" if method.policy else "reward_models"
         output_dir = req.data_dir / folder / f"{req.method}-{stamp}-{req.training_run_id or 'manual'}"
         init_adapter = None
-        if (
-            req.init_from == "deployed"
-            and deployed is not None
-            and deployed.adapter_path
-            and method.policy
-        ):
+        if req.init_from == "deployed" and deployed is not None and deployed.adapter_path and method.policy:
             init_adapter = deployed.adapter_path
         reward_adapter = req.reward_adapter or (str(latest_reward_model(req.data_dir) or "") or None)
         kwargs: dict[str, Any] = dict(

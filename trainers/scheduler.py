@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from feedback_store.runs import RunInProgress, TrainingRuns
+from feedback_store.runs import RunInProgress
 from feedback_store.store import FeedbackStore
 from settings import TrainingSettings
 from trainers.cycle import CycleConfig
@@ -58,7 +58,7 @@ class TrainingScheduler:
         self.config = config
         self.cycle = cycle
         self._store = FeedbackStore(cycle.db_path)
-        self.runs = TrainingRuns(self._store)
+        self.runs = self._store.runs
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._scheduler = None

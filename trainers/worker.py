@@ -18,7 +18,6 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from feedback_store.runs import TrainingRuns
 from feedback_store.store import FeedbackStore
 from trainers.common import TrainingDataError
 from trainers.cycle import CycleConfig, run_cycle
@@ -43,7 +42,7 @@ def run_cycle_for(config: CycleConfig, run_id: int, on_progress: ProgressCallbac
     # A polite stop (SIGTERM from the scheduler or a user) unwinds normally and is recorded as killed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     store = FeedbackStore(config.db_path)
-    runs = TrainingRuns(store)
+    runs = store.runs
     handler = None
     try:
         runs.set_pid(run_id, os.getpid())

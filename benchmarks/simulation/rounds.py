@@ -133,7 +133,6 @@ def _link_hf_base(config: LoopConfig) -> None:
 
 def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     """Run the rounds; returns the result (also written to work_dir/result.json)."""
-    from feedback_store.runs import TrainingRuns
     from feedback_store.store import FeedbackStore
     from models.base import SamplingParams
     from models.embedded import embedded_model_path
@@ -173,7 +172,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     (config.work_dir / "loop_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     store = FeedbackStore(cycle.db_path)
     root = LlamaCppChatModel(embedded_model_path(), pool_size=1, n_threads=config.threads)
-    base = store.ensure_base_version(root.model_id, name=f"{root.display_name} (base)")
+    base = store.versions.ensure_base(root.model_id, name=f"{root.display_name} (base)")
     service = ModelService.from_registry(VersionLoader(root), store.versions, base_version_id=base.id)
     scheduler = TrainingScheduler(
         TrainingSettings(every=0, threads=config.threads, nice=0, min_feedback=0),  # never on a timer
@@ -220,7 +219,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
             t0 = time.perf_counter()
             run_id = scheduler.run_now_and_wait("simulation")
             cycle_s = time.perf_counter() - t0
-            run = TrainingRuns(store).get(run_id) if run_id is not None else None
+            run = store.runs.get(run_id) if run_id is not None else None
             service.sync_with_registry()
             candidate_id = run.candidate_version_id if run else None
             t0 = time.perf_counter()

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 
 from benchmarks.simulation.labelers import BradleyTerryLabeler
 from benchmarks.simulation.tasks import Task
-from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore
 from models.base import GenerationResult, SamplingParams
 from models.service import ModelService
@@ -144,7 +143,7 @@ class SimulatedUsers:
         conv, question = self._start(task, user, "ui")
         (result,) = self._generate(task, [self._seeded().seed])
         (reply,) = self._store(conv, question, [result], "plain")
-        fb.record_feedback(self.store, reply, user, thumbs=self.labeler.thumbs(task, result.text))
+        self.store.feedback.record_feedback(reply, user, thumbs=self.labeler.thumbs(task, result.text))
         self._saw(record, task, [result])
         record.events["thumbs"] += 1
 
@@ -156,8 +155,8 @@ class SimulatedUsers:
             results.reverse()
         a, b = self._store(conv, question, results, None)
         vote = self.labeler.vote(task, results[0].text, results[1].text)
-        fb.record_comparison(
-            self.store, a, b, user, vote, mode="samples", label_a="Model A", label_b="Model B", anonymous=True
+        self.store.feedback.record_comparison(
+            a, b, user, vote, mode="samples", label_a="Model A", label_b="Model B", anonymous=True
         )
         self._saw(record, task, results)
         record.events["votes"] += 1
@@ -168,7 +167,7 @@ class SimulatedUsers:
         results = self._generate(task, [seed + i for i in range(k)])
         ids = self._store(conv, question, results, None)
         order = self.labeler.rank(task, [r.text for r in results])
-        fb.record_ranking(self.store, [ids[i] for i in order], user)
+        self.store.feedback.record_ranking([ids[i] for i in order], user)
         self._saw(record, task, results)
         record.events["rankings"] += 1
 

@@ -12,7 +12,6 @@ import sys
 
 import pytest
 
-from feedback_store.runs import TrainingRuns
 from feedback_store.store import FeedbackStore
 from settings import Settings
 from tests.conftest import ROOT
@@ -62,7 +61,7 @@ def test_train_cycle_runs_the_schedulers_cycle_and_stores_its_decision(data):
     outcome = last_json(r.stdout)
     store = FeedbackStore(data / "playground.db")
     try:
-        (run,) = TrainingRuns(store).recent()
+        (run,) = store.runs.recent()
         assert run.trigger == "cli" and run.status == "succeeded", run
         assert run.decision == outcome["decision"] == "deployed" and run.reasons == outcome["reasons"]
         assert any("win rate" in reason for reason in run.reasons)
@@ -88,7 +87,7 @@ def test_train_one_method_registers_a_candidate(data):
         version = store.versions.get(summary["version_id"])
         assert version.status == "candidate" and version.method == "dpo"
         assert version.adapter_path == summary["adapter"] and summary["gguf_adapter"].endswith("adapter.gguf")
-        assert TrainingRuns(store).recent() == []  # one method is not a cycle
+        assert store.runs.recent() == []  # one method is not a cycle
     finally:
         store.close()
     assert "dpo" in r.stderr and "100%" in r.stderr

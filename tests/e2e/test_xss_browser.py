@@ -123,9 +123,8 @@ def test_payloads_stay_inert_in_every_tab(server, page):
         u = store.add_message(conv, "user", PAYLOADS[0])
         a = store.add_assistant_message(conv, u, AssistantTurn(content=PAYLOADS[2], model_version_id=1))
         b = store.add_assistant_message(conv, u, AssistantTurn(content=PAYLOADS[3], model_version_id=evil))
-        from feedback_store import feedback as fb
 
-        fb.record_comparison(store, a, b, "tester", "b", mode="versions")
+        store.feedback.record_comparison(a, b, "tester", "b", mode="versions")
     finally:
         store.close()
     page.get_by_role("tab", name="Dashboard").click()

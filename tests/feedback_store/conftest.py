@@ -35,7 +35,7 @@ def reply(store: FeedbackStore, conv: str, parent: int, text: str, version: int,
 
 
 def make_tree(store: FeedbackStore) -> Tree:
-    v1 = store.ensure_base_version("m.gguf", name="base").id
+    v1 = store.versions.ensure_base("m.gguf", name="base").id
     with store.write() as db:
         v2 = db.execute(
             "INSERT INTO model_versions (name, base_model, adapter_path, status, created_at) "

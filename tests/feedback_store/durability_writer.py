@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import threading
 
-from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore
 
 
@@ -27,7 +26,7 @@ def main() -> None:
             user = f"w{k}-{i // len(replies)}"
             message_id = replies[i % len(replies)]
             score = 1 + i % 7
-            fb.record_feedback(store, message_id, user, thumbs=1, score=score)
+            store.feedback.record_feedback(message_id, user, thumbs=1, score=score)
             with out_lock:  # one line per acknowledged write, flushed before the next write starts
                 sys.stdout.write(f"ack {message_id} {user} {score}\n")
                 sys.stdout.flush()

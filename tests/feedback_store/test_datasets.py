@@ -3,7 +3,6 @@
 import pytest
 
 from feedback_store import datasets
-from feedback_store import feedback as fb
 from feedback_store.store import StoreError
 
 CONTEXT = [
@@ -23,7 +22,7 @@ def by_source(pairs):
 
 def test_ab_vote_gives_one_pair_with_context_and_versions(tree):
     s, r = tree.store, tree.replies
-    c = fb.record_comparison(s, r[0], r[1], "alice", "b", mode="versions")
+    c = s.feedback.record_comparison(r[0], r[1], "alice", "b", mode="versions")
     [pair] = datasets.preference_pairs(s)
     assert pair.prompt == CONTEXT  # system prompt first, the retry sibling r1b never leaks in
     assert (pair.chosen, pair.rejected) == ("It is Paris, the capital.", "Paris.")
@@ -40,14 +39,14 @@ def test_ab_vote_gives_one_pair_with_context_and_versions(tree):
 
 def test_ties_and_both_bad_give_no_pairs(tree):
     s, r = tree.store, tree.replies
-    fb.record_comparison(s, r[0], r[1], "alice", "tie", mode="samples")
-    fb.record_comparison(s, r[0], r[2], "alice", "both_bad", mode="samples")
+    s.feedback.record_comparison(r[0], r[1], "alice", "tie", mode="samples")
+    s.feedback.record_comparison(r[0], r[2], "alice", "both_bad", mode="samples")
     assert datasets.preference_pairs(s) == []
 
 
 def test_ranking_expands_into_all_ordered_pairs_with_weight(tree):
     s, r = tree.store, tree.replies
-    ranking = fb.record_ranking(s, [r[1], r[0], r[4], r[2]], "alice")
+    ranking = s.feedback.record_ranking([r[1], r[0], r[4], r[2]], "alice")
     pairs = datasets.preference_pairs(s, sources=["ranking"])
     assert len(pairs) == 6
     text = {m: s.get_message(m).content for m in r}
@@ -63,7 +62,7 @@ def test_ranking_expands_into_all_ordered_pairs_with_weight(tree):
 
 def test_better_answer_is_a_pair_and_a_demonstration(tree):
     s, r = tree.store, tree.replies
-    d = fb.add_demonstration(s, r[2], "bob", "Paris is the capital of France.")
+    d = s.feedback.add_demonstration(r[2], "bob", "Paris is the capital of France.")
     [pair] = datasets.preference_pairs(s)
     assert pair.source == "better_answer" and pair.demonstration_id == d.id
     assert (pair.chosen, pair.rejected) == ("Paris is the capital of France.", "Lyon.")
@@ -76,9 +75,9 @@ def test_better_answer_is_a_pair_and_a_demonstration(tree):
 
 def test_unpaired_feedback_from_thumbs(tree):
     s, r = tree.store, tree.replies
-    fb.record_feedback(s, r[0], "alice", thumbs=1, reasons=["accurate"], score=6)
-    fb.record_feedback(s, r[2], "alice", thumbs=-1, reasons=["incorrect"])
-    fb.record_feedback(s, r[3], "alice", score=2)  # a score alone is no label
+    s.feedback.record_feedback(r[0], "alice", thumbs=1, reasons=["accurate"], score=6)
+    s.feedback.record_feedback(r[2], "alice", thumbs=-1, reasons=["incorrect"])
+    s.feedback.record_feedback(r[3], "alice", score=2)  # a score alone is no label
     got = datasets.unpaired_feedback(s)
     assert [(e.completion, e.label) for e in got] == [("Paris.", True), ("Lyon.", False)]
     assert got[0].reasons == ("accurate",) and got[0].score == 6 and got[0].version_id == tree.v1
@@ -91,9 +90,9 @@ def test_unpaired_feedback_from_thumbs(tree):
 
 def test_filters_by_version_user_source_and_since(tree):
     s, r = tree.store, tree.replies
-    fb.record_comparison(s, r[0], r[2], "alice", "a", mode="samples")  # v1 vs v1
-    fb.record_comparison(s, r[1], r[3], "bob", "a", mode="samples")  # v2 vs v2
-    fb.add_demonstration(s, r[2], "bob", "Paris.!")
+    s.feedback.record_comparison(r[0], r[2], "alice", "a", mode="samples")  # v1 vs v1
+    s.feedback.record_comparison(r[1], r[3], "bob", "a", mode="samples")  # v2 vs v2
+    s.feedback.add_demonstration(r[2], "bob", "Paris.!")
     later = datasets.preference_pairs(s)[-1].updated_at
     assert len(datasets.preference_pairs(s)) == 3
     assert {p.user_id for p in datasets.preference_pairs(s, user_id="bob")} == {"bob"}
@@ -107,7 +106,7 @@ def test_filters_by_version_user_source_and_since(tree):
         datasets.preference_pairs(s, since="yesterday")
     with pytest.raises(StoreError, match="unknown sources"):
         datasets.preference_pairs(s, sources=["thumbs"])
-    fb.record_feedback(s, r[1], "bob", thumbs=1)
+    s.feedback.record_feedback(r[1], "bob", thumbs=1)
     assert len(datasets.unpaired_feedback(s, version_id=tree.v2)) == 1
     assert datasets.unpaired_feedback(s, version_id=tree.v1) == []
     assert datasets.unpaired_feedback(s, user_id="alice") == []
@@ -141,6 +140,6 @@ def test_empty_or_identical_chosen_text_is_skipped(tree):
 
     empty = reply(s, conv, tree.u2, "", tree.v1)
     same = reply(s, conv, tree.u2, "Paris.", tree.v1)
-    fb.record_comparison(s, empty, r[0], "alice", "a", mode="samples")
-    fb.record_comparison(s, same, r[0], "alice", "a", mode="samples")
+    s.feedback.record_comparison(empty, r[0], "alice", "a", mode="samples")
+    s.feedback.record_comparison(same, r[0], "alice", "a", mode="samples")
     assert datasets.preference_pairs(s) == []

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def seed_replies(path, n: int) -> list[int]:
     store = FeedbackStore(path)
     try:
-        version = store.ensure_base_version("durability.gguf").id
+        version = store.versions.ensure_base("durability.gguf").id
         conv = store.create_conversation("seed")
         prompt = store.add_message(conv, "user", "Rate me.")
         return [

@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from feedback_store import datasets, exports, imports
-from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore, StoreError
 from launch import main as launch_main
 from tests.conftest import ROOT
@@ -151,12 +150,12 @@ def test_trl_preference_import_explicit_and_implicit_prompts(store, tmp_path):
 
 def feedback_of_every_kind(tree):
     s, r = tree.store, tree.replies
-    fb.record_comparison(s, r[0], r[1], "alice", "a", mode="versions")
-    fb.record_comparison(s, r[0], r[3], "alice", "tie", mode="samples")
-    fb.record_ranking(s, [r[4], r[0], r[2]], "bob")
-    fb.add_demonstration(s, r[3], "bob", "Paris is the capital of France.")
-    fb.record_feedback(s, r[0], "alice", thumbs=1, reasons=["accurate"], score=7)
-    fb.record_feedback(s, r[2], "bob", thumbs=-1, reasons=["incorrect"], flags=["harmful_advice"])
+    s.feedback.record_comparison(r[0], r[1], "alice", "a", mode="versions")
+    s.feedback.record_comparison(r[0], r[3], "alice", "tie", mode="samples")
+    s.feedback.record_ranking([r[4], r[0], r[2]], "bob")
+    s.feedback.add_demonstration(r[3], "bob", "Paris is the capital of France.")
+    s.feedback.record_feedback(r[0], "alice", thumbs=1, reasons=["accurate"], score=7)
+    s.feedback.record_feedback(r[2], "bob", thumbs=-1, reasons=["incorrect"], flags=["harmful_advice"])
 
 
 def test_exports_write_trl_formats(tree, tmp_path):

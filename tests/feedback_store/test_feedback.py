@@ -12,23 +12,25 @@ def rows(store, table):
 
 def test_thumbs_with_a_reason_fired_twice_is_one_row(tree):
     s, m = tree.store, tree.replies[0]
-    first = fb.record_feedback(s, m, "alice", thumbs=-1, add_reasons=["too_long"])
-    second = fb.record_feedback(s, m, "alice", thumbs=-1, add_reasons=["too_long"])  # Gradio's double fire
+    first = s.feedback.record_feedback(m, "alice", thumbs=-1, add_reasons=["too_long"])
+    second = s.feedback.record_feedback(
+        m, "alice", thumbs=-1, add_reasons=["too_long"]
+    )  # Gradio's double fire
     assert rows(s, "feedback") == 1
     assert second == first  # nothing changed, not even updated_at
     assert first.thumbs == -1 and first.reasons == ("too_long",)
-    both = fb.record_feedback(s, m, "alice", add_reasons=["incorrect"])
+    both = s.feedback.record_feedback(m, "alice", add_reasons=["incorrect"])
     assert both.reasons == ("incorrect", "too_long")  # catalogue order, no duplicates
     assert rows(s, "feedback") == 1
-    assert fb.record_feedback(s, m, "bob", thumbs=1).id != first.id  # another user: another row
+    assert s.feedback.record_feedback(m, "bob", thumbs=1).id != first.id  # another user: another row
     assert rows(s, "feedback") == 2
 
 
 def test_partial_updates_keep_the_other_fields(tree):
     s, m = tree.store, tree.replies[1]
-    fb.record_feedback(s, m, "alice", thumbs=1, reasons=["clear"])
-    fb.record_feedback(s, m, "alice", score=6, flags=["moral_judgment"], note="  good  ")
-    got = fb.get_feedback(s, m, "alice")
+    s.feedback.record_feedback(m, "alice", thumbs=1, reasons=["clear"])
+    s.feedback.record_feedback(m, "alice", score=6, flags=["moral_judgment"], note="  good  ")
+    got = s.feedback.get_feedback(m, "alice")
     assert (got.thumbs, got.reasons, got.score, got.flags, got.note) == (
         1,
         ("clear",),
@@ -37,16 +39,16 @@ def test_partial_updates_keep_the_other_fields(tree):
         "good",
     )
     assert got.updated_at >= got.created_at
-    fb.record_feedback(s, m, "alice", score=None, flags=[], note="")
-    got = fb.get_feedback(s, m, "alice")
+    s.feedback.record_feedback(m, "alice", score=None, flags=[], note="")
+    got = s.feedback.get_feedback(m, "alice")
     assert (got.thumbs, got.score, got.flags, got.note) == (1, None, (), None)
 
 
 def test_turning_thumbs_around_drops_reasons_that_no_longer_fit(tree):
     s, m = tree.store, tree.replies[0]
-    fb.record_feedback(s, m, "alice", thumbs=-1, reasons=["too_long", "other"])
-    assert fb.record_feedback(s, m, "alice", thumbs=1).reasons == ("other",)
-    cleared = fb.record_feedback(s, m, "alice", thumbs=None)
+    s.feedback.record_feedback(m, "alice", thumbs=-1, reasons=["too_long", "other"])
+    assert s.feedback.record_feedback(m, "alice", thumbs=1).reasons == ("other",)
+    cleared = s.feedback.record_feedback(m, "alice", thumbs=None)
     assert cleared.thumbs is None and cleared.reasons == ()
 
 
@@ -66,59 +68,66 @@ def test_turning_thumbs_around_drops_reasons_that_no_longer_fit(tree):
 )
 def test_bad_feedback_is_refused_and_writes_nothing(tree, kwargs, message):
     with pytest.raises(StoreError, match=message):
-        fb.record_feedback(tree.store, tree.replies[0], "alice", **kwargs)
+        tree.store.feedback.record_feedback(tree.replies[0], "alice", **kwargs)
     assert rows(tree.store, "feedback") == 0
 
 
 def test_feedback_only_on_existing_replies_by_a_named_user(tree):
     with pytest.raises(StoreError, match="user message"):
-        fb.record_feedback(tree.store, tree.u2, "alice", thumbs=1)
+        tree.store.feedback.record_feedback(tree.u2, "alice", thumbs=1)
     with pytest.raises(StoreError, match="No message 999"):
-        fb.record_feedback(tree.store, 999, "alice", thumbs=1)
+        tree.store.feedback.record_feedback(999, "alice", thumbs=1)
     with pytest.raises(StoreError, match="user_id"):
-        fb.record_feedback(tree.store, tree.replies[0], " ", thumbs=1)
-    assert fb.get_feedback(tree.store, tree.replies[0], "alice") is None
-    assert fb.list_feedback(tree.store) == []
+        tree.store.feedback.record_feedback(tree.replies[0], " ", thumbs=1)
+    assert tree.store.feedback.get_feedback(tree.replies[0], "alice") is None
+    assert tree.store.feedback.list_feedback() == []
 
 
 def test_list_feedback_by_message(tree):
-    fb.record_feedback(tree.store, tree.replies[0], "alice", thumbs=1)
-    fb.record_feedback(tree.store, tree.replies[0], "bob", thumbs=-1)
-    fb.record_feedback(tree.store, tree.replies[1], "bob", thumbs=-1)
-    assert [f.user_id for f in fb.list_feedback(tree.store, message_id=tree.replies[0])] == ["alice", "bob"]
-    assert len(fb.list_feedback(tree.store)) == 3
+    tree.store.feedback.record_feedback(tree.replies[0], "alice", thumbs=1)
+    tree.store.feedback.record_feedback(tree.replies[0], "bob", thumbs=-1)
+    tree.store.feedback.record_feedback(tree.replies[1], "bob", thumbs=-1)
+    assert [f.user_id for f in tree.store.feedback.list_feedback(message_id=tree.replies[0])] == [
+        "alice",
+        "bob",
+    ]
+    assert len(tree.store.feedback.list_feedback()) == 3
 
 
 def test_better_answer_is_one_row_per_user_and_reply(tree):
     s, m = tree.store, tree.replies[2]
-    d1 = fb.add_demonstration(s, m, "alice", "  Paris is the capital of France.  ")
+    d1 = s.feedback.add_demonstration(m, "alice", "  Paris is the capital of France.  ")
     assert d1.content == "Paris is the capital of France."
-    assert fb.add_demonstration(s, m, "alice", "Paris is the capital of France.") == d1  # repeat: unchanged
-    d2 = fb.add_demonstration(s, m, "alice", "Paris.")
+    assert (
+        s.feedback.add_demonstration(m, "alice", "Paris is the capital of France.") == d1
+    )  # repeat: unchanged
+    d2 = s.feedback.add_demonstration(m, "alice", "Paris.")
     assert d2.id == d1.id and d2.content == "Paris." and rows(s, "demonstrations") == 1
-    assert fb.get_demonstration(s, m, "alice").content == "Paris."
+    assert s.feedback.get_demonstration(m, "alice").content == "Paris."
     with pytest.raises(StoreError, match="empty"):
-        fb.add_demonstration(s, m, "bob", "   ")
+        s.feedback.add_demonstration(m, "bob", "   ")
     with pytest.raises(StoreError, match="same as the reply"):
-        fb.add_demonstration(s, m, "bob", "Lyon.")
+        s.feedback.add_demonstration(m, "bob", "Lyon.")
     with pytest.raises(StoreError, match="user message"):
-        fb.add_demonstration(s, tree.u2, "bob", "x")
+        s.feedback.add_demonstration(tree.u2, "bob", "x")
     assert rows(s, "demonstrations") == 1
 
 
 def test_comparison_vote_is_upserted_and_records_what_differed(tree):
     s, a, b = tree.store, tree.replies[0], tree.replies[1]
-    c1 = fb.record_comparison(s, a, b, "alice", "a", mode="versions", label_a="v1", label_b="v2")
-    c2 = fb.record_comparison(
-        s, a, b, "alice", "b", mode="versions", label_a="v1", label_b="v2"
+    c1 = s.feedback.record_comparison(a, b, "alice", "a", mode="versions", label_a="v1", label_b="v2")
+    c2 = s.feedback.record_comparison(
+        a, b, "alice", "b", mode="versions", label_a="v1", label_b="v2"
     )  # changed mind
     assert c2.id == c1.id and c2.vote == "b" and rows(s, "comparisons") == 1
     assert c1.differed == {"model_version_id": [tree.v1, tree.v2], "params.seed": [0, 1]}
     assert c1.anonymous is True
-    assert fb.get_comparison(s, c1.id).vote == "b"
-    fb.record_comparison(s, a, b, "bob", "tie", mode="samples", anonymous=False, differed={"seed": [1, 2]})
-    assert [c.vote for c in fb.list_comparisons(s)] == ["b", "tie"]
-    assert fb.list_comparisons(s)[1].differed == {"seed": [1, 2]}
+    assert s.feedback.get_comparison(c1.id).vote == "b"
+    s.feedback.record_comparison(
+        a, b, "bob", "tie", mode="samples", anonymous=False, differed={"seed": [1, 2]}
+    )
+    assert [c.vote for c in s.feedback.list_comparisons()] == ["b", "tie"]
+    assert s.feedback.list_comparisons()[1].differed == {"seed": [1, 2]}
 
 
 @pytest.mark.parametrize(
@@ -134,19 +143,19 @@ def test_bad_comparisons_are_refused(tree, a_b, vote, message):
     a = tree.replies[0]
     b = {"same": a, "ok": tree.replies[1], "other_prompt": tree.r1, "user": tree.u2}[a_b]
     with pytest.raises(StoreError, match=message):
-        fb.record_comparison(tree.store, a, b, "alice", vote, mode="samples")
+        tree.store.feedback.record_comparison(a, b, "alice", vote, mode="samples")
     assert rows(tree.store, "comparisons") == 0
 
 
 def test_ranking_is_stored_in_order_and_reranking_updates_it(tree):
     s, r = tree.store, tree.replies
-    k4 = fb.record_ranking(s, [r[3], r[0], r[2], r[1]], "alice")
+    k4 = s.feedback.record_ranking([r[3], r[0], r[2], r[1]], "alice")
     assert k4.k == 4 and k4.prompt_message_id == tree.u2
-    assert fb.get_ranking(s, k4.id).message_ids == (r[3], r[0], r[2], r[1])
-    again = fb.record_ranking(s, [r[0], r[1], r[2], r[3]], "alice")  # same replies: an update
+    assert s.feedback.get_ranking(k4.id).message_ids == (r[3], r[0], r[2], r[1])
+    again = s.feedback.record_ranking([r[0], r[1], r[2], r[3]], "alice")  # same replies: an update
     assert again.id == k4.id and rows(s, "rankings") == 1 and rows(s, "ranking_items") == 4
-    assert fb.get_ranking(s, k4.id).message_ids == (r[0], r[1], r[2], r[3])
-    fb.record_ranking(s, [r[0], r[1]], "alice")  # another set of replies: another ranking
+    assert s.feedback.get_ranking(k4.id).message_ids == (r[0], r[1], r[2], r[3])
+    s.feedback.record_ranking([r[0], r[1]], "alice")  # another set of replies: another ranking
     assert rows(s, "rankings") == 2
 
 
@@ -162,14 +171,14 @@ def test_ranking_is_stored_in_order_and_reranking_updates_it(tree):
 def test_bad_rankings_are_refused(tree, which, message):
     ids = [tree.replies[w] if isinstance(w, int) else getattr(tree, w) for w in which]
     with pytest.raises(StoreError, match=message):
-        fb.record_ranking(tree.store, ids, "alice")
+        tree.store.feedback.record_ranking(ids, "alice")
     assert rows(tree.store, "rankings") == 0 and rows(tree.store, "ranking_items") == 0
 
 
 def test_more_than_nine_replies_cannot_be_ranked(tree):
     ids = tree.replies + [tree.replies[0] + 100 + i for i in range(5)]
     with pytest.raises(StoreError, match="2 to 9"):
-        fb.record_ranking(tree.store, ids, "alice")
+        tree.store.feedback.record_ranking(ids, "alice")
 
 
 def test_pair_weight():

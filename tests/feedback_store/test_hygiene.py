@@ -4,7 +4,6 @@ training leaves out, the filter's precision as users see it, and text SQLite can
 import pytest
 
 from feedback_store import datasets
-from feedback_store import feedback as fb
 from feedback_store import hygiene as safety
 from feedback_store.store import AssistantTurn, StoreError
 
@@ -29,18 +28,18 @@ def test_reports_check_the_decision_and_upsert(tree):
     bad = flagged_reply(tree)
     fine = tree.replies[0]
     with pytest.raises(StoreError, match="was not blocked"):
-        safety.record_report(s, fine, "alice", "false_positive")
+        s.hygiene.record_report(fine, "alice", "false_positive")
     with pytest.raises(StoreError, match="already blocked"):
-        safety.record_report(s, bad, "alice", "false_negative")
+        s.hygiene.record_report(bad, "alice", "false_negative")
     with pytest.raises(StoreError, match="kind must be"):
-        safety.record_report(s, bad, "alice", "wrong")
+        s.hygiene.record_report(bad, "alice", "wrong")
     with pytest.raises(StoreError, match="No message"):
-        safety.record_report(s, 10_000, "alice", "false_positive")
+        s.hygiene.record_report(10_000, "alice", "false_positive")
     for _ in range(2):  # Gradio fires a flag-menu option twice: one row
-        report = safety.record_report(s, bad, "alice", "false_positive", note="it was a quote")
+        report = s.hygiene.record_report(bad, "alice", "false_positive", note="it was a quote")
     assert report.categories == ("violence",) and report.note == "it was a quote"
-    safety.record_report(s, fine, "bob", "false_negative", categories=["hate"])
-    assert [(r.message_id, r.user_id, r.kind) for r in safety.list_reports(s)] == [
+    s.hygiene.record_report(fine, "bob", "false_negative", categories=["hate"])
+    assert [(r.message_id, r.user_id, r.kind) for r in s.hygiene.list_reports()] == [
         (bad, "alice", "false_positive"),
         (fine, "bob", "false_negative"),
     ]
@@ -52,10 +51,10 @@ def test_stats_precision_and_recall_as_users_see_them(tree):
     conv = s.create_conversation("mallory")
     u = s.add_message(conv, "user", "I will hurt you", moderation=FLAGGED)
     s.add_message(conv, "assistant", "refused", parent_id=u, moderation={**FLAGGED, "action": "refusal"})
-    safety.record_report(s, bad1, "alice", "false_positive")
-    safety.record_report(s, bad1, "bob", "false_positive")  # two reports, one wrong decision
-    safety.record_report(s, tree.replies[2], "bob", "false_negative")
-    stats = safety.moderation_stats(s)
+    s.hygiene.record_report(bad1, "alice", "false_positive")
+    s.hygiene.record_report(bad1, "bob", "false_positive")  # two reports, one wrong decision
+    s.hygiene.record_report(tree.replies[2], "bob", "false_negative")
+    stats = s.hygiene.moderation_stats()
     assert (stats.flagged, stats.flagged_inputs, stats.flagged_outputs) == (
         3,
         1,
@@ -67,7 +66,7 @@ def test_stats_precision_and_recall_as_users_see_them(tree):
     assert (violence.category, violence.flagged, violence.reported_wrong) == ("violence", 3, 1)
     low, high = violence.interval
     assert low < 2 / 3 < high
-    assert bad2 in safety.flagged_message_ids(s)
+    assert bad2 in s.hygiene.flagged_message_ids()
 
 
 def test_excluded_users_rules_and_operator_decisions(tree):
@@ -78,34 +77,34 @@ def test_excluded_users_rules_and_operator_decisions(tree):
     s.add_message(
         s.create_conversation("carol"), "user", "threat", moderation=FLAGGED
     )  # one is not a pattern
-    safety.record_event(s, "rate_limited", "spammer", client_ip="203.0.113.9", scope="chat")
-    assert safety.excluded_users(s) == {"mallory", "spammer"}
-    assert safety.excluded_users(s, safety.HygienePolicy(min_rate_limited=0, min_flagged=1)) == {
+    s.hygiene.record_event("rate_limited", "spammer", client_ip="203.0.113.9", scope="chat")
+    assert s.hygiene.excluded_users() == {"mallory", "spammer"}
+    assert s.hygiene.excluded_users(safety.HygienePolicy(min_rate_limited=0, min_flagged=1)) == {
         "mallory",
         "carol",
     }
-    safety.set_user_flag(s, "mallory", excluded=False, reason="a red-teamer", set_by="admin")
-    safety.set_user_flag(s, "alice", excluded=True, reason="vote stuffing")
-    assert safety.excluded_users(s) == {"spammer", "alice"}
-    records = safety.user_records(s)
+    s.hygiene.set_user_flag("mallory", excluded=False, reason="a red-teamer", set_by="admin")
+    s.hygiene.set_user_flag("alice", excluded=True, reason="vote stuffing")
+    assert s.hygiene.excluded_users() == {"spammer", "alice"}
+    records = s.hygiene.user_records()
     assert records["mallory"].flagged == 3 and records["mallory"].operator is False
-    assert safety.clear_user_flag(s, "mallory") and not safety.clear_user_flag(s, "nobody")
-    assert "mallory" in safety.excluded_users(s)
+    assert s.hygiene.clear_user_flag("mallory") and not s.hygiene.clear_user_flag("nobody")
+    assert "mallory" in s.hygiene.excluded_users()
 
 
 def test_datasets_leave_out_flagged_text_by_default(tree):
     s, r = tree.store, tree.replies
     bad = flagged_reply(tree, "Flagged reply.")
-    fb.record_comparison(s, r[0], r[1], "alice", "b", mode="samples")
-    fb.record_comparison(s, bad, r[1], "alice", "b", mode="samples")
-    fb.record_ranking(s, [r[2], bad, r[3]], "bob")
-    fb.record_feedback(s, bad, "alice", thumbs=-1)
-    fb.record_feedback(s, r[0], "alice", thumbs=1)
-    demo_ok = fb.add_demonstration(s, r[3], "alice", "Paris is the capital of France.")
-    demo_bad = fb.add_demonstration(s, r[2], "alice", "Something the filter flagged.")
-    safety.set_demonstration_moderation(s, demo_bad.id, {"flagged": True, "categories": ["hate"]})
-    safety.set_demonstration_moderation(s, demo_ok.id, ALLOWED)
-    fb.add_demonstration(s, bad, "bob", "A fine answer to a flagged reply.")
+    s.feedback.record_comparison(r[0], r[1], "alice", "b", mode="samples")
+    s.feedback.record_comparison(bad, r[1], "alice", "b", mode="samples")
+    s.feedback.record_ranking([r[2], bad, r[3]], "bob")
+    s.feedback.record_feedback(bad, "alice", thumbs=-1)
+    s.feedback.record_feedback(r[0], "alice", thumbs=1)
+    demo_ok = s.feedback.add_demonstration(r[3], "alice", "Paris is the capital of France.")
+    demo_bad = s.feedback.add_demonstration(r[2], "alice", "Something the filter flagged.")
+    s.hygiene.set_demonstration_moderation(demo_bad.id, {"flagged": True, "categories": ["hate"]})
+    s.hygiene.set_demonstration_moderation(demo_ok.id, ALLOWED)
+    s.feedback.add_demonstration(bad, "bob", "A fine answer to a flagged reply.")
 
     pairs = datasets.preference_pairs(s)
     assert {(p.source, p.chosen_message_id, p.rejected_message_id) for p in pairs} == {
@@ -128,15 +127,15 @@ def test_a_flagged_message_in_the_context_leaves_out_everything_after_it(tree):
     u2 = s.add_message(conv, "user", "Fine, what is 2+2?", parent_id=a1, moderation=ALLOWED)
     a2 = s.add_assistant_message(conv, u2, AssistantTurn(content="4", model_version_id=tree.v1))
     b2 = s.add_assistant_message(conv, u2, AssistantTurn(content="5", model_version_id=tree.v1))
-    fb.record_comparison(s, a2, b2, "mallory", "a", mode="samples")
-    fb.record_feedback(s, a2, "mallory", thumbs=1)
+    s.feedback.record_comparison(a2, b2, "mallory", "a", mode="samples")
+    s.feedback.record_feedback(a2, "mallory", thumbs=1)
     assert datasets.preference_pairs(s) == [] and datasets.unpaired_feedback(s) == []
     assert u2 not in {p.message_id for p in datasets.prompts(s)}
     assert u2 in {p.message_id for p in datasets.prompts(s, exclude_flagged=False)}
 
 
 def test_text_sqlite_cannot_hold_is_made_storable(store):
-    v = store.ensure_base_version("m.gguf").id
+    v = store.versions.ensure_base("m.gguf").id
     conv = store.create_conversation("u", system_prompt="sys \ud800")
     bad = "a\x00b \udc80 c"
     mid = store.add_message(conv, "user", bad)
@@ -149,6 +148,6 @@ def test_text_sqlite_cannot_hold_is_made_storable(store):
     reply = store.get_message(rid)
     assert reply.content == "ok \ufffd" and reply.prompt == "p \ufffd" and reply.trace == [{"t": "\ufffd"}]
     assert store.get_conversation(conv)["system_prompt"] == "sys \ufffd"
-    feedback = fb.record_feedback(store, rid, "u", thumbs=1, note="n \ud800")
+    feedback = store.feedback.record_feedback(rid, "u", thumbs=1, note="n \ud800")
     assert feedback.note == "n \ufffd"
-    assert fb.add_demonstration(store, rid, "u", "better \udbff").content == "better \ufffd"
+    assert store.feedback.add_demonstration(rid, "u", "better \udbff").content == "better \ufffd"

@@ -12,8 +12,6 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedback_store import feedback as fb
-from feedback_store import hygiene as store_safety
 from feedback_store import imports
 from feedback_store.store import AssistantTurn, FeedbackStore, StoreError
 from feedback_store.text import storable
@@ -80,23 +78,23 @@ def run_op(store: FeedbackStore, op: tuple, conversations: list[str], expected: 
         expected["messages"] += 1
     elif kind == "feedback":
         _, mid, user, thumbs, score, note = op
-        fb.record_feedback(store, mid, user, thumbs=thumbs, score=score, note=note)
+        store.feedback.record_feedback(mid, user, thumbs=thumbs, score=score, note=note)
         expected["feedback"].add((mid, user))
     elif kind == "demonstration":
         _, mid, user, text = op
-        fb.add_demonstration(store, mid, user, text)
+        store.feedback.add_demonstration(mid, user, text)
         expected["demonstrations"].add((mid, user))
     elif kind == "comparison":
         _, a, b, user, vote = op
-        fb.record_comparison(store, a, b, user, vote, mode="samples")
+        store.feedback.record_comparison(a, b, user, vote, mode="samples")
         expected["comparisons"].add((a, b, user))
     elif kind == "ranking":
         _, order, user = op
-        fb.record_ranking(store, order, user)
+        store.feedback.record_ranking(order, user)
         expected["rankings"].add((tuple(sorted(order)), user))
     elif kind == "report":
         _, mid, user, report_kind = op
-        store_safety.record_report(store, mid, user, report_kind)
+        store.hygiene.record_report(mid, user, report_kind)
         expected["moderation_reports"].add((mid, user))
 
 

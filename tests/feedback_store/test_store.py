@@ -30,16 +30,16 @@ def test_connection_pragmas(store):
 
 
 def test_base_version_is_version_one_and_deployed(store):
-    v = store.ensure_base_version("SmolLM2.gguf", name="SmolLM2 (base)")
+    v = store.versions.ensure_base("SmolLM2.gguf", name="SmolLM2 (base)")
     assert v.id == 1 and v.status == "deployed" and v.adapter_path is None
-    assert store.ensure_base_version("SmolLM2.gguf").id == 1  # found, not duplicated
-    assert store.deployed_version("SmolLM2.gguf").id == 1
-    other = store.ensure_base_version("vicuna.gguf")
+    assert store.versions.ensure_base("SmolLM2.gguf").id == 1  # found, not duplicated
+    assert store.versions.deployed("SmolLM2.gguf").id == 1
+    other = store.versions.ensure_base("vicuna.gguf")
     assert other.id == 2 and other.status == "deployed"  # one deployed version per base model
 
 
 def test_only_one_deployed_version_per_base(store):
-    store.ensure_base_version("m.gguf")
+    store.versions.ensure_base("m.gguf")
     with pytest.raises(sqlite3.IntegrityError), store.write() as db:
         db.execute(
             "INSERT INTO model_versions (name, base_model, status, created_at) VALUES ('x', 'm.gguf', 'deployed', 'now')"
@@ -47,7 +47,7 @@ def test_only_one_deployed_version_per_base(store):
 
 
 def test_turn_round_trips_with_all_fields(store):
-    version = store.ensure_base_version("m.gguf")
+    version = store.versions.ensure_base("m.gguf")
     conv = store.create_conversation("alice", system_prompt="Be brief.")
     user_id = store.add_message(conv, "user", "What is the capital of France? ü 日本")
     turn = AssistantTurn(
@@ -126,4 +126,4 @@ def test_unknown_ids_give_clear_errors(store):
     with pytest.raises(StoreError, match="No message 42"):
         store.get_message(42)
     with pytest.raises(StoreError, match="No model version 7"):
-        store.get_version(7)
+        store.versions.get(7)

@@ -5,15 +5,14 @@ import threading
 import pytest
 
 from feedback_store.store import StoreError
-from feedback_store.versions import VersionRegistry
 
 BASE = "SmolLM2.gguf"
 
 
 @pytest.fixture
 def registry(store):
-    store.ensure_base_version(BASE, name="SmolLM2 (base)")
-    return VersionRegistry(store)
+    store.versions.ensure_base(BASE, name="SmolLM2 (base)")
+    return store.versions
 
 
 def adapter(tmp_path, name="a1"):
@@ -47,7 +46,7 @@ def test_register_rejects_bad_input(registry, tmp_path):
         registry.register_candidate(BASE, adapter_path=adapter(tmp_path), parent_id=99)
     with pytest.raises(StoreError, match="JSON"):
         registry.register_candidate(BASE, adapter_path=tmp_path, metrics={"x": float("nan")})
-    other = registry.store.ensure_base_version("other.gguf")
+    other = registry.ensure_base("other.gguf")
     with pytest.raises(StoreError, match="parent version"):
         registry.register_candidate(BASE, adapter_path=tmp_path, parent_id=other.id)
 
@@ -109,4 +108,4 @@ def test_concurrent_deploys_leave_exactly_one_deployed(registry, tmp_path):
         t.join()
     assert errors == []
     assert len(registry.list(BASE, statuses=("deployed",))) == 1
-    assert registry.store.versions.deployed_id(BASE) in ids
+    assert registry.deployed_id(BASE) in ids

@@ -181,7 +181,7 @@ def test_output_constraints_are_refused_not_ignored(hf_model, store):
     with pytest.raises(UnsupportedParameter, match="transformers backend cannot") as caught:
         hf_model.stream(QUESTION, SamplingParams(json_schema='{"type": "object"}'))
     assert caught.value.param == "json_schema"
-    base = store.ensure_base_version(hf_model.model_id)
+    base = store.versions.ensure_base(hf_model.model_id)
     api = OpenAIAPI(Settings(), store, ModelService(hf_model, base.id, base.name))
     http = TestClient(FastAPI(routes=api.routes()))
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}

@@ -74,17 +74,26 @@ def test_batches_raise_the_backend_error_after_the_text():
 
 
 def test_batches_with_an_interval_send_fewer_updates_and_the_first_at_once():
+    import threading
     import time
 
     from models.base import Generation, GenerationResult
 
+    first_seen = threading.Event()
+
     def producer(emit, cancel):
-        for i in range(20):
+        emit("0")
+        # the rest only once the consumer has the first token: deterministic on a loaded machine too
+        assert first_seen.wait(30), "the first token was held back"
+        for i in range(1, 20):
             emit(str(i % 10))
             time.sleep(0.005)
         return GenerationResult("x", "p", 1, 20, "stop", SamplingParams())
 
-    chunks = list(Generation(producer).batches(0.05))
+    chunks = []
+    for chunk in Generation(producer).batches(0.05):
+        chunks.append(chunk)
+        first_seen.set()
     assert chunks[0] == "0"  # never held back
     assert "".join(chunks) == "01234567890123456789"
     assert len(chunks) < 20

@@ -22,7 +22,7 @@ def setup(store, random_lora, tmp_path):
     """A service on the base version with three registered candidates: GGUF LoRA, PEFT-only, corrupt."""
     peft_dir, gguf = random_lora
     root = LlamaCppChatModel(embedded_model_path(), pool_size=1, n_threads=1)
-    base = store.ensure_base_version(root.model_id)
+    base = store.versions.ensure_base(root.model_id)
     reg = store.versions
     v_gguf = reg.register_candidate(root.model_id, gguf_adapter_path=gguf, method="dpo", parent_id=base.id)
     v_peft = reg.register_candidate(root.model_id, adapter_path=peft_dir, method="kto", parent_id=base.id)

@@ -23,7 +23,7 @@ BODY = {"model": "playground", "messages": QUESTION, "temperature": 0, "max_toke
 
 @pytest.fixture
 def make_api(embedded_model, store, tmp_path):
-    base = store.ensure_base_version(embedded_model.model_id)
+    base = store.versions.ensure_base(embedded_model.model_id)
     service = ModelService(embedded_model, base.id, base.name)  # not closed: the model is the session's
 
     def make(**settings) -> tuple[OpenAIAPI, TestClient]:

@@ -7,7 +7,6 @@ import pytest
 from gradio import LikeData
 from matplotlib.figure import Figure
 
-from feedback_store import feedback as fb
 from feedback_store.store import AssistantTurn, FeedbackStore
 from models.base import SamplingParams
 from models.service import ModelService
@@ -21,7 +20,7 @@ from settings import Settings
 
 
 def chat(store: FeedbackStore) -> tuple[ChatSession, list[int]]:
-    version = store.ensure_base_version("m.gguf").id
+    version = store.versions.ensure_base("m.gguf").id
     conv = store.create_conversation("anonymous")
     u = store.add_message(conv, "user", "Capital of France?")
     r = store.add_assistant_message(conv, u, AssistantTurn(content="Lyon.", model_version_id=version))
@@ -50,15 +49,15 @@ def test_like_handler_upserts_and_refuses_a_streaming_reply(store):
             session, None, LikeData(None, {"index": 1, "value": "Lyon.", "liked": "Incorrect"}), None
         )
     assert out[0] == reply and "Lyon." in out[1]
-    [row] = fb.list_feedback(store)
+    [row] = store.feedback.list_feedback()
     assert (row.user_id, row.thumbs, row.reasons) == ("anonymous", -1, ("incorrect",))
     with pytest.warns(UserWarning, match=WAIT_FOR_REPLY):
         panel.on_like(session, None, LikeData(None, {"index": 2, "value": "Par", "liked": True}), None)
     with pytest.warns(UserWarning, match="Only replies"):
         panel.on_like(session, None, LikeData(None, {"index": 0, "value": "q", "liked": True}), None)
-    assert len(fb.list_feedback(store)) == 1
+    assert len(store.feedback.list_feedback()) == 1
     panel.on_like(session, reply, LikeData(None, {"index": 1, "value": "Lyon.", "liked": ""}), None)
-    assert fb.list_feedback(store)[0].thumbs is None  # taken back
+    assert store.feedback.list_feedback()[0].thumbs is None  # taken back
 
 
 def test_panel_save_writes_feedback_and_a_better_answer(store):
@@ -68,7 +67,7 @@ def test_panel_save_writes_feedback_and_a_better_answer(store):
     for _ in range(2):
         target, status = panel.save(*args, None)
     assert target == reply and status.startswith("Saved: 👎 · incorrect · score 2/7")
-    [row] = fb.list_feedback(store)
+    [row] = store.feedback.list_feedback()
     assert (row.thumbs, row.reasons, row.score, row.flags, row.note) == (
         -1,
         ("incorrect",),
@@ -76,7 +75,7 @@ def test_panel_save_writes_feedback_and_a_better_answer(store):
         ("harmful_advice",),
         "wrong",
     )
-    assert fb.get_demonstration(store, reply, "anonymous").content == "Paris."
+    assert store.feedback.get_demonstration(reply, "anonymous").content == "Paris."
     with pytest.warns(UserWarning, match="same as the reply"):
         _, status = panel.save(session, None, None, [], [], None, [], "", "Lyon.", None)
     assert status.startswith("Not saved")
@@ -110,7 +109,7 @@ def test_interleave_yields_every_chunk_of_every_stream():
 
 @pytest.fixture
 def service(embedded_model, store):
-    version = store.ensure_base_version(embedded_model.model_id, name="base")
+    version = store.versions.ensure_base(embedded_model.model_id, name="base")
     return ModelService(embedded_model, version.id, version.name)
 
 
@@ -181,7 +180,7 @@ def test_presets_mode_streams_two_techniques_and_stores_their_traces(service, st
 def test_dashboard_empty_then_filled(store):
     dash = DashboardTab(store, bootstrap_rounds=20)
     assert dash.refresh()[0] == EMPTY
-    v1 = store.ensure_base_version("m.gguf", name="base").id
+    v1 = store.versions.ensure_base("m.gguf", name="base").id
     with store.write() as db:
         v2 = db.execute(
             "INSERT INTO model_versions (name, base_model, adapter_path, status, created_at) "
@@ -192,8 +191,8 @@ def test_dashboard_empty_then_filled(store):
         u = store.add_message(conv, "user", f"q{i}")
         a = store.add_assistant_message(conv, u, AssistantTurn(content=f"a{i}", model_version_id=v1))
         b = store.add_assistant_message(conv, u, AssistantTurn(content=f"b{i}", model_version_id=v2))
-        fb.record_comparison(store, a, b, "u", "b" if i < 5 else "tie", mode="versions")
-        fb.record_feedback(store, b, "u", thumbs=1)
+        store.feedback.record_comparison(a, b, "u", "b" if i < 5 else "tie", mode="versions")
+        store.feedback.record_feedback(b, "u", thumbs=1)
     totals, activity, thumbs, versions_plot, versions_table, presets_plot, presets_table = dash.refresh()
     assert "**6** A/B votes" in totals
     assert all(isinstance(f, Figure) for f in (activity, thumbs, versions_plot))

@@ -213,7 +213,7 @@ def test_busy_server_answers_503(embedded_model, store):
     from playground.openai_api import OpenAIAPI
     from settings import Settings
 
-    base = store.ensure_base_version(embedded_model.model_id)
+    base = store.versions.ensure_base(embedded_model.model_id)
     service = ModelService(embedded_model, base.id, base.name)  # not closed: the model is the session's
     api = OpenAIAPI(Settings(), store, service, max_pending=1)
     app = FastAPI(routes=api.routes())

@@ -227,7 +227,7 @@ def test_tool_calls_required_and_named(client, server):
     question = [{"role": "user", "content": "What is the weather in Paris?"}]
     r = client.chat.completions.create(
         model="playground", messages=question, tools=[WEATHER, CLOCK], tool_choice="required", temperature=0.7,
-        seed=1, max_tokens=80,
+        seed=1, max_tokens=160,
     )  # fmt: skip
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
@@ -240,7 +240,7 @@ def test_tool_calls_required_and_named(client, server):
     named = {"type": "function", "function": {"name": "get_time"}}
     r = client.chat.completions.create(
         model="playground", messages=question, tools=[WEATHER, CLOCK], tool_choice=named, temperature=0.7,
-        max_tokens=80,
+        seed=1, max_tokens=160,
     )  # fmt: skip
     assert r.choices[0].finish_reason == "tool_calls"
     assert r.choices[0].message.tool_calls[0].function.name == "get_time"
@@ -248,7 +248,7 @@ def test_tool_calls_required_and_named(client, server):
 
     stream = client.chat.completions.create(
         model="playground", messages=question, tools=[WEATHER], tool_choice="required", temperature=0.7,
-        max_tokens=80, stream=True,
+        seed=1, max_tokens=160, stream=True,
     )  # fmt: skip
     calls, finish = [], None
     for chunk in stream:

@@ -6,7 +6,6 @@ import gradio as gr
 import pytest
 from gradio import LikeData
 
-from feedback_store import hygiene as store_safety
 from models.service import ModelService
 from playground.access import SHARE_WITHOUT_AUTH, AccessPolicy, share_refusal
 from playground.chat import MAX_MESSAGE_CHARS, ChatTab
@@ -78,7 +77,7 @@ def test_who_is_admin(tmp_path):
 
 @pytest.fixture
 def service(embedded_model, store):
-    version = store.ensure_base_version(embedded_model.model_id, name="base")
+    version = store.versions.ensure_base(embedded_model.model_id, name="base")
     return ModelService(embedded_model, version.id, version.name)
 
 
@@ -136,7 +135,7 @@ def test_rate_limit_keeps_the_text_and_stores_nothing_then_excludes_the_user(cha
     with pytest.warns(UserWarning, match="Slow down"):
         send(chat, session, "and another")
     assert store.count("safety_events") == 1  # logged once a minute per user, not per refusal
-    assert store_safety.excluded_users(store) == {session.user_id}
+    assert store.hygiene.excluded_users() == {session.user_id}
 
 
 def test_the_operators_own_browser_is_not_limited(chat):
@@ -184,7 +183,7 @@ def test_flagged_reply_is_withheld_and_reports_are_stored(store, service, tmp_pa
             LikeData(None, {"index": index, "value": "", "liked": "The filter was wrong"}),
             request(),
         )
-    [report] = store_safety.list_reports(store)
+    [report] = store.hygiene.list_reports()
     assert (report.message_id, report.kind, report.categories) == (
         shown.message_id,
         "false_positive",
@@ -203,7 +202,7 @@ def test_a_refusal_is_reported_on_the_message_it_refused(chat, store):
     panel.on_like(
         session, None, LikeData(None, {"index": 1, "value": "", "liked": "The filter was wrong"}), request()
     )
-    [report] = store_safety.list_reports(store)
+    [report] = store.hygiene.list_reports()
     assert report.message_id == session.turns[0].message_id
 
 

@@ -16,7 +16,7 @@ def launch(*args):
 def test_list_deploy_and_roll_back(tmp_path):
     db = tmp_path / "p.db"
     store = FeedbackStore(db)
-    base = store.ensure_base_version("m.gguf", name="m (base)")
+    base = store.versions.ensure_base("m.gguf", name="m (base)")
     adapter = tmp_path / "a.gguf"
     adapter.write_bytes(b"GGUF")
     cand = store.versions.register_candidate(

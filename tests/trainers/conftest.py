@@ -101,12 +101,11 @@ def trained_reward_model(hf_base, tmp_path_factory):
 def seed_feedback(store, n_prompts: int = 24, thumbs: bool = True, seed: int = 0) -> int:
     """Conversations with a polite and a rude reply each, an A/B vote for the polite one, and thumbs —
     written through the store API the UI uses. Returns the base version id."""
-    from feedback_store import feedback as fb
     from feedback_store.store import AssistantTurn
     from models.embedded import embedded_model_path
 
     rng = random.Random(seed)
-    base = store.ensure_base_version(embedded_model_path().name)
+    base = store.versions.ensure_base(embedded_model_path().name)
     for i in range(n_prompts):
         topic = TOPICS[i % len(TOPICS)]
         user = f"user{i % 6}"
@@ -119,8 +118,8 @@ def seed_feedback(store, n_prompts: int = 24, thumbs: bool = True, seed: int = 0
             conv, question, AssistantTurn(content=rude(topic), model_version_id=base.id)
         )
         a, b, vote = (good, bad, "a") if rng.random() < 0.5 else (bad, good, "b")
-        fb.record_comparison(store, a, b, user, vote, mode="samples")
+        store.feedback.record_comparison(a, b, user, vote, mode="samples")
         if thumbs:
-            fb.record_feedback(store, good, user, thumbs=1)
-            fb.record_feedback(store, bad, user, thumbs=-1)
+            store.feedback.record_feedback(good, user, thumbs=1)
+            store.feedback.record_feedback(bad, user, thumbs=-1)
     return base.id

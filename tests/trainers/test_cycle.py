@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from feedback_store.runs import TrainingRuns
 from feedback_store.store import FeedbackStore
 from tests.conftest import ROOT
 from tests.trainers.conftest import seed_feedback
@@ -74,7 +73,7 @@ def loop(tmp_path_factory, hf_base_dir, embedded_model):
         VersionLoader(embedded_model), store.versions, base_version_id=base_id
     )
     before = service.generate([{"role": "user", "content": "Hi"}], _greedy())
-    run = TrainingRuns(store).start("test", config.to_dict())
+    run = store.runs.start("test", config.to_dict())
     code = run_cycle_for(config, run.id)
     yield {
         "store": store,
@@ -96,7 +95,7 @@ def _greedy():
 
 
 def test_cycle_registers_deploys_and_records_its_decision(loop):
-    store, runs = loop["store"], TrainingRuns(loop["store"])
+    store, runs = loop["store"], loop["store"].runs
     assert loop["code"] == 0
     run = runs.get(loop["run_id"])
     assert run.status == "succeeded" and run.decision == "deployed", run
@@ -114,7 +113,7 @@ def test_cycle_registers_deploys_and_records_its_decision(loop):
 
 def test_deploy_swaps_the_served_version_and_rollback_restores_it(loop):
     store, service = loop["store"], loop["service"]
-    candidate_id = TrainingRuns(store).get(loop["run_id"]).candidate_version_id
+    candidate_id = store.runs.get(loop["run_id"]).candidate_version_id
     assert loop["before"].version_id == loop["base_id"]
     service.sync_with_registry()  # what the server's watcher does every couple of seconds
     assert service.generate([{"role": "user", "content": "Hi"}], _greedy()).version_id == candidate_id
@@ -129,13 +128,13 @@ def test_a_rejected_candidate_changes_nothing(loop):
     store = loop["store"]
     deployed_before = store.versions.deployed(_embedded_name()).id
     config = replace(loop["config"], gate=LENIENT.model_copy(update={"min_win_rate": 1.01}))
-    run = TrainingRuns(store).start("test", config.to_dict())
+    run = store.runs.start("test", config.to_dict())
     assert run_cycle_for(config, run.id) == 0
-    run = TrainingRuns(store).get(run.id)
+    run = store.runs.get(run.id)
     assert run.decision == "rejected" and any("win rate" in r and "<" in r for r in run.reasons)
     assert store.versions.get(run.candidate_version_id).status == "rejected"
     assert store.versions.deployed(_embedded_name()).id == deployed_before
-    assert TrainingRuns(store).events()[0]["action"] == "reject"
+    assert store.runs.events()[0]["action"] == "reject"
 
 
 def test_a_corrupt_exported_adapter_fails_the_cycle_and_changes_nothing(loop, monkeypatch):
@@ -147,9 +146,9 @@ def test_a_corrupt_exported_adapter_fails_the_cycle_and_changes_nothing(loop, mo
     monkeypatch.setattr(models.lora_export, "export_peft_lora_to_gguf", corrupt_export)
     store = loop["store"]
     deployed_before = store.versions.deployed(_embedded_name()).id
-    run = TrainingRuns(store).start("test", loop["config"].to_dict())
+    run = store.runs.start("test", loop["config"].to_dict())
     assert run_cycle_for(loop["config"], run.id) == 1
-    run = TrainingRuns(store).get(run.id)
+    run = store.runs.get(run.id)
     assert run.status == "failed" and run.stage == "evaluate", run
     assert store.versions.deployed(_embedded_name()).id == deployed_before
 
@@ -161,7 +160,7 @@ def test_a_full_disk_fails_the_cycle_and_changes_nothing(tmp_path, hf_base_dir):
     store = FeedbackStore(config.db_path)
     seed_feedback(store)
     deployed = store.versions.deployed(_embedded_name()).id
-    run = TrainingRuns(store).start("test", config.to_dict())
+    run = store.runs.start("test", config.to_dict())
     (data / "cfg.json").write_text(json.dumps(config.to_dict()))
 
     def limit_file_size():
@@ -169,7 +168,15 @@ def test_a_full_disk_fails_the_cycle_and_changes_nothing(tmp_path, hf_base_dir):
         resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, 2 * 1024 * 1024))
 
     proc = subprocess.run(
-        [sys.executable, "-m", "trainers.worker", "--run-id", str(run.id), "--config", str(data / "cfg.json")],
+        [
+            sys.executable,
+            "-m",
+            "trainers.worker",
+            "--run-id",
+            str(run.id),
+            "--config",
+            str(data / "cfg.json"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -177,7 +184,7 @@ def test_a_full_disk_fails_the_cycle_and_changes_nothing(tmp_path, hf_base_dir):
         timeout=900,
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
-    run = TrainingRuns(store).get(run.id)
+    run = store.runs.get(run.id)
     assert run.status == "failed" and "too large" in run.error.lower(), run.error
     assert store.versions.deployed(_embedded_name()).id == deployed
     assert list((data / "reward_models").iterdir()) == []  # no half-written adapter left behind

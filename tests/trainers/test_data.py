@@ -76,15 +76,14 @@ def test_select_best_and_kto_weights():
 def test_training_data_leaves_out_rate_limited_and_excluded_users(tmp_path):
     """Issue 9's hygiene reaches training: a rate-limited user's votes and an operator-excluded user's
     votes are not trained on by default; ``hygiene=False`` keeps them."""
-    from feedback_store import hygiene as safety
     from feedback_store.store import FeedbackStore
     from tests.trainers.conftest import seed_feedback
     from trainers.run import TrainRequest, load_examples
 
     store = FeedbackStore(tmp_path / "db.sqlite")
     seed_feedback(store, n_prompts=24, thumbs=False)  # users user0..user5, 4 votes each
-    safety.record_event(store, "rate_limited", "user1", scope="feedback")
-    safety.set_user_flag(store, "user2", excluded=True, reason="spam", set_by="admin")
+    store.hygiene.record_event("rate_limited", "user1", scope="feedback")
+    store.hygiene.set_user_flag("user2", excluded=True, reason="spam", set_by="admin")
     req = TrainRequest(method="dpo", db_path=tmp_path / "db.sqlite", data_dir=tmp_path, heldout_fraction=0.0)
 
     def users(**kw):
@@ -93,6 +92,6 @@ def test_training_data_leaves_out_rate_limited_and_excluded_users(tmp_path):
 
     assert users() == {"user0", "user3", "user4", "user5"}
     assert users(hygiene=False) == {f"user{i}" for i in range(6)}
-    safety.set_user_flag(store, "user1", excluded=False, reason="false alarm", set_by="admin")  # trusted
+    store.hygiene.set_user_flag("user1", excluded=False, reason="false alarm", set_by="admin")  # trusted
     assert "user1" in users()
     store.close()

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from feedback_store.runs import RunInProgress, TrainingRuns
+from feedback_store.runs import RunInProgress
 from feedback_store.store import FeedbackStore
 from settings import TrainingSettings as SchedulerConfig
 from tests.trainers.conftest import seed_feedback
@@ -58,10 +58,10 @@ def test_two_triggers_at_once_run_one_cycle(tmp_path, hf_base_dir):
         assert message  # either "starting" (and it was skipped) or "already running"
         # and across processes: the database refuses a second running row
         store = FeedbackStore(data / "playground.db")
-        first = TrainingRuns(store).start("cli", pid=os.getpid())
+        first = store.runs.start("cli", pid=os.getpid())
         with pytest.raises(RunInProgress):
-            TrainingRuns(store).start("cli", pid=os.getpid())
-        TrainingRuns(store).finish(first.id, "failed", error="test")
+            store.runs.start("cli", pid=os.getpid())
+        store.runs.finish(first.id, "failed", error="test")
         store.close()
     finally:
         scheduler.shutdown()
@@ -69,9 +69,7 @@ def test_two_triggers_at_once_run_one_cycle(tmp_path, hf_base_dir):
 
 def test_scheduled_trigger_waits_for_enough_new_feedback(tmp_path, hf_base_dir):
     data = data_dir_with_base(tmp_path, hf_base_dir)
-    scheduler = TrainingScheduler(
-        SchedulerConfig(every=0, min_feedback=5), no_data_config(data)
-    )
+    scheduler = TrainingScheduler(SchedulerConfig(every=0, min_feedback=5), no_data_config(data))
     assert scheduler._job("schedule") is None  # 0 new feedback < 5
     assert scheduler.runs.recent() == []
     assert scheduler.last_check["new_feedback"] == 0
@@ -88,7 +86,7 @@ def test_a_killed_cycle_changes_nothing_and_the_next_one_runs(tmp_path, hf_base_
     scheduler.start()
     try:
         assert scheduler.trigger_now("ui") == "Training cycle starting."
-        runs = TrainingRuns(store)
+        runs = store.runs
         run = wait_until(
             lambda: (r := runs.running()) and r.stage in ("reward", "policy") and r.pid and r,
             300,
