@@ -353,7 +353,10 @@ class ChatTab:
             with gr.Column(scale=1):
                 self.presets.render()
                 system_prompt = gr.Textbox(
-                    value=self.settings.server.system_prompt, lines=4, label="System prompt", elem_id="system-prompt"
+                    value=self.settings.server.system_prompt,
+                    lines=4,
+                    label="System prompt",
+                    elem_id="system-prompt",
                 )
                 with gr.Accordion("Sampling", open=False):
                     controls = SamplingControls.render()
@@ -361,7 +364,9 @@ class ChatTab:
         self.presets.wire(system_prompt, controls.components)
         respond_inputs = [session, system_prompt, *controls.components, *self.presets.components]
         respond_outputs = [chatbot, session, stats]
-        generate = dict(concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID)
+        generate = dict(
+            concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID
+        )
 
         events = []
         for trigger in (textbox.submit, send.click):

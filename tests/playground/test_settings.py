@@ -46,7 +46,9 @@ def test_every_section_field_has_a_flag_an_env_variable_and_help(monkeypatch, ca
     by its short flag and its PLAYGROUND_<SECTION>_<FIELD> variable, and documented in --help."""
     flags = short_flags()
     assert flags["server.port"] == "port" and flags["training.every"] == "train-every"
-    assert flags["gate.min-win-rate"] == "gate-min-win-rate" and flags["training.auto-deploy"] == "auto-deploy"
+    assert (
+        flags["gate.min-win-rate"] == "gate-min-win-rate" and flags["training.auto-deploy"] == "auto-deploy"
+    )
     monkeypatch.setenv("PLAYGROUND_TRAINING_EVERY", "7")
     monkeypatch.setenv("PLAYGROUND_GATE_KL_BUDGET", "3.5")
     s = parse_settings(["--train-min-feedback", "9", "--gate.min-win-rate", "0.6", "--no-scheduler"])
