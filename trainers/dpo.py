@@ -10,20 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainers.common import (
-    CommonConfig,
-    TrainingDataError,
-    TrainResult,
-    fit_adapter,
-    last_logged,
-    load_policy,
-    mean_logged,
-)
+from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, margin_metrics, require
 from trainers.data import PreferencePair, preference_rows, to_dataset
 
 
 @dataclass
-class DPOTrainConfig(CommonConfig):
+class DPOTrainConfig(PolicyConfig):
     beta: float = 0.1
     """Strength of the implicit KL penalty; smaller lets the policy move further from the reference."""
     learning_rate: float = 5e-5
@@ -36,36 +28,26 @@ class DPOTrainConfig(CommonConfig):
 def train_dpo(
     config: DPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
-    if len(pairs) < config.min_examples:
-        raise TrainingDataError(
-            f"{len(pairs)} preference pairs; DPO needs at least {config.min_examples}. "
-            "Collect more A/B votes, rankings or better answers."
-        )
+    require(
+        len(pairs) >= config.min_examples,
+        f"{len(pairs)} preference pairs; DPO needs at least {config.min_examples}. "
+        "Collect more A/B votes, rankings or better answers.",
+    )
     from trl import DPOConfig, DPOTrainer
 
-    model, tokenizer, peft_config = load_policy(config)
-
-    def make_trainer(work_dir):
-        args = DPOConfig(
-            **config.trainer_kwargs(work_dir),
-            beta=config.beta,
-            max_length=config.max_length,
-            loss_type=config.loss_type,
-        )
-        return DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=to_dataset(preference_rows(pairs)),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            peft_config=peft_config,
-        )
+    def args(common):
+        return DPOConfig(**common, beta=config.beta, max_length=config.max_length, loss_type=config.loss_type)
 
     def summarize(history, _trainer):
-        return {
-            "reward_margin_last": last_logged(history, "rewards/margins"),
-            "reward_margin_mean": mean_logged(history, "rewards/margins"),
-            "reward_accuracy_last": last_logged(history, "rewards/accuracies"),
-        }
+        return {**margin_metrics(history), "reward_accuracy_last": last_logged(history, "rewards/accuracies")}
 
-    return fit_adapter("dpo", config, make_trainer, tokenizer, examples=len(pairs), summarize=summarize)
+    return fit_policy(
+        "dpo",
+        config,
+        DPOTrainer,
+        args,
+        to_dataset(preference_rows(pairs)),
+        examples=len(pairs),
+        callbacks=callbacks,
+        summarize=summarize,
+    )
