@@ -184,7 +184,7 @@ class LlamaCppChatModel(BaseChatModel):
         if warning:
             log.warning("%s", warning)
         # Threads x instances must not exceed the cores: llama.cpp's OpenMP threads spin while waiting, and
-        # two spinning teams on the same cores collapse throughput (FACTS.md). Measured here with 2 cores:
+        # two spinning teams on the same cores collapse throughput. Measured with 2 cores:
         # 1 thread 85 tok/s, 2 threads 114 tok/s alone, but 2+2 threads under load far worse than 1+1.
         self.n_threads = n_threads or max(1, (os.cpu_count() or 1) // pool_size)
         self.pool_size = pool_size

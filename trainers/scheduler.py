@@ -1,7 +1,8 @@
 """The training scheduler: APScheduler 3 in the web process, training in a child process.
 
 - Runs in exactly one process (the server started by ``launch.py``); the job store is APScheduler's
-  in-memory one, so no job can die silently on a locked database (FACTS.md) — the schedule comes
+  in-memory one: a SQLAlchemy job store on the busy feedback database died silently once "database
+  is locked" lasted over 5 s (no job ran again), so none is used — the schedule comes
   from the settings at each start, and the history lives in ``training_runs``.
 - A scheduled trigger starts a cycle only when at least ``min_new_feedback`` feedback events arrived
   since the last finished cycle; "run now" (UI, ``trigger_now``) skips that check.

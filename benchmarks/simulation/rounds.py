@@ -107,7 +107,7 @@ def feedback_summary(fb: RoundFeedback, before: LabelStats, after: LabelStats) -
 def summary(
     base: Measurement, final: Measurement, minutes: float, loop_minutes: float | None = None
 ) -> dict[str, Any]:
-    """The figures the issue asks for on the last line; ``loop_minutes`` is the rounds themselves
+    """The headline figures, on the last line; ``loop_minutes`` is the rounds themselves
     (users' feedback and training cycles) without the benchmark's own measurements."""
     return {
         "gold_base": round(base.gold, 4),
