@@ -32,10 +32,12 @@ from feedback_store import imports
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
 from models.templates import ChatTemplate, TemplateError
-from playground.chat import MAX_MESSAGE_CHARS, ChatTab
+from playground.chat import ChatTab
 from playground.moderation.rules import ModerationConfigError, RuleModerator
 from playground.openai_api import APIError, OpenAIAPI
 from playground.presets.schema import PresetError, load_preset_file
+from playground.replies import MAX_MESSAGE_CHARS
+from playground.safety import Safety
 from playground.session import ChatSession
 from settings import Settings
 from tests.feedback_store.test_properties import lines, ops, render_line, run_op
@@ -73,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = FeedbackStore(tmp / "hostile.db")
-        tab = ChatTab(Settings(data_dir=tmp, rate_limit_chat="off"), store, service=None)
+        config = Settings(data_dir=tmp, rate_limit_chat="off")
+        tab = ChatTab(config, store, None, safety=Safety.from_settings(config, store))
 
         def chat(text: str) -> str:
             import gradio as gr

@@ -10,7 +10,7 @@ import gradio as gr
 
 from feedback_store.store import FeedbackStore
 from models.service import ModelService
-from playground.chat import GENERATE_CONCURRENCY_ID, ChatTab
+from playground.chat import ChatTab
 from playground.compare import CompareTab
 from playground.dashboard import DashboardTab
 from playground.feedback_ui import register_api as register_feedback_api
@@ -52,11 +52,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 RankTab(ctx.settings, ctx.store, ctx.service, safety=safety).render()
             with gr.Tab("Prompt lab", id="lab"):
                 LabTab(
-                    presets,
-                    ctx.service,
-                    ctx.settings.inference.concurrency,
-                    GENERATE_CONCURRENCY_ID,
-                    safety=safety,
+                    presets, ctx.service, concurrency=ctx.settings.inference.concurrency, safety=safety
                 ).render()
             with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
                 DashboardTab(ctx.store, safety=safety).render(dashboard_tab)
@@ -68,7 +64,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     ctx.store, ctx.service.base_model, ctx.scheduler, can_admin=safety.is_admin
                 ).render(training_tab)
         register_feedback_api(ctx.store, safety)
-    # The generating events share the "generate" concurrency id (one slot per model instance);
-    # everything else (storing a message, feedback) may run many at once.
+    # The generating events share one concurrency slot (playground.controls); everything else
+    # (storing a message, feedback) may run many at once.
     demo.queue(default_concurrency_limit=16, max_size=256)
     return demo

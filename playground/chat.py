@@ -5,85 +5,26 @@ timings) is stored the moment it exists; a stopped reply is stored with what was
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
 
-from feedback_store.store import AssistantTurn, FeedbackStore
+from feedback_store.store import FeedbackStore
 from feedback_store.text import clean_input
-from models.base import GenerationError, GenerationResult, SamplingParams
+from models.base import GenerationError, GenerationResult
 from models.service import ModelService
 from playground.access import user_id_for
+from playground.controls import SamplingControls, generate_queue
 from playground.presets.display import apply_event
 from playground.presets.library import PresetLibrary
 from playground.presets.panel import PresetPanel
+from playground.presets.runner import PresetRun
+from playground.replies import MAX_MESSAGE_CHARS, Reply, run_round
 from playground.safety import Safety
 from playground.session import ChatSession, Turn
 from settings import Settings
 
-log = logging.getLogger(__name__)
-
-MAX_MESSAGE_CHARS = 100_000
-GENERATE_CONCURRENCY_ID = "generate"
-RENDER_INTERVAL_S = 0.05
-
-
-@dataclass
-class SamplingControls:
-    temperature: gr.Slider
-    top_p: gr.Slider
-    top_k: gr.Slider
-    max_new_tokens: gr.Slider
-    repetition_penalty: gr.Slider
-    seed: gr.Number
-    stop: gr.Textbox
-
-    @classmethod
-    def render(cls, defaults: SamplingParams | None = None) -> SamplingControls:
-        d = defaults or SamplingParams()
-        return cls(
-            temperature=gr.Slider(0.0, 2.0, value=d.temperature, step=0.05, label="Temperature (0 = greedy)"),
-            top_p=gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="Top-p"),
-            top_k=gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0 = off)"),
-            max_new_tokens=gr.Slider(16, 2048, value=d.max_new_tokens, step=16, label="Max new tokens"),
-            repetition_penalty=gr.Slider(
-                1.0, 2.0, value=d.repetition_penalty, step=0.05, label="Repetition penalty"
-            ),
-            seed=gr.Number(value=-1, precision=0, label="Seed (-1 = random)"),
-            stop=gr.Textbox(value="", lines=2, label="Stop strings (one per line)"),
-        )
-
-    @property
-    def components(self) -> list[gr.components.Component]:
-        return [
-            self.temperature,
-            self.top_p,
-            self.top_k,
-            self.max_new_tokens,
-            self.repetition_penalty,
-            self.seed,
-            self.stop,
-        ]
-
-    @staticmethod
-    def to_params(
-        temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop
-    ) -> SamplingParams:
-        """Build validated parameters from the controls' values (raises ValueError with the reason)."""
-        seed_value = None if seed is None or int(seed) < 0 else int(seed)
-        stops = tuple(s for s in (stop or "").splitlines() if s.strip())
-        return SamplingParams(
-            temperature=float(temperature),
-            top_p=float(top_p),
-            top_k=int(top_k),
-            max_new_tokens=int(max_new_tokens),
-            repetition_penalty=float(repetition_penalty),
-            seed=seed_value,
-            stop=stops,
-        )
+RENDER_INTERVAL_S = 0.05  # at most 20 re-renders a second
 
 
 def format_stats(result: GenerationResult | None, version_name: str = "") -> str:
@@ -103,23 +44,6 @@ def format_stats(result: GenerationResult | None, version_name: str = "") -> str
     return text
 
 
-def turn_record(result: GenerationResult, preset_id: str | None = None, trace: Any = None) -> AssistantTurn:
-    return AssistantTurn(
-        content=result.text,
-        model_version_id=result.version_id,
-        params=result.params.to_dict(),
-        prompt=result.prompt,
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        ttft_ms=None if result.ttft_s is None else result.ttft_s * 1000,
-        tokens_per_s=result.tokens_per_s,
-        total_ms=result.total_s * 1000,
-        finish_reason=result.finish_reason,
-        preset_id=preset_id,
-        trace=trace,
-    )
-
-
 class ChatTab:
     """Builds the Chat tab and owns its event handlers (no module state: everything hangs off self)."""
 
@@ -129,12 +53,13 @@ class ChatTab:
         store: FeedbackStore,
         service: ModelService,
         presets: PresetLibrary | None = None,
-        safety: Safety | None = None,
+        *,
+        safety: Safety,
     ):
         self.settings = settings
         self.store = store
         self.service = service
-        self.safety = safety or Safety.from_settings(settings, store, service)
+        self.safety = safety
         self.presets = PresetPanel(
             presets or PresetLibrary.from_settings(settings),
             settings.server.system_prompt,
@@ -209,54 +134,46 @@ class ChatTab:
             yield session.chatbot_messages(), session, gr.update()
             return
         version_name = self.service.served.name
-        reply = Turn("assistant", "", info=self.presets.reply_info(run))
-        session.turns.append(reply)
+        turn = Turn("assistant", "", info=self.presets.reply_info(run))
+        session.turns.append(turn)
+        reply = Reply(run)
         closed = True  # stays True only when Gradio closes this generator (Stop, new conversation)
         try:
-            shown_at = 0.0
-            for event in run:  # answer chunks, and trace entries shown as collapsible rows
-                apply_event(reply, event)
-                # At most 20 re-renders a second (the first token is never held back): every update
-                # costs server CPU that the model needs. The final state is sent after the loop.
-                now = time.perf_counter()
-                if now - shown_at >= RENDER_INTERVAL_S:
-                    shown_at = now
-                    if self.safety.check_stream(reply.content):  # stop before it reaches the screen
-                        run.cancel()
-                        break
-                    yield session.chatbot_messages(), session, gr.update()
+            yield from run_round(
+                self.store,
+                self.safety,
+                session.conversation_id,
+                parent_id,
+                [reply],
+                lambda: (session.chatbot_messages(), session, gr.update()),
+                # answer chunks, and trace entries shown as collapsible rows
+                on_item=lambda _index, event: apply_event(turn, event),
+                render_interval_s=RENDER_INTERVAL_S,
+                report_hint=True,
+            )
             closed = False
-        except GenerationError as exc:
-            closed = False
-            log.warning("generation failed: %s", exc)
-            gr.Warning(f"The model failed: {exc}. What was generated so far is kept.")
         finally:
-            # Runs on normal end, on error, and when the Stop button closes this generator.
-            stats = self._store_reply(session, reply, run, parent_id, version_name)
-        if not closed:
+            # Runs on normal end, on error, and when the Stop button closes this generator; by then
+            # the round has stored what was generated.
+            stats = self._show_reply(session, turn, run, reply, version_name)
+        if not closed:  # the final state (the round renders at most every RENDER_INTERVAL_S)
+            if reply.error is not None:
+                gr.Warning(f"The model failed: {reply.error}. What was generated so far is kept.")
             yield session.chatbot_messages(), session, stats
 
-    def _store_reply(self, session, reply: Turn, run, parent_id: int | None, version_name: str) -> str:
-        run.cancel()  # no-op when it already finished; frees the model instances of a stopped run
-        try:
-            result = run.wait()
-        except GenerationError:
-            result = None
-        reply.info.update(streaming=False, trace=run.trace)
-        reply.info.pop("pending", None)
-        if result is None:  # failed: keep the partial text the user saw, unstored and marked
-            if not reply.content:
-                session.turns.remove(reply)
+    @staticmethod
+    def _show_reply(session: ChatSession, turn: Turn, run: PresetRun, reply: Reply, version_name: str) -> str:
+        """The finished reply on screen as stored (or, failed, its partial text unstored); the stats."""
+        turn.info.update(streaming=False, trace=run.trace)
+        turn.info.pop("pending", None)
+        if reply.result is None:  # failed: keep the partial text the user saw, unstored and marked
+            if not turn.content:
+                session.turns.remove(turn)
             return "The reply failed; nothing was stored."
-        check = self.safety.check_output(result.text)
-        reply.content = check.shown
-        reply.message_id = self.store.add_assistant_message(
-            session.conversation_id,
-            parent_id,
-            replace(turn_record(result, run.preset.id, run.trace), moderation=check.moderation),
-        )
-        reply.info.update(version_id=result.version_id, notices=result.notices)
-        stats = format_stats(result, version_name)
+        turn.content = reply.shown or ""
+        turn.message_id = reply.message_id
+        turn.info.update(version_id=reply.result.version_id, notices=reply.result.notices)
+        stats = format_stats(reply.result, version_name)
         if run.preset.technique != "zero_shot":
             stats = f"{run.preset.name}: {run.model_calls} model call(s) · {stats}"
         return stats
@@ -364,9 +281,7 @@ class ChatTab:
         self.presets.wire(system_prompt, controls.components)
         respond_inputs = [session, system_prompt, *controls.components, *self.presets.components]
         respond_outputs = [chatbot, session, stats]
-        generate = dict(
-            concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID
-        )
+        generate = generate_queue(self.settings.inference.concurrency)
 
         events = []
         for trigger in (textbox.submit, send.click):

@@ -119,10 +119,10 @@ def totals_markdown(summary: Summary) -> str:
 
 
 class DashboardTab:
-    def __init__(self, store: FeedbackStore, *, bootstrap_rounds: int = 200, safety: Safety | None = None):
+    def __init__(self, store: FeedbackStore, *, safety: Safety, bootstrap_rounds: int = 200):
         self.store = store
         self.bootstrap_rounds = bootstrap_rounds
-        self.safety = safety or Safety(store)
+        self.safety = safety  # required: exports are for admins, so no tab exists without the check
         self.safety_panel = SafetyPanel(store)
 
     def refresh(self):

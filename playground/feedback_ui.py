@@ -98,9 +98,9 @@ class PanelFields:
 class FeedbackPanel:
     """The Chat tab's feedback: like handler, panel, save. State lives in the session and a gr.State."""
 
-    def __init__(self, store: FeedbackStore, safety: Safety | None = None):
+    def __init__(self, store: FeedbackStore, safety: Safety):
         self.store = store
-        self.safety = safety or Safety(store)
+        self.safety = safety
 
     # -- which reply -------------------------------------------------------------------------------
     @staticmethod
@@ -312,11 +312,10 @@ class FeedbackPanel:
         )
 
 
-def register_api(store: FeedbackStore, safety: Safety | None = None) -> None:
+def register_api(store: FeedbackStore, safety: Safety) -> None:
     """``gr.api`` endpoints (inside a Blocks context) for scripts and gradio_client, which cannot send
     like events. The user is the login name or the client's anonymous session, as in the UI. They count
     against the feedback rate limits."""
-    safety = safety or Safety(store)
 
     def limit(request: gr.Request) -> None:
         if why := safety.limit("feedback", request):

@@ -7,24 +7,20 @@ the store expands into the K*(K-1)/2 pairs of the InstructGPT reward-model loss.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import gradio as gr
 
 from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
-from models.base import Generation, GenerationError, SamplingParams
+from models.base import GenerationError, SamplingParams
 from models.service import ModelService
-from playground.chat import (
-    GENERATE_CONCURRENCY_ID,
-    MAX_MESSAGE_CHARS,
-    SamplingControls,
-    turn_record,
-    user_id_for,
-)
+from playground.access import user_id_for
+from playground.controls import SamplingControls, generate_queue
 from playground.feedback_ui import render_guidance
-from playground.safety import WITHHELD_WHILE_STREAMING, Safety
-from playground.streams import Interleaved, finish, start_prompt
+from playground.replies import MAX_MESSAGE_CHARS, run_round, start_prompt, start_replies
+from playground.safety import Safety
 from settings import Settings
 
 MAX_K = fb.MAX_RANKED
@@ -53,13 +49,11 @@ def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> l
 
 
 class RankTab:
-    def __init__(
-        self, settings: Settings, store: FeedbackStore, service: ModelService, safety: Safety | None = None
-    ):
+    def __init__(self, settings: Settings, store: FeedbackStore, service: ModelService, *, safety: Safety):
         self.settings = settings
         self.store = store
         self.service = service
-        self.safety = safety or Safety.from_settings(settings, store, service)
+        self.safety = safety
 
     def _sampling(self, sampling) -> SamplingParams:
         params = SamplingControls.to_params(*sampling)
@@ -67,22 +61,9 @@ class RankTab:
             raise ValueError("At temperature 0 every sample is the same reply: raise the temperature.")
         return params.with_seed()
 
-    def run(
-        self,
-        prompt,
-        k,
-        system_prompt,
-        temperature,
-        top_p,
-        top_k,
-        max_new_tokens,
-        repetition_penalty,
-        seed,
-        stop,
-        request: gr.Request,
-    ):
-        """Stream K replies (a generator), store them, then show the rank pickers."""
-        sampling = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop)
+    def run(self, request: gr.Request, prompt, k, system_prompt, *sampling):
+        """Stream K replies (a generator), store them, then show the rank pickers (the request comes
+        first, as in ``CompareTab.run``: the sampling controls are the last seven inputs)."""
         n_out = 2 * MAX_K + 3  # MAX_K texts, MAX_K rank pickers, state, status, the save button
         keep = tuple(gr.update() for _ in range(n_out))
         prompt = clean_input(prompt).strip()[:MAX_MESSAGE_CHARS]
@@ -93,43 +74,25 @@ class RankTab:
             if not 2 <= k <= MAX_K:
                 raise ValueError(f"K must be between 2 and {MAX_K}.")
             params = self._sampling(sampling)
-            if why := self.safety.limit("chat", request):
-                raise ValueError(why)
         except (ValueError, TypeError) as exc:
             gr.Warning(str(exc))
             yield keep
             return
-        user = user_id_for(request)
-        conv, prompt_id, check, messages = start_prompt(
-            self.store, self.safety, user, "rank", prompt, system_prompt
-        )
-        if check.refused:
-            gr.Warning(check.refusal)
-            yield keep
-            return
-        if check.notice:
-            gr.Warning(check.notice)
         seeds = [((params.seed or 0) + i) % 2**32 for i in range(k)]
-        generations: list[Generation] = []
         try:
-            for s in seeds:
-                generations.append(self.service.stream(messages, replace(params, seed=s)))
-        except (ValueError, GenerationError) as exc:
-            for g in generations:
-                g.cancel()
+            asked = start_prompt(self.store, self.safety, request, "rank", prompt, system_prompt)
+            if asked.notice:
+                gr.Warning(asked.notice)
+            starters = [partial(self.service.stream, params=replace(params, seed=s)) for s in seeds]
+            replies = start_replies(asked.messages, starters)
+        except (ValueError, GenerationError) as exc:  # over a limit, refused, or a reply cannot start
             gr.Warning(str(exc))
             yield keep
             return
-        texts = [""] * k
-        stopped = [False] * k  # stopped by the content filter while streaming
 
-        def view(status: str, state, reset: bool = False):
+        def view(status: str, state: RankRound | None, reset: bool = False):
             boxes = [
-                gr.update(
-                    value=(WITHHELD_WHILE_STREAMING if stopped[i] else texts[i]) if i < k else "",
-                    visible=i < k,
-                    label=f"Reply {i + 1}",
-                )
+                gr.update(value=replies[i].display if i < k else "", visible=i < k, label=f"Reply {i + 1}")
                 for i in range(MAX_K)
             ]
             picker = {"value": None, "choices": [str(r) for r in range(1, k + 1)]} if reset else {}
@@ -137,39 +100,21 @@ class RankTab:
             return (*boxes, *pickers, state, status, gr.update(interactive=False))
 
         yield view(f"Sampling {k} replies…", None, reset=True)
-        merged = Interleaved(generations)
-        closed = True
-        try:
-            for index, chunk in merged:
-                texts[index] += chunk
-                if not stopped[index] and self.safety.check_stream(texts[index]):
-                    stopped[index] = True
-                    generations[index].cancel()
-                yield view(f"Sampling {k} replies…", None)
-            closed = False
-        finally:
-            results = finish(generations, merged)
-            checks = [
-                None if r is None else self.safety.check_output(r.text, report_hint=False) for r in results
-            ]
-            ids = [
-                None
-                if r is None
-                else self.store.add_assistant_message(
-                    conv, prompt_id, replace(turn_record(r), moderation=c.moderation)
-                )
-                for r, c in zip(results, checks, strict=True)
-            ]
-        if closed:
-            return
+        yield from run_round(
+            self.store,
+            self.safety,
+            asked.conversation_id,
+            asked.message_id,
+            replies,
+            lambda: view(f"Sampling {k} replies…", None),
+        )
+        ids = [r.message_id for r in replies]
         if None in ids:
             yield view("A reply failed, so this set cannot be ranked. Try again.", None)
             return
-        texts[:] = [c.shown for c in checks]
-        stopped[:] = [False] * k
         # The pickers open in a follow-up step (open_ranking): Gradio re-sends a generator's last
         # update when it completes, which must not reach ranks the user already picked.
-        yield view("All replies are in.", RankRound(list(ids)))
+        yield view("All replies are in.", RankRound(ids))
 
     @staticmethod
     def open_ranking(state: RankRound | None):
@@ -242,9 +187,7 @@ class RankTab:
         save = gr.Button("Save ranking", variant="primary", interactive=False, elem_id="rank-save")
         saved = gr.Markdown("", elem_id="rank-saved")
 
-        generate = dict(
-            concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID
-        )
+        generate = generate_queue(self.settings.inference.concurrency)
         for trigger in (go.click, prompt.submit):
             trigger(
                 self.run,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.base import ChatMessage
+from playground.messages import with_system
 from playground.presets.display import trace_rows
 
 
@@ -46,14 +47,11 @@ class ChatSession:
         return shown
 
     def model_messages(self, system_prompt: str | None) -> list[ChatMessage]:
-        msgs: list[ChatMessage] = []
-        if system_prompt and system_prompt.strip():
-            msgs.append(ChatMessage(role="system", content=system_prompt.strip()))
         # An exchange the content filter refused stays on screen but never reaches the model.
-        msgs.extend(
-            ChatMessage(role=t.role, content=t.content) for t in self.turns if not t.info.get("moderated")
+        return with_system(
+            system_prompt,
+            (ChatMessage(role=t.role, content=t.content) for t in self.turns if not t.info.get("moderated")),
         )
-        return msgs
 
     # -- navigation ----------------------------------------------------------------------------------
     def turn_index(self, chatbot_index: int | tuple[int, int] | list[int]) -> int | None:

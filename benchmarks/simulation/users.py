@@ -100,7 +100,7 @@ class SimulatedUsers:
         n_users: int = 8,
         seed: int = 0,
     ):
-        from playground.chat import turn_record  # the tabs' own record of a generated reply
+        from playground.replies import turn_record  # the tabs' own record of a generated reply
 
         self._turn_record = turn_record
         self.store = store

@@ -176,13 +176,15 @@ def test_output_constraints_are_refused_not_ignored(hf_model, store):
     from models.base import UnsupportedParameter
     from models.service import ModelService
     from playground.openai_api import OpenAIAPI
+    from playground.safety import Safety
     from settings import Settings
 
     with pytest.raises(UnsupportedParameter, match="transformers backend cannot") as caught:
         hf_model.stream(QUESTION, SamplingParams(json_schema='{"type": "object"}'))
     assert caught.value.param == "json_schema"
     base = store.versions.ensure_base(hf_model.model_id)
-    api = OpenAIAPI(Settings(), store, ModelService(hf_model, base.id, base.name))
+    service = ModelService(hf_model, base.id, base.name)
+    api = OpenAIAPI(Settings(), store, service, safety=Safety.from_settings(Settings(), store, service))
     http = TestClient(FastAPI(routes=api.routes()))
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
     for extra, param in (
