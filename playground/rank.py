@@ -1,5 +1,5 @@
 """The Rank tab: K replies (K = 2..9, default 4) sampled for one prompt and streamed together; the user
-gives each a rank with a dropdown (Gradio has no ranking widget that reports its order, see FACTS.md),
+gives each a rank with a dropdown (Gradio 6 has no ranking widget that reports its order: gr.Draggable never sends it back),
 the ranks are checked server-side (each used once) and the ordering is stored as a ranking, which
 the store expands into the K*(K-1)/2 pairs of the InstructGPT reward-model loss.
 """
