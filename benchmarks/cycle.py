@@ -13,8 +13,8 @@
 Prints a table; last line a JSON object with per-stage seconds, ``chat_tok_s_idle``,
 ``chat_tok_s_during``, ``ratio_during_vs_idle`` and ``swap_ms``.
 
-``--quick`` writes 8 votes, measures idle chat for 3 s, dequantizes the base before the cycle (a
-full run leaves that to the cycle, as a first cycle does) and runs the cycle at nice 0 with every
+``--quick`` writes 8 votes, measures idle chat for 3 s, dequantizes the base before the cycle into the
+quick runs' shared temporary folder (a full run leaves that to the cycle, as a first cycle does) and runs the cycle at nice 0 with every
 stage at its smallest (one optimiser step each, batch 2, LoRA on q/v only, a gate on 2 prompts, 2
 facts and 1 refusal): it proves the command works; its figures are not the cycle's cost.
 """
@@ -115,7 +115,8 @@ QUICK = {
     "min_pairs": 4,
     "trainer_sizes": {"batch_size": 2, "lora_targets": ["q_proj", "v_proj"], "min_examples": 4},
     # The first cycle dequantizes the GGUF for transformers (15 s idle, minutes at nice 10 beside the
-    # chat loop); a quick run does it up front, outside the cycle's stage times.
+    # chat loop); a quick run does it up front, outside the cycle's stage times, into the quick runs'
+    # shared temporary cache.
     "dequantize_first": True,
     # At nice 10 beside other busy processes a training child gets a few percent of a core: one step
     # then takes minutes. The full run keeps the scheduler's nice 10, which is what it measures.
@@ -170,8 +171,10 @@ def main() -> None:
         from models.hf_base import ensure_hf_base
 
         t = time.perf_counter()
-        ensure_hf_base(embedded_model_path(), data / "hf-base")  # where the cycle looks (trainers/run.py)
-        print(f"dequantized the base for transformers in {time.perf_counter() - t:.0f} s", flush=True)
+        cache = quick.hf_cache()
+        ensure_hf_base(embedded_model_path(), cache)
+        (data / "hf-base").symlink_to(cache.resolve(), target_is_directory=True)  # where the cycle looks
+        print(f"the base for transformers ready in {time.perf_counter() - t:.0f} s ({cache})", flush=True)
 
     t = time.perf_counter()
     seed_pairs(store, service, args.pairs, random.Random(0))

@@ -19,8 +19,9 @@ kl_final, capability_base, capability_final (percent) and minutes (wall clock, e
 
 ``--quick``: one round of 20 feedback events, one optimiser step for the reward model and the policy
 (64 tokens, LoRA on q/v), a lenient gate on 2 prompts, 2 facts and 1 refusal (so the deploy and the
-swap run), 3 held-out prompts and 3 capability questions, one OpenMP thread that sleeps while it
-waits, and DATA_DIR a new temporary directory unless --data-dir is given. It proves the command works;
+swap run), 2 held-out prompts and 2 capability questions, one OpenMP thread that sleeps while it
+waits, and DATA_DIR a new temporary directory unless --data-dir is given (the dequantized base in the
+quick runs' shared temporary folder). It proves the command works;
 its figures say nothing about the loop.
 """
 
@@ -65,8 +66,8 @@ QUICK = {
     "feedback_per_round": 20,
     "max_new_tokens": 16,
     "samples_per_prompt": 1,
-    "heldout_limit": 3,
-    "capability_limit": 3,
+    "heldout_limit": 2,
+    "capability_limit": 2,
     "max_steps": 1,
     "reward_max_steps": 1,
     "gate_min_win_rate": 0.0,
@@ -140,6 +141,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick and not quick.given(p, "data_dir", list(sys.argv[1:] if argv is None else argv)):
         args.data_dir = str(quick.scratch_dir("bench-loop-"))  # a quick run never writes into ./data
         args.quick_applied["data_dir"] = args.data_dir
+    if args.quick:
+        args.hf_cache = str(quick.hf_cache(args.data_dir if "data_dir" not in args.quick_applied else None))
+        args.quick_applied["hf_cache"] = args.hf_cache
     return args
 
 
@@ -172,7 +176,7 @@ def build_config(args: argparse.Namespace):
         policy[key] = args.max_new_tokens
     return LoopConfig(
         work_dir=work,
-        hf_cache=data_dir / "hf-base",
+        hf_cache=Path(getattr(args, "hf_cache", None) or data_dir / "hf-base"),
         oracle=args.oracle,
         method=args.method,
         rounds=args.rounds,

@@ -6,8 +6,8 @@ Makes a random non-trivial LoRA (r=8 on q/k/v/o + MLP, seeded) on the dequantize
 and compares next-token distributions on 8 chat prompts (top-1 agreement, correlation of the logit
 deltas), then does the same for an export without the Q/K permutation as a control. Also times the
 export and loading the adapter into llama.cpp. The dequantized base is cached in DATA_DIR/hf-base.
-``--quick`` compares on 2 prompts and keeps the base in a temporary directory (unless --data-dir is
-given). Last line: a JSON object.
+``--quick`` compares on 2 prompts and keeps the base in the quick runs' shared temporary folder (unless
+--data-dir is given). Last line: a JSON object.
 """
 
 from __future__ import annotations
@@ -40,14 +40,12 @@ def main() -> None:
     from models.lora_export import export_peft_lora_to_gguf
 
     work = Path(tempfile.mkdtemp(prefix="bench-lora-"))
-    # A quick run never writes into ./data: it dequantizes into its own scratch directory.
-    data_dir = (
-        quick.scratch_dir("bench-lora-data-", args.data_dir) if args.quick else Path(args.data_dir or "data")
-    )
+    # A quick run never writes into ./data: the base goes to the quick runs' shared temporary cache.
+    cache = quick.hf_cache(args.data_dir) if args.quick else Path(args.data_dir or "data") / "hf-base"
     questions = DEFAULT_QUESTIONS[: args.prompts] if args.prompts else DEFAULT_QUESTIONS
     gguf = embedded_model_path()
     t0 = time.perf_counter()
-    base_dir = ensure_hf_base(gguf, data_dir / "hf-base")
+    base_dir = ensure_hf_base(gguf, cache)
     base_s = time.perf_counter() - t0
     peft_dir = make_random_lora(base_dir, work / "peft", seed=args.seed, b_std=args.b_std)
     t0 = time.perf_counter()

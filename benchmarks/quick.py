@@ -4,7 +4,8 @@ prove each documented command works in well under a minute on two cores.
 A quick run prints what it overrode when it starts and again right above its JSON line, and leaves the
 JSON keys as a full run prints them: a quick figure is a smoke test, never a measurement to quote. A flag
 given on the command line wins over the quick value. Quick runs never write into ``./data``: what a
-benchmark would keep there goes to a temporary directory unless ``--data-dir`` says where.
+benchmark would keep there goes to a temporary directory unless ``--data-dir`` says where (the
+dequantized base to one shared temporary folder, see ``hf_cache``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ def announce(applied: Mapping[str, Any] | None, quick: bool) -> None:
     """Print the quick-run banner (no-op for a full run); flushed, so it sits beside the figures."""
     if quick:
         print(banner(applied or {}), flush=True)
+
+
+def hf_cache(data_dir: str | Path | None = None) -> Path:
+    """Where a quick run keeps the GGUF dequantized for transformers: DATA_DIR/hf-base when a data
+    directory is given, else one folder in the system's temporary directory that every quick run
+    shares. Dequantizing takes 15 s on an idle machine and over a minute on a busy one, and four
+    benchmarks need it: made once (517 MB, written atomically by ``ensure_hf_base``), then reused."""
+    if data_dir is not None:
+        return Path(data_dir) / "hf-base"
+    return Path(tempfile.gettempdir()) / "playground-quick-hf-base"
 
 
 def scratch_dir(prefix: str, data_dir: str | Path | None = None) -> Path:

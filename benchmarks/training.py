@@ -10,8 +10,8 @@ are the median over steps after the first (warm-up). Last line: a JSON object wi
 ``--quick`` runs every method for one step of batch 2 at 64 tokens (8 generated tokens for RL and
 best-of-n), once each, all in this process (peak RSS is reset before each measurement, so it is roughly
 that measurement's, on top of what the process already holds), with one OpenMP thread that sleeps
-while it waits and the dequantized base in a temporary directory unless ``--data-dir`` is given. It
-checks the command works; its figures are not comparable.
+while it waits and the dequantized base in the quick runs' shared temporary folder unless
+``--data-dir`` is given. It checks the command works; its figures are not comparable.
 """
 
 from __future__ import annotations
@@ -412,7 +412,10 @@ def main() -> None:
     from models.hf_base import ensure_hf_base
 
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
-    cache = Path(args.data_dir) / "hf-base" if args.data_dir else work / "base"
+    if args.quick:
+        cache = quick.hf_cache(args.data_dir)
+    else:
+        cache = Path(args.data_dir) / "hf-base" if args.data_dir else work / "base"
     base = str(ensure_hf_base(embedded_model_path(), cache))
     reward_adapter = ""
     if {"rl", "best_of_n"} & set(args.methods):  # a reward model for the methods that need one
