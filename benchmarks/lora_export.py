@@ -6,8 +6,8 @@ Makes a random non-trivial LoRA (r=8 on q/k/v/o + MLP, seeded) on the dequantize
 and compares next-token distributions on 8 chat prompts (top-1 agreement, correlation of the logit
 deltas), then does the same for an export without the Q/K permutation as a control. Also times the
 export and loading the adapter into llama.cpp. The dequantized base is cached in DATA_DIR/hf-base.
-``--quick`` compares on 2 prompts and keeps the base in the quick runs' shared temporary folder (unless
---data-dir is given). Last line: a JSON object.
+``--quick`` compares on 2 prompts with one OpenMP thread that sleeps while it waits, and keeps the base
+in the quick runs' shared temporary folder (unless --data-dir is given). Last line: a JSON object.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def main() -> None:
     ap.add_argument("--data-dir", help="the dequantized base is cached in DATA_DIR/hf-base (default: data)")
     quick.add_quick_flag(ap)
     args = ap.parse_args()
-    applied = quick.apply_quick(ap, args, {"prompts": 2})
+    applied = quick.apply_quick(ap, args, {"prompts": 2, "threads": 1})
+    if args.quick:
+        quick.calm_threads(applied)  # before torch and llama.cpp load their OpenMP runtimes
     quick.announce(applied, args.quick)
 
     from models.embedded import embedded_model_path
