@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-HELP = "a smoke run in well under a minute: tiny settings, every stage; its figures are not measurements"
+HELP = "a smoke run: the tiniest settings that still run every stage; its figures are not measurements"
 
 
 def add_quick_flag(parser: argparse.ArgumentParser) -> None:
