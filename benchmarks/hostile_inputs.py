@@ -2,6 +2,7 @@
 
     python -m benchmarks.hostile_inputs              # 300 inputs of each kind
     python -m benchmarks.hostile_inputs --n 1000
+    python -m benchmarks.hostile_inputs --quick      # 20 of each kind: a smoke run
 
 Uses the property-based tests' strategies (tests/hostile.py: random Unicode with lone surrogates, NULs
 and control characters, script and template payloads, SQL, up to 100k-character strings) and feeds
@@ -28,6 +29,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks import quick
 from feedback_store import imports
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
@@ -69,7 +71,10 @@ def run(name: str, strategy, handle: Callable, n: int, results: dict[str, Counte
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=300, help="inputs of each kind (default 300)")
+    quick.add_quick_flag(p)
     args = p.parse_args(argv)
+    applied = quick.apply_quick(p, args, {"n": 20}, argv)
+    quick.announce(applied, args.quick)
     results: dict[str, Counter] = {}
     warnings.simplefilter("ignore")  # gr.Warning outside Gradio
     with tempfile.TemporaryDirectory() as tmp:
@@ -255,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if outcome.startswith(("UNHANDLED", "WRONG")):
                 total_unhandled += n
     print(f"\nunhandled or wrong: {total_unhandled}")
+    quick.announce(applied, args.quick)
     print(
         json.dumps({kind: dict(c) for kind, c in results.items()} | {"unhandled_or_wrong": total_unhandled})
     )

@@ -3,6 +3,7 @@ real product for a few rounds of iterative deployment, and every round is measur
 
     python -m benchmarks.loop --oracle vader --rounds 3 --feedback-per-round 200
     python -m benchmarks.loop --oracle concise --method kto --rounds 2
+    python -m benchmarks.loop --quick        # one tiny round, every stage, in a temporary DATA_DIR
 
 Each round: the simulated users chat with the deployed version on training prompts and give thumbs,
 A/B votes and K-rankings (Bradley-Terry noise on the gold reward) through the Chat / Compare / Rank
@@ -15,6 +16,13 @@ Prints a table per round; writes ``DATA_DIR/loop/results/ORACLE-METHOD.json``, `
 and the plot ``DATA_DIR/loop/latest.png`` (gold against KL for every method run with this oracle; the
 Dashboard shows it). The last line is a JSON object with gold_base, gold_final, win_rate_final,
 kl_final, capability_base, capability_final (percent) and minutes (wall clock, everything included).
+
+``--quick``: one round of 20 feedback events, one optimiser step for the reward model and the policy
+(64 tokens, LoRA on q/v), a lenient gate on 2 prompts, 2 facts and 1 refusal (so the deploy and the
+swap run), 2 held-out prompts and 2 capability questions, one OpenMP thread that sleeps while it
+waits, and DATA_DIR a new temporary directory unless --data-dir is given (the dequantized base in the
+quick runs' shared temporary folder). It proves the command works;
+its figures say nothing about the loop.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import quick
 from benchmarks.simulation.oracles import ORACLES
 from benchmarks.simulation.users import EventMix
 
@@ -50,6 +59,27 @@ DEFAULT_POLICY = {
 }
 # The reward model's score head starts from scratch each cycle: a higher learning rate than the policy's.
 DEFAULT_REWARD = {"max_steps": 30, "learning_rate": 1e-3, "max_length": 160, "batch_size": 8}
+# The smallest round that still runs every stage (the settings tests/benchmarks/test_loop_round.py uses,
+# with one step): feedback through the tabs' calls, a cycle, the gate, the deploy, the swap, measuring.
+QUICK = {
+    "rounds": 1,
+    "feedback_per_round": 20,
+    "max_new_tokens": 16,
+    "samples_per_prompt": 1,
+    "heldout_limit": 2,
+    "capability_limit": 2,
+    "max_steps": 1,
+    "reward_max_steps": 1,
+    "gate_min_win_rate": 0.0,
+    "gate_kl_budget": 1000.0,
+    "gate_max_regressions": 99,
+    "gate_eval_prompts": 2,
+    "threads": 1,
+    # no flags for these
+    "trainer_sizes": {"max_length": 64, "batch_size": 4, "lora_targets": ["q_proj", "v_proj"]},
+    # accuracy_tolerance 1: with one held-out pair a one-step candidate fails the accuracy check at random
+    "gate_checks": {"facts": 2, "refusals": 1, "accuracy_tolerance": 1.0},
+}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -105,7 +135,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--keep-adapters", action="store_true", help="keep the work directory's adapters afterwards"
     )
-    return p.parse_args(argv)
+    quick.add_quick_flag(p)
+    args = p.parse_args(argv)
+    args.quick_applied = quick.apply_quick(p, args, QUICK, argv)
+    if args.quick and not quick.given(p, "data_dir", list(sys.argv[1:] if argv is None else argv)):
+        args.data_dir = str(quick.scratch_dir("bench-loop-"))  # a quick run never writes into ./data
+        args.quick_applied["data_dir"] = args.data_dir
+    if args.quick:
+        args.hf_cache = str(quick.hf_cache(args.data_dir if "data_dir" not in args.quick_applied else None))
+        args.quick_applied["hf_cache"] = args.hf_cache
+    return args
 
 
 def build_config(args: argparse.Namespace):
@@ -125,6 +164,9 @@ def build_config(args: argparse.Namespace):
         policy["max_steps"] = args.max_steps
     if args.reward_max_steps is not None:
         reward["max_steps"] = args.reward_max_steps
+    sizes = getattr(args, "trainer_sizes", {})
+    policy.update(sizes)
+    reward.update(sizes)
     if args.lr is not None:
         policy["learning_rate"] = args.lr
     if args.beta is not None:
@@ -134,7 +176,7 @@ def build_config(args: argparse.Namespace):
         policy[key] = args.max_new_tokens
     return LoopConfig(
         work_dir=work,
-        hf_cache=data_dir / "hf-base",
+        hf_cache=Path(getattr(args, "hf_cache", None) or data_dir / "hf-base"),
         oracle=args.oracle,
         method=args.method,
         rounds=args.rounds,
@@ -154,6 +196,7 @@ def build_config(args: argparse.Namespace):
             max_regressions=args.gate_max_regressions,
             eval_prompts=args.gate_eval_prompts,
             max_new_tokens=args.max_new_tokens,
+            **getattr(args, "gate_checks", {}),
         ),
         heldout_limit=args.heldout_limit,
         capability_limit=args.capability_limit,
@@ -178,6 +221,9 @@ def publish(result: dict, loop_dir: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.quick:
+        quick.calm_threads(args.quick_applied)  # before torch is imported
+    quick.announce(args.quick_applied, args.quick)
     if args.rounds < 1 or args.feedback_per_round < 1:
         print("error: --rounds and --feedback-per-round must be at least 1", file=sys.stderr)
         return 2
@@ -199,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sub in ("adapters", "reward_models"):
             shutil.rmtree(config.work_dir / sub, ignore_errors=True)
     print(f"plot: {png}")
+    quick.announce(args.quick_applied, args.quick)
     print(json.dumps({"oracle": config.oracle, "method": config.method, **result["summary"]}))
     return 0
 
