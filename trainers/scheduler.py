@@ -116,7 +116,7 @@ class TrainingScheduler:
 
     def run_now_and_wait(self, trigger: str = "manual") -> int | None:
         """Run one cycle now (the same child process as a scheduled one) and wait for it; returns the
-        run id, or None when another cycle holds the run row. For drivers such as benchmarks.loop."""
+        run id, or None when another cycle holds the run row. For drivers such as the simulated-user loop."""
         return self._job(trigger)
 
     def _job(self, trigger: str) -> int | None:

@@ -10,9 +10,9 @@ import math
 import pytest
 
 from benchmarks.loop import build_config, parse_args, publish
-from benchmarks.simulation.rounds import LoopConfig, run_loop
-from benchmarks.simulation.users import EventMix
 from feedback_store.store import FeedbackStore
+from simulation.rounds import LoopConfig, run_loop
+from simulation.users import EventMix
 from trainers.gate import GateConfig
 
 TINY = {"max_steps": 2, "max_length": 64, "lora_targets": ("q_proj", "v_proj"), "batch_size": 4}

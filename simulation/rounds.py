@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.simulation.labelers import BradleyTerryLabeler, LabelStats
-from benchmarks.simulation.measure import Evaluator, Measurement
-from benchmarks.simulation.oracles import make_oracle
-from benchmarks.simulation.tasks import capability_tasks, prompt_set
-from benchmarks.simulation.users import EventMix, RoundFeedback, SimulatedUsers
+from simulation.labelers import BradleyTerryLabeler, LabelStats
+from simulation.measure import Evaluator, Measurement
+from simulation.oracles import make_oracle
+from simulation.tasks import capability_tasks, prompt_set
+from simulation.users import EventMix, RoundFeedback, SimulatedUsers
 from trainers.gate import GateConfig
 
 Log = Callable[[str], None]
