@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -146,11 +145,14 @@ def test_documented_command_works(where, command, sandbox):
         ready, log = run_server(argv, work, env)
         assert ready, f"{shown}\n{log[-3000:]}"
         return
+    before = set((ROOT / "data").iterdir()) if (ROOT / "data").is_dir() else set()
     r = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     output = r.stdout + r.stderr
     assert r.returncode == 0, f"{shown}\nexit {r.returncode}\n{output[-3000:]}"
     assert "Traceback" not in output, f"{shown}\n{output[-3000:]}"
-    if kind == "benchmark":  # the JSON last line, with the same keys as a full run
-        last = r.stdout.strip().splitlines()[-1]
-        assert isinstance(json.loads(last), dict), f"{shown}\nlast line: {last}"
-        assert re.search(r"quick", r.stdout, re.IGNORECASE), f"{shown}: a quick run must say it is one"
+    if kind == "benchmark":  # the JSON last line, with the same keys as a full run, the banner beside it
+        lines = r.stdout.strip().splitlines()
+        assert isinstance(json.loads(lines[-1]), dict), f"{shown}\nlast line: {lines[-1]}"
+        assert "QUICK RUN" in lines[-2], f"{shown}: a quick figure must say it is one, beside the figures"
+        after = set((ROOT / "data").iterdir()) if (ROOT / "data").is_dir() else set()
+        assert after == before, f"{shown}: a quick run wrote into ./data: {sorted(map(str, after - before))}"
