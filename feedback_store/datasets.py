@@ -14,6 +14,10 @@ TRL's conversational dataset formats; the exports in ``feedback_store.exports`` 
 these functions. Filters: ``since`` (ISO-8601, compared with the row's last update), ``user_id``, and
 ``version_id`` (the model version that wrote the reply; for a pair, either reply).
 
+One snapshot: each reader runs its queries in one read transaction (``store.read()``), so a conversation
+deleted while a cycle reads is in its datasets entirely or not at all (``feedback_store.conversations``
+deletes for real: there is no tombstone to filter).
+
 Training hygiene: with ``exclude_flagged=True`` (the default) an example is left out when any text in
 it was flagged by moderation: a message of its prompt context, a reply, or a better answer (see
 ``feedback_store.hygiene``; users to leave out altogether come from ``hygiene.excluded_users``).
@@ -21,16 +25,18 @@ it was flagged by moderation: a message of its prompt context, a reply, or a bet
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from feedback_store.feedback import pair_weight
 from feedback_store.stats import ranking_pairs
 from feedback_store.store import FeedbackStore, StoreError
 
+R = TypeVar("R")
 PAIR_SOURCES = ("comparison", "ranking", "better_answer", "import")
 PROMPT_SOURCES = ("ui", "compare", "rank", "import")
 Message = dict[str, str]
@@ -179,6 +185,17 @@ class _Contexts:
         return [dict(m) for m in self._cache[message_id]]
 
 
+def _one_snapshot(reader: Callable[..., R]) -> Callable[..., R]:
+    """Run ``reader(store, ...)`` inside one read transaction (nested readers share it)."""
+
+    @functools.wraps(reader)
+    def wrapper(store: FeedbackStore, *args: Any, **kwargs: Any) -> R:
+        with store.read():
+            return reader(store, *args, **kwargs)
+
+    return wrapper
+
+
 def _where(since: str | None, user_id: str | None, table: str) -> tuple[str, list[Any]]:
     clauses, args = [], []
     if since is not None:
@@ -199,6 +216,7 @@ def _check_sources(sources: Sequence[str], known: Sequence[str]) -> set[str]:
     return set(sources)
 
 
+@_one_snapshot
 def preference_pairs(
     store: FeedbackStore,
     *,
@@ -321,6 +339,7 @@ def preference_pairs(
     return sorted(pairs, key=lambda p: (p.updated_at, PAIR_SOURCES.index(p.source)))
 
 
+@_one_snapshot
 def unpaired_feedback(
     store: FeedbackStore,
     *,
@@ -364,6 +383,7 @@ def unpaired_feedback(
     return out
 
 
+@_one_snapshot
 def demonstrations(
     store: FeedbackStore,
     *,
@@ -401,6 +421,7 @@ def demonstrations(
     ]
 
 
+@_one_snapshot
 def prompts(
     store: FeedbackStore,
     *,

@@ -6,8 +6,9 @@ filter's precision and recall as users see them.
 Training hygiene (read by the training cycle):
 
 - ``store.hygiene.excluded_users()``: users whose feedback is left out of training, so that one abusive user
-  cannot steer the loop: anyone who hit a rate limit, wrote several flagged messages, or was excluded
-  by an operator (``set_user_flag``); an operator can also trust a user despite the rules.
+  cannot steer the loop: anyone who hit a rate limit, wrote several flagged messages (deleted ones
+  included: a deletion keeps their count), or was excluded by an operator (``set_user_flag``); an
+  operator can also trust a user despite the rules.
 - flagged text: ``feedback_store.datasets`` readers drop examples that contain a flagged message or a
   flagged better answer (``exclude_flagged=True``, their default).
 
@@ -289,6 +290,13 @@ class HygieneRepository(Repository):
             "ON dm.demonstration_id = d.id WHERE dm.flagged = 1 GROUP BY d.user_id"
         ):
             flagged[user] += n
+        # Deleted conversations keep their owner's count of flagged messages (no text): deleting abuse
+        # must not lift an exclusion.
+        for user, n in db.execute(
+            "SELECT user_id, SUM(json_extract(counts, '$.flagged')) FROM deletion_events "
+            "WHERE user_id IS NOT NULL GROUP BY user_id"
+        ):
+            flagged[user] += int(n or 0)
         operator = {
             r[0]: (bool(r[1]), r[2]) for r in db.execute("SELECT user_id, excluded, reason FROM user_flags")
         }

@@ -14,6 +14,7 @@ from playground.chat import ChatTab
 from playground.compare import CompareTab
 from playground.dashboard import DashboardTab
 from playground.feedback_ui import register_api as register_feedback_api
+from playground.history import register_api as register_history_api
 from playground.lab import LabTab
 from playground.loop_panel import LoopPanel
 from playground.presets.library import PresetLibrary
@@ -26,6 +27,10 @@ TITLE = "RLHF Playground"
 
 CSS = """
 #reply-stats { font-size: 0.85em; opacity: 0.8; }
+#history-list { max-height: 420px; overflow-y: auto; }
+#history-list .wrap { flex-direction: column; align-items: stretch; }
+#history-list label { font-size: 0.85em; }
+#history-count { font-size: 0.8em; opacity: 0.8; }
 """
 
 
@@ -41,7 +46,9 @@ class AppContext:
 def build_app(ctx: AppContext) -> gr.Blocks:
     presets = PresetLibrary.from_settings(ctx.settings)
     safety = ctx.safety
-    with gr.Blocks(title=TITLE) as demo:
+    # Files handed to browsers (exports, "my data") are copied into Gradio's cache: cleared hourly, so
+    # that a user's download does not outlive their deletion by long.
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\nChat with a 4-bit model; your feedback trains the next version.")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
@@ -64,6 +71,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     ctx.store, ctx.service.base_model, ctx.scheduler, can_admin=safety.is_admin
                 ).render(training_tab)
         register_feedback_api(ctx.store, safety)
+        register_history_api(ctx.store, safety, runs_dir=ctx.settings.data_dir / "runs")
     # The generating events share one concurrency slot (playground.controls); everything else
     # (storing a message, feedback) may run many at once.
     demo.queue(default_concurrency_limit=16, max_size=256)

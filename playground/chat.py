@@ -1,6 +1,8 @@
 """The Chat tab: streaming chat with stop, retry, undo, edit, new conversation, a system prompt and
-sampling controls. Every user message and every reply (with its exact prompt, parameters, version and
-timings) is stored the moment it exists; a stopped reply is stored with what was generated.
+sampling controls, and the history sidebar (``playground.history``: past conversations to resume,
+rename or delete, and "My data"). Every user message and every reply (with its exact prompt,
+parameters, version and timings) is stored the moment it exists, under the owner the sidebar lists
+(``access.owner_id``); a stopped reply is stored with what was generated.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from typing import Any
 
 import gradio as gr
 
-from feedback_store.store import FeedbackStore
+from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
 from models.base import GenerationError, GenerationResult
 from models.service import ModelService
-from playground.access import user_id_for
+from playground.access import owner_id
 from playground.controls import SamplingControls, generate_queue
+from playground.history import HistorySidebar
 from playground.presets.display import apply_event
 from playground.presets.library import PresetLibrary
 from playground.presets.panel import PresetPanel
@@ -67,7 +70,16 @@ class ChatTab:
         )
 
     # -- handlers ------------------------------------------------------------------------------------
-    def submit(self, text: str, session: ChatSession, system_prompt: str, request: gr.Request):
+    def submit(
+        self,
+        text: str,
+        session: ChatSession,
+        system_prompt: str,
+        request: gr.Request,
+        browser_key: Any = None,
+    ):
+        """Store the user's message (``browser_key``: the history sidebar's, so that an anonymous
+        user's conversations are theirs after a reload)."""
         text = clean_input(text)
         if not text.strip():
             gr.Warning("Type a message first.")
@@ -80,8 +92,11 @@ class ChatTab:
                 f"Your message has {len(text):,} characters; only the first {MAX_MESSAGE_CHARS:,} are kept."
             )
             text = text[:MAX_MESSAGE_CHARS]
+        if session.conversation_id is not None and not self._still_stored(session.conversation_id):
+            gr.Warning("This conversation was deleted (in another tab?): your message starts a new one.")
+            session.reset()
         if session.conversation_id is None:
-            session.user_id = user_id_for(request)
+            session.user_id = owner_id(request, browser_key)
             session.conversation_id = self.store.create_conversation(
                 session.user_id, source="ui", system_prompt=system_prompt or None
             )
@@ -99,6 +114,13 @@ class ChatTab:
         elif check.notice:
             gr.Warning(check.notice)
         return "", session.chatbot_messages(), session
+
+    def _still_stored(self, conversation_id: str) -> bool:
+        try:
+            self.store.get_conversation(conversation_id)
+        except StoreError:
+            return False
+        return True
 
     def _refuse(self, session: ChatSession, check, message_id: int) -> None:
         """Answer a blocked message with the refusal (stored too, flagged, so never trained on); the
@@ -240,7 +262,15 @@ class ChatTab:
         from playground.feedback_ui import FEEDBACK_OPTIONS, FeedbackPanel  # it imports user_id_for
 
         session = gr.State(ChatSession())
+        history = HistorySidebar(
+            self.store,
+            self.safety,
+            self.presets.library,
+            runs_dir=self.settings.data_dir / "runs",
+        )
         with gr.Row():
+            with gr.Column(scale=1, min_width=240, elem_id="history-sidebar"):
+                sidebar = history.render()
             with gr.Column(scale=3):
                 info = gr.Markdown(self.model_info(), elem_id="model-info")
                 # versions are hot-swapped under a running page: refresh the line now and then
@@ -286,7 +316,10 @@ class ChatTab:
         events = []
         for trigger in (textbox.submit, send.click):
             ev = trigger(
-                self.submit, [textbox, session, system_prompt], [textbox, chatbot, session], queue=True
+                self.submit,
+                [textbox, session, system_prompt, sidebar.browser_key],
+                [textbox, chatbot, session],
+                queue=True,
             )
             events.append(ev.then(self.respond, respond_inputs, respond_outputs, **generate))
         events.append(
@@ -301,10 +334,22 @@ class ChatTab:
             )
         )
         stop.click(None, None, None, cancels=events)
-        new.click(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
-        chatbot.clear(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
+        fresh = [
+            new.click(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events),
+            chatbot.clear(
+                self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events
+            ),
+        ]
+        replaced = history.wire(
+            chatbot=chatbot,
+            session=session,
+            system_prompt=system_prompt,
+            stats=stats,
+            new_conversation=fresh,
+            generating=events,
+        )
         self.components = {"chatbot": chatbot, "session": session, "info": info, "stats": stats}
-        FeedbackPanel(self.store, self.safety).render(chatbot, session, replies=events)
+        FeedbackPanel(self.store, self.safety).render(chatbot, session, replies=[*events, *replaced])
 
 
 def _text_of(value: Any) -> str:

@@ -220,6 +220,13 @@ class TrainingSettings(Section):
     max_steps: int | None = Field(
         None, ge=1, description="cap optimiser steps per training stage (quick cycles); unset: full epochs"
     )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="delete conversations (and the feedback on them, out of training) whose last message "
+        "is older than this many days; the scheduler applies it daily; unset: keep everything",
+        json_schema_extra={"flag": "retention-days"},
+    )
 
 
 class GateSettings(Section):

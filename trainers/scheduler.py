@@ -8,6 +8,9 @@
   since the last finished cycle; "run now" (UI, ``trigger_now``) skips that check.
 - Never two cycles at once: ``max_instances=1, coalesce=True`` for the scheduled job, a lock for
   triggers that race inside this process, and the database's one-running-row index across processes.
+- Retention (``--retention-days``): a daily job, first run at start, deletes old conversations through
+  ``store.conversations.delete_older_than`` (the same hard delete as a user's, so their feedback
+  leaves training) and scrubs the run copies under ``DATA_DIR/runs``.
 - The cycle runs as ``python -m trainers.worker`` with ``nice`` and capped threads (OMP/MKL/torch), so
   chat keeps its cores; the job thread only waits for it. A cycle that is killed or crashes leaves
   the deployed version serving and the scheduler running; the run row is marked killed/failed.
@@ -26,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from feedback_store.conversations import Deletion
 from feedback_store.runs import RunInProgress
 from feedback_store.store import FeedbackStore
 from settings import TrainingSettings
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_ID = "training-cycle"
+RETENTION_JOB_ID = "retention"
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,14 @@ class TrainingScheduler:
                 else IntervalTrigger(minutes=self.config.every, timezone=UTC)
             )
             self._scheduler.add_job(self._job, trigger, args=["schedule"], id=JOB_ID, replace_existing=True)
+        if self.config.retention_days:
+            self._scheduler.add_job(
+                self.apply_retention,
+                IntervalTrigger(hours=24, timezone=UTC),
+                id=RETENTION_JOB_ID,
+                next_run_time=datetime.now(UTC),
+                replace_existing=True,
+            )
         self._scheduler.start()
 
     def shutdown(self) -> None:
@@ -100,6 +113,17 @@ class TrainingScheduler:
         if proc is not None and proc.poll() is None:
             proc.terminate()  # the cycle records itself as killed; the deployed version is untouched
         self._store.close()
+
+    def apply_retention(self, now: datetime | None = None) -> Deletion | None:
+        """Delete conversations older than ``retention_days`` (None when retention is off)."""
+        if not self.config.retention_days:
+            return None
+        done = self._store.conversations.delete_older_than(
+            self.config.retention_days, now=now, scrub_dirs=[self.cycle.data_dir / "runs"]
+        )
+        if done.conversations:
+            log.info("retention (%g days): deleted %s", self.config.retention_days, done.describe())
+        return done
 
     # -- triggers ------------------------------------------------------------------------------------
     def trigger_now(self, trigger: str = "manual") -> str:
