@@ -14,6 +14,7 @@ from playground.chat import ChatTab
 from playground.compare import CompareTab
 from playground.dashboard import DashboardTab
 from playground.feedback_ui import register_api as register_feedback_api
+from playground.history import browser_key_state
 from playground.history import register_api as register_history_api
 from playground.lab import LabTab
 from playground.loop_panel import LoopPanel
@@ -50,13 +51,16 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     # that a user's download does not outlive their deletion by long.
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\nChat with a 4-bit model; your feedback trains the next version.")
+        browser_key = browser_key_state()  # whose data an anonymous user's turns are, in every tab
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                ChatTab(ctx.settings, ctx.store, ctx.service, presets, safety=safety).render()
+                ChatTab(ctx.settings, ctx.store, ctx.service, presets, safety=safety).render(browser_key)
             with gr.Tab("Compare", id="compare"):
-                CompareTab(ctx.settings, ctx.store, ctx.service, presets=presets, safety=safety).render()
+                CompareTab(ctx.settings, ctx.store, ctx.service, presets=presets, safety=safety).render(
+                    browser_key
+                )
             with gr.Tab("Rank", id="rank"):
-                RankTab(ctx.settings, ctx.store, ctx.service, safety=safety).render()
+                RankTab(ctx.settings, ctx.store, ctx.service, safety=safety).render(browser_key)
             with gr.Tab("Prompt lab", id="lab"):
                 LabTab(
                     presets, ctx.service, concurrency=ctx.settings.inference.concurrency, safety=safety

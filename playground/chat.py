@@ -258,7 +258,8 @@ class ChatTab:
         return text + (f"\n\n> ⚠ {error}" if error else "")
 
     # -- layout --------------------------------------------------------------------------------------
-    def render(self) -> None:
+    def render(self, browser_key: gr.BrowserState | None = None) -> None:
+        """``browser_key``: the page's shared ``history.browser_key_state()`` (made by the sidebar if None)."""
         from playground.feedback_ui import FEEDBACK_OPTIONS, FeedbackPanel  # it imports user_id_for
 
         session = gr.State(ChatSession())
@@ -270,7 +271,7 @@ class ChatTab:
         )
         with gr.Row():
             with gr.Column(scale=1, min_width=240, elem_id="history-sidebar"):
-                sidebar = history.render()
+                sidebar = history.render(browser_key)
             with gr.Column(scale=3):
                 info = gr.Markdown(self.model_info(), elem_id="model-info")
                 # versions are hot-swapped under a running page: refresh the line now and then

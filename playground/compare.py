@@ -24,7 +24,7 @@ from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
 from models.base import ChatMessage, GenerationError, SamplingParams
 from models.service import ModelService
-from playground.access import user_id_for
+from playground.access import owner_id
 from playground.controls import SamplingControls, generate_queue
 from playground.feedback_ui import render_guidance
 from playground.presets.library import PresetLibrary
@@ -138,6 +138,7 @@ class CompareRound:
     label_b: str
     mode: str
     anonymous: bool
+    user: str  # who asked (``access.owner_id``): the vote is theirs
     vote: str | None = None
 
 
@@ -178,11 +179,24 @@ class CompareTab:
     def _votes(enabled: bool) -> list:
         return [gr.update(interactive=enabled) for _ in VOTE_TEXT]
 
-    def run(self, request: gr.Request, prompt, key, pick_a, pick_b, anonymous, system_prompt, *sampling):
+    def run(
+        self,
+        request: gr.Request,
+        prompt,
+        key,
+        pick_a,
+        pick_b,
+        anonymous,
+        system_prompt,
+        browser_key,
+        *sampling,
+    ):
         """Stream two replies side by side (a generator), store them, then enable the vote.
 
         The request comes first: Gradio passes it to a positional parameter annotated ``gr.Request``
-        that stands before the inputs (here the sampling controls, the last seven)."""
+        that stands before the inputs (here the sampling controls, the last seven). ``browser_key``:
+        the page's, so that an anonymous user's rounds are theirs in "My data"."""
+        user = owner_id(request, browser_key)
         keep = (gr.update(), gr.update(), gr.update(), gr.update(), *self._votes(False))
         prompt = clean_input(prompt).strip()[:MAX_MESSAGE_CHARS]
         mode = self.modes.get(key)
@@ -202,7 +216,7 @@ class CompareTab:
         if anonymous and random.random() < 0.5:  # noqa: S311 (a coin flip for the display, not security)
             a, b = b, a
         try:
-            asked = start_prompt(self.store, self.safety, request, "compare", prompt, system_prompt)
+            asked = start_prompt(self.store, self.safety, request, "compare", prompt, system_prompt, user)
             if asked.notice:
                 gr.Warning(asked.notice)
             replies = start_replies(asked.messages, (a.start, b.start))
@@ -235,7 +249,7 @@ class CompareTab:
         if None in ids:
             yield view("One of the replies failed, so there is nothing to vote on. Try again.", None)
             return
-        state = CompareRound(ids[0], ids[1], a.label, b.label, mode.key, bool(anonymous))
+        state = CompareRound(ids[0], ids[1], a.label, b.label, mode.key, bool(anonymous), user)
         # The vote opens in a follow-up step (open_vote): Gradio re-sends a generator's last update
         # when it completes, which would wipe a vote's result if one could be cast before that.
         yield view("Both replies are in.", state)
@@ -256,7 +270,7 @@ class CompareTab:
             self.store.feedback.record_comparison(
                 state.message_a,
                 state.message_b,
-                user_id_for(request),
+                state.user,
                 vote,
                 mode=state.mode,
                 label_a=state.label_a,
@@ -286,7 +300,8 @@ class CompareTab:
         return self._vote(state, "both_bad", request)
 
     # -- layout --------------------------------------------------------------------------------------
-    def render(self) -> None:
+    def render(self, browser_key: gr.BrowserState) -> None:
+        """``browser_key``: the page's shared ``history.browser_key_state()``."""
         state = gr.State(None)
         render_guidance()
         first = next(iter(self.modes))
@@ -327,7 +342,16 @@ class CompareTab:
         result = gr.Markdown("", elem_id="compare-result")
 
         mode.change(self.on_mode, [mode], [pick_a, pick_b, mode_note, go])
-        run_inputs = [prompt, mode, pick_a, pick_b, anonymous, system_prompt, *controls.components]
+        run_inputs = [
+            prompt,
+            mode,
+            pick_a,
+            pick_b,
+            anonymous,
+            system_prompt,
+            browser_key,
+            *controls.components,
+        ]
         run_outputs = [chat_a, chat_b, state, result, *buttons.values()]
         generate = generate_queue(self.settings.inference.concurrency)
         for trigger in (go.click, prompt.submit):

@@ -35,6 +35,15 @@ from playground.session import ChatSession, branch_count
 # and the storage key are fixed so that a restarted server still reads the key a browser kept.
 BROWSER_STORAGE_KEY = "rlhf-playground-owner"
 BROWSER_SECRET = "rlhf-playground-history"
+
+
+def browser_key_state() -> gr.BrowserState:
+    """The browser's key (``access.owner_id``), kept in its local storage: one per page, given to every
+    tab that stores something in the user's name, so that "My data" and "Delete all my data" of an
+    anonymous user cover the Chat, Compare and Rank tabs alike. The sidebar's load event fills it."""
+    return gr.BrowserState(None, storage_key=BROWSER_STORAGE_KEY, secret=BROWSER_SECRET)
+
+
 SHOWN = 50  # conversations in the list; search finds older ones
 NO_CONVERSATION = "Start or open a conversation first."
 WAIT_FOR_REPLY = "Wait for the reply to finish (or press Stop) first."
@@ -260,9 +269,10 @@ class HistorySidebar:
         return gr.update(value=None), ""
 
     # -- layout ----------------------------------------------------------------------------------
-    def render(self) -> HistoryComponents:
-        """The sidebar's components (call inside the Chat tab's left column)."""
-        browser_key = gr.BrowserState(None, storage_key=BROWSER_STORAGE_KEY, secret=BROWSER_SECRET)
+    def render(self, browser_key: gr.BrowserState | None = None) -> HistoryComponents:
+        """The sidebar's components (call inside the Chat tab's left column). ``browser_key``: the page's
+        one ``browser_key_state()``, shared with the Compare and Rank tabs (made here if not given)."""
+        browser_key = browser_key if browser_key is not None else browser_key_state()
         gr.Markdown("### Your conversations")
         search = gr.Textbox(
             placeholder="Search (Enter)", show_label=False, elem_id="history-search", max_length=200

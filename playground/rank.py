@@ -16,7 +16,7 @@ from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
 from models.base import GenerationError, SamplingParams
 from models.service import ModelService
-from playground.access import user_id_for
+from playground.access import owner_id
 from playground.controls import SamplingControls, generate_queue
 from playground.feedback_ui import render_guidance
 from playground.replies import MAX_MESSAGE_CHARS, run_round, start_prompt, start_replies
@@ -30,6 +30,7 @@ DEFAULT_K = 4
 @dataclass
 class RankRound:
     message_ids: list[int]  # in display order
+    user: str  # who asked (``access.owner_id``): the ranking is theirs
 
 
 def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> list[int]:
@@ -61,9 +62,10 @@ class RankTab:
             raise ValueError("At temperature 0 every sample is the same reply: raise the temperature.")
         return params.with_seed()
 
-    def run(self, request: gr.Request, prompt, k, system_prompt, *sampling):
+    def run(self, request: gr.Request, prompt, k, system_prompt, browser_key, *sampling):
         """Stream K replies (a generator), store them, then show the rank pickers (the request comes
         first, as in ``CompareTab.run``: the sampling controls are the last seven inputs)."""
+        user = owner_id(request, browser_key)
         n_out = 2 * MAX_K + 3  # MAX_K texts, MAX_K rank pickers, state, status, the save button
         keep = tuple(gr.update() for _ in range(n_out))
         prompt = clean_input(prompt).strip()[:MAX_MESSAGE_CHARS]
@@ -80,7 +82,7 @@ class RankTab:
             return
         seeds = [((params.seed or 0) + i) % 2**32 for i in range(k)]
         try:
-            asked = start_prompt(self.store, self.safety, request, "rank", prompt, system_prompt)
+            asked = start_prompt(self.store, self.safety, request, "rank", prompt, system_prompt, user)
             if asked.notice:
                 gr.Warning(asked.notice)
             starters = [partial(self.service.stream, params=replace(params, seed=s)) for s in seeds]
@@ -114,7 +116,7 @@ class RankTab:
             return
         # The pickers open in a follow-up step (open_ranking): Gradio re-sends a generator's last
         # update when it completes, which must not reach ranks the user already picked.
-        yield view("All replies are in.", RankRound(ids))
+        yield view("All replies are in.", RankRound(ids, user))
 
     @staticmethod
     def open_ranking(state: RankRound | None):
@@ -137,7 +139,7 @@ class RankTab:
             return f"Not saved: {why}"
         try:
             order = order_from_ranks(list(ranks), state.message_ids)
-            ranking = self.store.feedback.record_ranking(order, user_id_for(request))
+            ranking = self.store.feedback.record_ranking(order, state.user)
         except (ValueError, StoreError) as exc:
             gr.Warning(str(exc))
             return f"Not saved: {exc}"
@@ -145,7 +147,8 @@ class RankTab:
         return f"Ranking saved ({ranking.k} replies, {pairs} preference pairs). Change ranks and save again to fix it."
 
     # -- layout --------------------------------------------------------------------------------------
-    def render(self) -> None:
+    def render(self, browser_key: gr.BrowserState) -> None:
+        """``browser_key``: the page's shared ``history.browser_key_state()``."""
         state = gr.State(None)
         render_guidance()
         with gr.Row():
@@ -191,7 +194,7 @@ class RankTab:
         for trigger in (go.click, prompt.submit):
             trigger(
                 self.run,
-                [prompt, k, system_prompt, *controls.components],
+                [prompt, k, system_prompt, browser_key, *controls.components],
                 [*boxes, *pickers, state, status, save],
                 **generate,
             ).then(lambda: "", None, saved).then(self.open_ranking, [state], [*pickers, save, status])

@@ -85,16 +85,23 @@ class Prompt:
 
 
 def start_prompt(
-    store: FeedbackStore, safety: Safety, request: Any, source: str, prompt: str, system_prompt: str | None
+    store: FeedbackStore,
+    safety: Safety,
+    request: Any,
+    source: str,
+    prompt: str,
+    system_prompt: str | None,
+    owner: str | None = None,
 ) -> Prompt:
     """Count one chat turn for the request's user, store ``prompt`` in a new conversation (``source``)
-    with its moderation decision, and return what the model will see. ``PromptRefused`` when over a
-    rate limit, or (after storing it) when the content filter refuses it."""
+    owned by ``owner`` (``access.owner_id``; default: the request's user) with its moderation decision,
+    and return what the model will see. ``PromptRefused`` when over a rate limit, or (after storing
+    it) when the content filter refuses it."""
     if why := safety.limit("chat", request):
         raise PromptRefused(why)
     check = safety.check_input(prompt, report_hint=False)
     conversation_id = store.create_conversation(
-        safety.user_id(request), source=source, system_prompt=system_prompt or None
+        owner or safety.user_id(request), source=source, system_prompt=system_prompt or None
     )
     message_id = store.add_message(conversation_id, "user", prompt, moderation=check.moderation)
     if check.refused:

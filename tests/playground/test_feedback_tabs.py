@@ -159,6 +159,7 @@ def test_presets_mode_streams_two_techniques_and_stores_their_traces(service, st
             "zero-shot-cot",
             False,
             "",
+            None,  # no browser key: the session's anonymous id
             0.7,
             0.95,
             40,

@@ -253,3 +253,32 @@ def test_a_conversation_deleted_in_another_tab_is_not_written_to_again(store, pa
         chat.submit("second", session, "", request(), key)
     assert session.conversation_id != gone and [t.content for t in session.turns] == ["second"]
     assert [m.content for m in store.conversation_messages(session.conversation_id)] == ["second"]
+
+
+def test_an_anonymous_browsers_compare_and_rank_rounds_are_its_data(store, settings, embedded_model):
+    """Compare and Rank store in the name of the page's browser key, as the Chat tab does: "My data" and
+    "Delete all my data" of an anonymous user cover them (and their votes) after a reload too."""
+    from models.service import ModelService
+    from playground.compare import CompareTab
+    from playground.rank import RankTab
+
+    base = store.versions.ensure_base(embedded_model.model_id)
+    service = ModelService(embedded_model, base.id, base.name)
+    safety = Safety.from_settings(settings, store, service)
+    key = new_browser_key()
+    sampling = (0.9, 0.95, 40, 16, 1.1, 3, "")
+    compare = CompareTab(settings, store, service, safety=safety)
+    state = list(compare.run(request(), "Name a fruit.", "samples", None, None, True, "", key, *sampling))[
+        -1
+    ][2]
+    compare.vote_a(state, request(session="r" * 16))  # after a reload: another Gradio session
+    rank = RankTab(settings, store, service, safety=safety)
+    rank_state = list(rank.run(request(), "Name a colour.", 2, "", key, *sampling))[-1][-3]
+    assert "saved" in rank.save(rank_state, "1", "2", *[None] * 7, request(session="q" * 16))
+    owner = owner_id(request(), key)
+    rows = list(store.conversations.user_rows(owner))
+    assert {r["source"] for r in rows if r["type"] == "conversation"} == {"compare", "rank"}
+    assert {r["type"] for r in rows} >= {"vote", "ranking"}
+    assert store.feedback.list_comparisons()[0].user_id == owner
+    store.conversations.delete_user_data(owner)
+    assert store.feedback.list_comparisons() == [] and list(store.conversations.user_rows(owner)) == []
