@@ -406,18 +406,18 @@ class ConversationRepository(Repository):
             "SELECT id, prompt_message_id, created_at, updated_at FROM rankings WHERE user_id = ? ORDER BY id",
             [user_id],
         ).fetchall():
-            order = [
-                r[0]
-                for r in db.conn.execute(
-                    "SELECT message_id FROM ranking_items WHERE ranking_id = ? ORDER BY position", [rid]
-                )
-            ]
+            items = db.conn.execute(
+                "SELECT message_id, COALESCE(rank, position) FROM ranking_items WHERE ranking_id = ? "
+                "ORDER BY position",
+                [rid],
+            ).fetchall()
             yield {
                 "type": "ranking",
                 "id": rid,
                 "user_id": user_id,
                 "prompt_message_id": prompt_id,
-                "message_ids": order,
+                "message_ids": [r[0] for r in items],
+                "ranks": [r[1] for r in items],
                 "created_at": created_at,
                 "updated_at": updated_at,
             }

@@ -1,7 +1,9 @@
 """Exports of the feedback database as JSONL files, thin writers over ``feedback_store.datasets``:
 
-- ``preferences``: TRL conversational preference format, one line {"prompt", "chosen", "rejected"}
-- ``kto``: TRL conversational unpaired format from thumbs, {"prompt", "completion", "label"}
+- ``preferences``: TRL conversational preference format, one line {"prompt", "chosen", "rejected"} (the
+  weights of ranking and score pairs are not in this format)
+- ``kto``: TRL conversational unpaired format from thumbs, 1-7 scores and flags (``feedback_store.labels``),
+  {"prompt", "completion", "label"}
 - ``sft``: TRL conversational prompt-completion format from better answers, {"prompt", "completion"}
 - ``raw``: every row of every table, one line {"table": NAME, "row": {...}} (a full dump: no filters)
 

@@ -341,3 +341,33 @@ _M_HISTORY_001 = [
     """,
     "CREATE INDEX idx_deletion_events_user ON deletion_events(user_id)",
 ]
+
+
+@MIGRATIONS()
+def m_labels_001(db: sqlite_utils.Database) -> None:
+    for statement in _M_LABELS_001:
+        db.execute(statement)
+
+
+# Labels that act (feedback_store/feedback.py, hygiene.py and datasets.py read these):
+# - rankings with ties: ``position`` stays the unique display order (best first) and ``rank`` is the
+#   rank given, equal for tied replies (1 = best). Rows written before this step rank by position.
+# - the admin's decision on the reports about one message (the review queue): accepted (the proposed
+#   rules-file change was written), confirmed (the report is right, the rules are unchanged) or rejected
+#   (the report is wrong). A decided message leaves the queue; later reports on it do not bring it back.
+_M_LABELS_001 = [
+    "ALTER TABLE ranking_items ADD COLUMN rank INTEGER CHECK (rank IS NULL OR rank >= 1)",
+    "UPDATE ranking_items SET rank = position WHERE rank IS NULL",
+    """
+    CREATE TABLE moderation_reviews (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('false_positive', 'false_negative')),
+        decision TEXT NOT NULL CHECK (decision IN ('accepted', 'confirmed', 'rejected')),
+        change TEXT NOT NULL DEFAULT '{}',
+        diff TEXT,
+        decided_by TEXT NOT NULL,
+        decided_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX idx_moderation_reviews_decision ON moderation_reviews(kind, decision)",
+]

@@ -186,7 +186,11 @@ class FeedbackPanel:
         except StoreError as exc:
             gr.Warning(str(exc))
             return
-        gr.Info(f"Thanks: reported that {store_safety.REPORT_TEXT[kind]}.")
+        then = {
+            "false_negative": "It is out of training from now on, and an admin will review the filter.",
+            "false_positive": "An admin will review it; once confirmed, it is used for training again.",
+        }[kind]
+        gr.Info(f"Thanks: reported that {store_safety.REPORT_TEXT[kind]}. {then}")
 
     def on_select(self, session: ChatSession, data: gr.SelectData, request: gr.Request):
         message_id, _why = self._reply_at(session, data.index)

@@ -1,7 +1,9 @@
 """The Rank tab: K replies (K = 2..9, default 4) sampled for one prompt and streamed together; the user
-gives each a rank with a dropdown (Gradio 6 has no ranking widget that reports its order: gr.Draggable never sends it back),
-the ranks are checked server-side (each used once) and the ordering is stored as a ranking, which
-the store expands into the K*(K-1)/2 pairs of the InstructGPT reward-model loss.
+gives each a rank with a dropdown (Gradio 6 has no ranking widget that reports its order: gr.Draggable
+never sends it back). Ties are allowed, as in InstructGPT's rankings (y_D > y_C > y_A = y_B): two replies
+neither of which is better share a rank. The ranks are checked server-side (every reply ranked, ranks
+1 to K, at least two different ones) and stored as a ranking, which the store expands into the pairs of
+the InstructGPT reward-model loss: K*(K-1)/2 without ties, tied replies giving no pair.
 """
 
 from __future__ import annotations
@@ -33,20 +35,28 @@ class RankRound:
     user: str  # who asked (``access.owner_id``): the ranking is theirs
 
 
-def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> list[int]:
-    """Display-ordered ranks ("1" = best) -> message ids best first; ValueError says what to fix."""
+def ranking_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> tuple[list[int], list[int]]:
+    """Display-ordered ranks ("1" = best, equal ranks for ties) -> (message ids best first, their
+    ranks); ValueError says what to fix."""
     k = len(message_ids)
     chosen = [None if r in (None, "") else int(r) for r in ranks[:k]]
     missing = [i + 1 for i, r in enumerate(chosen) if r is None]
     if missing:
         raise ValueError(f"Give every reply a rank (missing: reply {', '.join(map(str, missing))}).")
-    for r in set(chosen):
-        users = [i + 1 for i, x in enumerate(chosen) if x == r]
-        if len(users) > 1:
-            raise ValueError(f"Rank {r} is used by replies {' and '.join(map(str, users))}: each rank once.")
-    if sorted(chosen) != list(range(1, k + 1)):
+    if any(not 1 <= r <= k for r in chosen):
         raise ValueError(f"Use the ranks 1 to {k}.")
-    return [m for _, m in sorted(zip(chosen, message_ids, strict=True))]
+    if len(set(chosen)) < 2:
+        raise ValueError(
+            f"Every reply has rank {chosen[0]}: give at least two different ranks "
+            "(ties are allowed, but a ranking needs a better and a worse reply)."
+        )
+    order = sorted(range(k), key=lambda i: chosen[i])  # stable: tied replies keep the display order
+    return [message_ids[i] for i in order], [chosen[i] for i in order]
+
+
+def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> list[int]:
+    """Display-ordered ranks -> message ids best first (tied replies in display order)."""
+    return ranking_from_ranks(ranks, message_ids)[0]
 
 
 class RankTab:
@@ -126,7 +136,8 @@ class RankTab:
         return (
             *[gr.update(interactive=i < k) for i in range(MAX_K)],
             gr.update(interactive=True),
-            f"Rank the {k} replies: 1 = best, {k} = worst, each rank once; then save.",
+            f"Rank the {k} replies: 1 = best, {k} = worst; give two replies the same rank when neither "
+            "is better (a tie); then save.",
         )
 
     def save(self, state: RankRound | None, r1, r2, r3, r4, r5, r6, r7, r8, r9, request: gr.Request):
@@ -138,13 +149,16 @@ class RankTab:
             gr.Warning(why)
             return f"Not saved: {why}"
         try:
-            order = order_from_ranks(list(ranks), state.message_ids)
-            ranking = self.store.feedback.record_ranking(order, state.user)
+            order, given = ranking_from_ranks(list(ranks), state.message_ids)
+            ranking = self.store.feedback.record_ranking(order, state.user, ranks=given)
         except (ValueError, StoreError) as exc:
             gr.Warning(str(exc))
             return f"Not saved: {exc}"
-        pairs = ranking.k * (ranking.k - 1) // 2
-        return f"Ranking saved ({ranking.k} replies, {pairs} preference pairs). Change ranks and save again to fix it."
+        ties = " (tied replies give none)" if ranking.tied else ""
+        return (
+            f"Ranking saved ({ranking.k} replies, {ranking.pairs} preference pairs{ties}). "
+            "Change ranks and save again to fix it."
+        )
 
     # -- layout --------------------------------------------------------------------------------------
     def render(self, browser_key: gr.BrowserState) -> None:

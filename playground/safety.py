@@ -25,7 +25,7 @@ from typing import Any
 from feedback_store.store import FeedbackStore, StoreError
 from playground.access import AccessPolicy, client_address, user_id_for
 from playground.moderation.base import Combined, ModerationResult, Moderator, category_label
-from playground.moderation.rules import RuleModerator
+from playground.moderation.rules import ReloadingRules
 from playground.ratelimit import Limited, RateLimiter
 from playground.ratelimit import describe as describe_limit
 from settings import Settings
@@ -76,6 +76,7 @@ class Safety:
     moderator: Moderator | None = None  # everything, the judge included (inputs, final outputs)
     stream_moderator: Moderator | None = None  # the cheap part, for streamed updates
     output_action: str = "withhold"
+    rules: ReloadingRules | None = None  # the rule-based part, reloadable (the review queue writes it)
 
     def __post_init__(self) -> None:
         self._events_lock = threading.Lock()
@@ -84,7 +85,7 @@ class Safety:
     @classmethod
     def from_settings(cls, settings: Settings, store: FeedbackStore, service: Any = None) -> Safety:
         """Raises ValueError (unreadable auth/admins file) or ModerationConfigError (a bad rules file)."""
-        rules = RuleModerator.from_files(settings.moderation_path) if settings.safety.moderation else None
+        rules = ReloadingRules(settings.moderation_target) if settings.safety.moderation else None
         moderator: Moderator | None = rules
         if rules is not None and settings.safety.moderation_judge and service is not None:
             from playground.moderation.judge import ModelJudge
@@ -103,6 +104,7 @@ class Safety:
             moderator,
             rules,
             settings.safety.moderation_output,
+            rules,
         )
 
     def describe(self) -> str:

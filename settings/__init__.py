@@ -371,6 +371,12 @@ class Settings(CommonSettings):
         default = self.data_dir / "moderation.toml"
         return default if default.exists() else None
 
+    @property
+    def moderation_target(self) -> Path:
+        """Where accepted rules changes are written: --moderation-file, else DATA_DIR/moderation.toml
+        (created by the first accepted change)."""
+        return self.safety.moderation_file or self.data_dir / "moderation.toml"
+
 
 def flag_for(loc: tuple[Any, ...]) -> str:
     """The flag a user typed for a validation error's location: ``("server", "port")`` -> ``--port``."""

@@ -1,9 +1,11 @@
 """Reward model: TRL RewardTrainer with a LoRA sequence-classification head, trained on preference pairs
 with InstructGPT's pairwise loss -log sigmoid(r(chosen) - r(rejected)).
 
-Rankings arrive as their K*(K-1)/2 pairs, each weighted 1/C(K,2), so that one ranking weighs like one
-comparison (InstructGPT section 3.5); TRL's trainer has no per-example weights, so ``WeightedRewardTrainer``
-adds them (a weighted mean of the per-pair losses). ``RewardModel`` loads a trained adapter for scoring.
+Rankings arrive as their pairs (K*(K-1)/2 without ties; tied replies give none), each weighted 1/P,
+so that one ranking weighs like one comparison (InstructGPT section 3.5: 1/C(K,2) without ties); one
+user's different 1-7 scores on replies to the same prompt arrive the same way (source "score"). TRL's
+trainer has no per-example weights, so ``WeightedRewardTrainer`` adds them (a weighted mean of the
+per-pair losses). ``RewardModel`` loads a trained adapter for scoring.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
 from trainers import registry
 from trainers.common import CommonConfig, TrainingDataError, TrainResult, write_metrics
-from trainers.data import cap_per_user, dedupe, split_heldout
+from trainers.data import cap_per_user, dedupe, one_pair_per_vote, split_heldout
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ def _set_latest_reward_model(data_dir: Path, adapter_dir: Path) -> None:
 
 
 def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
-    """(train, held-out) examples for ``req.method``: filtered, deduplicated, capped per user, split by prompt."""
+    """(train, held-out) examples for ``req.method``: filtered, deduplicated, capped per user (a ranking
+    counts once), split by prompt; held-out pairs keep one pair per ranking or scored prompt."""
     filters = dict(since=req.since, user_id=req.user_id, exclude_flagged=req.hygiene)
     kind = registry.get(req.method).data
     if kind == "prompts":
@@ -119,7 +120,10 @@ def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
     excluded = req.excluded_users | (store.hygiene.excluded_users() if req.hygiene else frozenset())
     items = [i for i in items if i.user_id not in excluded]
     items = cap_per_user(dedupe(items), max_share=req.max_share_per_user)
-    return split_heldout(items, req.heldout_fraction)
+    train, heldout = split_heldout(items, req.heldout_fraction)
+    if kind == "pairs":  # measured on held-out pairs, a ranking is one vote, not C(K,2) of them
+        heldout = one_pair_per_vote(heldout)
+    return train, heldout
 
 
 def _config_for(method: str, **kwargs: Any) -> CommonConfig:

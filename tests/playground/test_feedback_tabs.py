@@ -13,7 +13,7 @@ from models.service import ModelService
 from playground.compare import CompareTab, presets_mode, samples_mode, versions_mode
 from playground.dashboard import EMPTY, DashboardTab
 from playground.feedback_ui import WAIT_FOR_REPLY, FeedbackPanel, thumbs_value
-from playground.rank import order_from_ranks
+from playground.rank import order_from_ranks, ranking_from_ranks
 from playground.replies import Interleaved
 from playground.safety import Safety
 from playground.session import ChatSession, Turn
@@ -88,8 +88,11 @@ def test_order_from_ranks():
     assert order_from_ranks(["2", "1", "3", None, None], [10, 11, 12]) == [11, 10, 12]
     with pytest.raises(ValueError, match="missing: reply 2"):
         order_from_ranks(["1", None, "2"], [10, 11, 12])
-    with pytest.raises(ValueError, match="Rank 1 is used by replies 1 and 3"):
-        order_from_ranks(["1", "2", "1"], [10, 11, 12])
+    # ties are allowed (InstructGPT's y_D > y_C > y_A = y_B), tied replies in display order; a ranking
+    # where every reply ties is refused
+    assert ranking_from_ranks(["1", "2", "1"], [10, 11, 12]) == ([10, 12, 11], [1, 1, 2])
+    with pytest.raises(ValueError, match="Every reply has rank 1: give at least two different ranks"):
+        order_from_ranks(["1", "1", "1"], [10, 11, 12])
     with pytest.raises(ValueError, match="ranks 1 to 2"):
         order_from_ranks(["1", "3"], [10, 11])
 
