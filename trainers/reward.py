@@ -159,7 +159,10 @@ class RewardModel:
         finally:
             hf_logging.set_verbosity(verbosity)
         model.config.pad_token_id = tokenizer.pad_token_id
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter_dir)
+        # PEFT cannot merge LoRA into GPTQ 4-bit layers: there the adapter stays a separate (slower) branch.
+        if getattr(model.config, "quantization_config", None) is None:
+            model = model.merge_and_unload()
         return cls(model, tokenizer, max_length)
 
     @classmethod
