@@ -29,7 +29,6 @@ from models.context import fit_to_context
 from models.hf_base import (  # noqa: F401 (re-exported: models.hf is the backend's public module)
     BASE_ADAPTER,
     DTYPES,
-    GPTQ_NEEDS_GPU,
     NF4_NEEDS_GPU,
     HFBase,
     ensure_hf_base,
@@ -258,10 +257,8 @@ class HFChatModel(BaseChatModel):
                 torch.manual_seed(params.seed)  # under the slot: with one slot, seeds reproduce exactly
             else:
                 gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-            if base._peft is not None:
-                gen_kwargs["adapter_names"] = [self.adapter or BASE_ADAPTER]
-            with torch.inference_mode():
-                out = model.generate(**gen_kwargs)
+            with base.selecting(self.adapter) as adapter_kwargs, torch.inference_mode():
+                out = model.generate(**gen_kwargs, **adapter_kwargs)
         except GenerationError:
             raise
         except Exception as exc:

@@ -320,7 +320,8 @@ class CommonSettings(BaseSettings):
 class Settings(CommonSettings):
     """Serve the RLHF playground (chat, feedback, training loop) in the browser.
 
-    Subcommands: train, export, import, versions, deploy, rollback, presets (``launch.py train --help``).
+    Subcommands: train, export, import, versions, deploy, rollback, presets, quantize
+    (``launch.py train --help``).
     """
 
     server: ServerSettings = Field(default_factory=ServerSettings)

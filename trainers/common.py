@@ -155,9 +155,13 @@ def load_policy(config: CommonConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from models.gptq import prepare_for_training
+
     dtype = torch.bfloat16 if config.resolved_bf16() else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_dir)
     model = AutoModelForCausalLM.from_pretrained(config.base_model_dir, dtype=dtype)
+    # A GPTQ base trains its LoRA on the 4-bit weights; its CPU layers must stay differentiable.
+    prepare_for_training(model)
     if config.init_adapter:
         from peft import PeftModel
 

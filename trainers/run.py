@@ -77,8 +77,15 @@ def served_base(model: str | None) -> Path:
 
 
 def hf_base_for(base: Path, data_dir: Path) -> Path:
-    """The trainers' copy of the base: the GGUF dequantized once (cached), or the HF directory itself."""
+    """The trainers' copy of the base: the GGUF dequantized once (cached), or the HF directory itself
+    (a GPTQ one too: adapters then train on its 4-bit weights, as it is served)."""
     if base.is_dir():
+        from models.hf_base import gptq_config_of
+
+        if gptq_config_of(base) is not None:
+            from models.gptq import prepare_environment
+
+            prepare_environment()  # before transformers imports GPTQModel
         return base
     from models.hf_base import ensure_hf_base
 
