@@ -27,6 +27,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from benchmarks import quick
 from feedback_store.store import AssistantTurn, FeedbackStore
 from playground.history import HistorySidebar
 from playground.presets.library import PresetLibrary
@@ -82,12 +83,10 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=3, help="exchanges per conversation")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--db", type=Path, help="database file (default: a fresh temporary file)")
-    ap.add_argument("--quick", action="store_true", help=f"a quick run: {QUICK}")
+    quick.add_quick_flag(ap)
     args = ap.parse_args()
-    if args.quick:
-        for key, value in QUICK.items():
-            setattr(args, key, value)
-        print(f"quick run: overrides {QUICK} (the {args.conversations} conversations of the user are kept)")
+    applied = quick.apply_quick(ap, args, QUICK)
+    quick.announce(applied, args.quick)
     path = args.db or Path(tempfile.mkdtemp(prefix="pg-bench-history-")) / "bench.db"
 
     store = FeedbackStore(path)
@@ -124,6 +123,7 @@ def main() -> None:
     print(f"search, {len(hits)} matches: median {hit_med:.2f} ms, p95 {hit_p95:.2f} ms")
     print(f"search, no match: median {miss_med:.2f} ms, p95 {miss_p95:.2f} ms")
     print(f"restore one ({len(opened[0])} messages shown): median {open_med:.2f} ms, p95 {open_p95:.2f} ms")
+    quick.announce(applied, args.quick)
     print(
         json.dumps(
             {

@@ -60,11 +60,14 @@ QUICK = {
 }
 
 
+CAPS = ("rounds", "feedback_per_round")  # held at the quick values even when typed larger
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = build_parser(prog="python -m benchmarks.loop")
     quick.add_quick_flag(p)
     args = p.parse_args(argv)
-    args.quick_applied = quick.apply_quick(p, args, QUICK, argv)
+    args.quick_applied = quick.apply_quick(p, args, QUICK, argv, caps=CAPS)
     if args.quick and not quick.given(p, "data_dir", list(sys.argv[1:] if argv is None else argv)):
         args.data_dir = str(quick.scratch_dir("bench-loop-"))  # a quick run never writes into ./data
         args.quick_applied["data_dir"] = args.data_dir

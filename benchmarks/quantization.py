@@ -4,7 +4,7 @@ on the embedded SmolLM2-135M-Instruct and the same prompts.
     python -m benchmarks.quantization [--threads 2] [--prompts 40] [--max-new-tokens 32] [--quick]
 
 Per variant: size on disk, load time, time to first token and decode tokens/s (medians over the
-prompts), greedy answers to the capability questions (benchmarks/tasks/loop_capability.jsonl): their
+prompts), greedy answers to the capability questions (simulation/tasks/loop_capability.jsonl): their
 agreement with fp32's answers and how many contain the expected answer, and perplexity on a text that
 ships with the product (the knowledge-base notes under playground/knowledge/). The GGUF is the embedded
 Q4_1 file; fp32 is that GGUF dequantized by transformers (the hf backend's base); GPTQ is that fp32
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ROOT / "benchmarks" / "tasks" / "loop_capability.jsonl"
+TASKS = ROOT / "simulation" / "tasks" / "loop_capability.jsonl"
 PERPLEXITY_TEXTS = [
     ROOT / "playground" / "knowledge" / n for n in ("science.md", "history.md", "geography.md")
 ]

@@ -3,7 +3,9 @@ prove each documented command works in well under a minute on two cores.
 
 A quick run prints what it overrode when it starts and again right above its JSON line, and leaves the
 JSON keys as a full run prints them: a quick figure is a smoke test, never a measurement to quote. A flag
-given on the command line wins over the quick value. Quick runs never write into ``./data``: what a
+given on the command line wins over the quick value, except for the sizes a benchmark names as caps
+(rounds, feedback per round): those are held at the quick value, so a documented full-size command
+stays quick under ``--quick``, and the banner says what was asked. Quick runs never write into ``./data``: what a
 benchmark would keep there goes to a temporary directory unless ``--data-dir`` says where (the
 dequantized base to one shared temporary folder, see ``hf_cache``).
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +39,13 @@ def apply_quick(
     args: argparse.Namespace,
     overrides: Mapping[str, Any],
     argv: Sequence[str] | None = None,
+    caps: Collection[str] = (),
 ) -> dict[str, Any]:
     """With ``--quick``, set each override the user did not type; return what was applied ({} otherwise).
 
     Keys that are not argparse destinations are applied too (as attributes): benchmarks use them for
-    settings they have no flag for, and they are printed alike.
+    settings they have no flag for, and they are printed alike. A key in ``caps`` is a size: a larger
+    typed value is lowered to the quick one (shown as ``rounds=1 (asked 3)``).
     """
     if not getattr(args, "quick", False):
         return {}
@@ -51,6 +55,9 @@ def apply_quick(
         if not given(parser, dest, argv):
             setattr(args, dest, value)
             applied[dest] = value
+        elif dest in caps and getattr(args, dest) > value:
+            applied[dest] = f"{value} (asked {getattr(args, dest)})"
+            setattr(args, dest, value)
     return applied
 
 

@@ -204,6 +204,16 @@ def _output_to(log_path: Path | None) -> Iterator[None]:
                 os.close(fd)
 
 
+def _keep_layer_logs_beside(log_path: Path) -> None:
+    """GPTQModel 7.6 writes a per-layer log into ``./logs`` of whatever directory the user is in (a
+    module-level relative path, no option): point it at the folder of our own log instead, so that
+    quantizing leaves nothing in the working directory. Left alone if a later version moves it."""
+    from gptqmodel.looper import loop_processor
+
+    if isinstance(getattr(loop_processor, "_PROJECT_LOG_DIR", None), Path):
+        loop_processor._PROJECT_LOG_DIR = log_path.parent / "gptq-logs"
+
+
 def _decoder_layers(model) -> Sequence:
     """The model's list of decoder blocks (GPTQ quantizes them one after the other)."""
     import torch
@@ -263,6 +273,8 @@ def quantize(
     try:
         with _output_to(log_path):
             from gptqmodel import GPTQModel, QuantizeConfig
+
+            _keep_layer_logs_beside(log_path or out.parent / f"{out.name}.log")
 
             say(0.03, f"loading {hf_dir.name}")
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -28,11 +28,11 @@ pytestmark = pytest.mark.slow
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PREFIXES = ("python launch.py", "python -m benchmarks.")
-SUBCOMMANDS = ("train", "export", "import", "versions", "deploy", "rollback", "presets")
 TRAIN_QUICK = [
     "--max-steps", "1", "--train-max-steps", "1", "--eval-prompts", "2", "--gate-eval-prompts", "2",
     "--gate-facts", "2", "--gate-refusals", "1", "--gate-max-new-tokens", "16",
 ]  # fmt: skip
+QUANTIZE_QUICK = ["--calibration", "4"]  # the fewest texts: the command is proved, not the checkpoint
 SERVER_QUICK = ["--port", "0", "--no-open-browser", "--no-scheduler"]
 TIMEOUT_S = 420
 
@@ -70,6 +70,8 @@ def quick_args(words: list[str]) -> tuple[list[str], str]:
     sub = words[2] if len(words) > 2 and not words[2].startswith("-") else "serve"
     if sub == "train":
         return TRAIN_QUICK, "train"
+    if sub == "quantize":
+        return QUANTIZE_QUICK, sub
     if sub == "serve":
         return SERVER_QUICK, "server"
     return [], sub
