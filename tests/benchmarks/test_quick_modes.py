@@ -42,3 +42,17 @@ def test_every_benchmark_is_documented_so_ci_runs_it_quick():
         c.split()[2].removeprefix("benchmarks.") for _, c in COMMANDS if c.startswith("python -m benchmarks.")
     }
     assert set(BENCHMARKS) <= documented, f"undocumented benchmarks: {sorted(set(BENCHMARKS) - documented)}"
+
+
+def test_a_capped_size_stays_quick_even_when_typed_larger():
+    """A documented full-size command (``--rounds 3``) run with --quick must stay a smoke test."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=3)
+    quick.add_quick_flag(p)
+    argv = ["--quick", "--rounds", "3"]
+    args = p.parse_args(argv)
+    applied = quick.apply_quick(p, args, {"rounds": 1}, argv, caps=("rounds",))
+    assert args.rounds == 1 and applied == {"rounds": "1 (asked 3)"}
+    smaller = p.parse_args(["--quick", "--rounds", "0"])
+    assert quick.apply_quick(p, smaller, {"rounds": 1}, ["--quick", "--rounds", "0"], caps=("rounds",)) == {}
+    assert smaller.rounds == 0
