@@ -36,7 +36,7 @@ def test_quick_history_benchmark(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert lines[0].startswith("quick run: overrides")
+    assert lines[0].startswith("QUICK RUN") and lines[-2].startswith("QUICK RUN")  # beside the figures
     result = json.loads(lines[-1])
     assert set(result) == KEYS and result["quick"] is True
     assert result["conversations"] == 1000 and result["list_rows"] == 50 and result["search_rows"] == 10
