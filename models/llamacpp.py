@@ -101,7 +101,7 @@ def build_has_amx() -> bool:
 
 
 @contextlib.contextmanager
-def _model_params_without_extra_buffers() -> Iterator[None]:
+def model_params_without_extra_buffers() -> Iterator[None]:
     """llama-cpp-python exposes no kwarg for ``use_extra_bufts``: wrap the defaults while loading."""
     import llama_cpp.llama_cpp as lib
 
@@ -251,7 +251,7 @@ class LlamaCppChatModel(CountedGenerations, BaseChatModel):
 
         try:
             if disable_extra_buffers:
-                with _model_params_without_extra_buffers():
+                with model_params_without_extra_buffers():
                     return Llama(**kwargs)
             return Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
