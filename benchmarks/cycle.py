@@ -143,10 +143,7 @@ def main() -> None:
     ap.add_argument(
         "--nice", type=int, default=10, help="nice level of the cycle's process (the scheduler's: 10)"
     )
-    quick.add_quick_flag(ap)
-    args = ap.parse_args()
-    applied = quick.apply_quick(ap, args, QUICK)
-    quick.announce(applied, args.quick)
+    args, applied = quick.parse(ap, QUICK)
     sizes = getattr(args, "trainer_sizes", {})
 
     from feedback_store.store import FeedbackStore

@@ -83,10 +83,7 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=3, help="exchanges per conversation")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--db", type=Path, help="database file (default: a fresh temporary file)")
-    quick.add_quick_flag(ap)
-    args = ap.parse_args()
-    applied = quick.apply_quick(ap, args, QUICK)
-    quick.announce(applied, args.quick)
+    args, applied = quick.parse(ap, QUICK)
     path = args.db or Path(tempfile.mkdtemp(prefix="pg-bench-history-")) / "bench.db"
 
     store = FeedbackStore(path)

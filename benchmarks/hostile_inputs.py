@@ -71,10 +71,7 @@ def run(name: str, strategy, handle: Callable, n: int, results: dict[str, Counte
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=300, help="inputs of each kind (default 300)")
-    quick.add_quick_flag(p)
-    args = p.parse_args(argv)
-    applied = quick.apply_quick(p, args, {"n": 20}, argv)
-    quick.announce(applied, args.quick)
+    args, applied = quick.parse(p, {"n": 20}, argv)
     results: dict[str, Counter] = {}
     warnings.simplefilter("ignore")  # gr.Warning outside Gradio
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,26 +206,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run("chat template source", sources, template, args.n, results)
 
-        def preset_file(text: str) -> str:
-            path = tmp / "preset.toml"
-            path.write_bytes(text.encode("utf-8", "surrogatepass"))
-            try:
-                load_preset_file(path)
-            except PresetError:
-                return "PresetError naming the file and field"
-            return "loaded"
+        def toml_file(
+            name: str, load: Callable[[Path], object], error: type[Exception], refused: str
+        ) -> Callable[[str], str]:
+            """A fuzz target: the text written to the file ``name`` and loaded with ``load``; ``refused``
+            when that raises ``error`` (a clean refusal), else "loaded"."""
 
+            def outcome(text: str) -> str:
+                path = tmp / name
+                path.write_bytes(text.encode("utf-8", "surrogatepass"))
+                try:
+                    load(path)
+                except error:
+                    return refused
+                return "loaded"
+
+            return outcome
+
+        preset_file = toml_file(
+            "preset.toml", load_preset_file, PresetError, "PresetError naming the file and field"
+        )
         run("preset file", toml_lines, preset_file, args.n, results)
-
-        def moderation_file(text: str) -> str:
-            path = tmp / "moderation.toml"
-            path.write_bytes(text.encode("utf-8", "surrogatepass"))
-            try:
-                RuleModerator.from_files(path)
-            except ModerationConfigError:
-                return "ModerationConfigError naming the problem"
-            return "loaded"
-
+        moderation_file = toml_file(
+            "moderation.toml",
+            RuleModerator.from_files,
+            ModerationConfigError,
+            "ModerationConfigError naming the problem",
+        )
         run("moderation file", toml_lines, moderation_file, args.n, results)
         with contextlib.suppress(Exception):
             store.close()

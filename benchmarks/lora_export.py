@@ -56,23 +56,21 @@ def main() -> None:
     t0 = time.perf_counter()
     LlamaCppChatModel(gguf, pool_size=1, n_threads=1, lora_path=info.path).close()
     load_s = time.perf_counter() - t0
-    good = measure_agreement(
-        hf_base_dir=base_dir,
-        peft_adapter_dir=peft_dir,
-        base_gguf=gguf,
-        gguf_adapter=info.path,
-        questions=questions,
-        n_threads=args.threads,
-    )
+
+    def agreement(gguf_adapter: Path):
+        """How well llama.cpp with ``gguf_adapter`` agrees with PEFT's adapter on the questions."""
+        return measure_agreement(
+            hf_base_dir=base_dir,
+            peft_adapter_dir=peft_dir,
+            base_gguf=gguf,
+            gguf_adapter=gguf_adapter,
+            questions=questions,
+            n_threads=args.threads,
+        )
+
+    good = agreement(info.path)
     broken = export_peft_lora_to_gguf(peft_dir, work / "unpermuted.gguf", base_gguf=gguf, permute_qk=False)
-    control = measure_agreement(
-        hf_base_dir=base_dir,
-        peft_adapter_dir=peft_dir,
-        base_gguf=gguf,
-        gguf_adapter=broken.path,
-        questions=questions,
-        n_threads=args.threads,
-    )
+    control = agreement(broken.path)
     print(
         f"adapter: r={info.ranks} alpha={info.alpha} tensors={info.tensors} (q/k/v/o + MLP, B ~ N(0, {args.b_std}))"
     )

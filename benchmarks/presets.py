@@ -188,10 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--tasks", type=Path, default=TASKS)
     ap.add_argument("--details", type=Path, help="write every run (answer, calls, latency) to this JSON file")
-    quick.add_quick_flag(ap)
-    args = ap.parse_args(argv)
-    applied = quick.apply_quick(ap, args, QUICK, argv)
-    quick.announce(applied, args.quick)
+    args, applied = quick.parse(ap, QUICK, argv)
 
     sys.path.insert(0, str(ROOT))
     from models.loader import load_chat_model

@@ -61,6 +61,18 @@ def apply_quick(
     return applied
 
 
+def parse(
+    parser: argparse.ArgumentParser, overrides: Mapping[str, Any], argv: Sequence[str] | None = None
+) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Add ``--quick`` to ``parser``, parse ``argv`` (default: the command line), apply ``overrides``
+    (``apply_quick``) and print the banner; returns the arguments and what was applied."""
+    add_quick_flag(parser)
+    args = parser.parse_args(argv)
+    applied = apply_quick(parser, args, overrides, argv)
+    announce(applied, args.quick)
+    return args, applied
+
+
 def calm_threads(applied: dict[str, Any]) -> None:
     """One OpenMP thread that sleeps while it waits, for a quick run that trains with torch (call it
     before torch is imported). With OpenMP's default spin-waiting, a torch process beside any other busy

@@ -125,11 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=48, help="phase 1 requests (half alice, half bob)")
     p.add_argument("--per-user", default="10/minute")
     p.add_argument("--per-address", default="15/minute")
-    quick.add_quick_flag(p)
-    args = p.parse_args(argv)
     # 24 still exceeds both quotas (12 per user > 10, 24 from the address > 15): refusals are exercised.
-    applied = quick.apply_quick(p, args, {"requests": 24}, argv)
-    quick.announce(applied, args.quick)
+    args, applied = quick.parse(p, {"requests": 24}, argv)
     with tempfile.TemporaryDirectory() as tmp:
         flags = [
             "--rate-limit-local",

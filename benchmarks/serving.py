@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,19 +117,15 @@ def start_app(
 
 
 # llama-cpp-python's default native build crashes on AMX CPUs in its extra buffer types; our ChatModel
-# turns them off there (models/llamacpp.py), so the raw baseline and llama_cpp.server must too, or they
-# would crash (or, on a fixed build, run other kernels than the app).
+# turns them off there (models.llamacpp.model_params_without_extra_buffers), so the raw baseline and
+# llama_cpp.server must too, with the same patch, or they would crash (or, on a fixed build, run other
+# kernels than the app).
 _NO_EXTRA_BUFFERS = """
 import runpy, sys
-import llama_cpp.llama_cpp as lib
-original = lib.llama_model_default_params
-def patched():
-    params = original()
-    params.use_extra_bufts = False
-    return params
-lib.llama_model_default_params = patched
+from models.llamacpp import model_params_without_extra_buffers
 sys.argv[0] = "llama_cpp.server"
-runpy.run_module("llama_cpp.server", run_name="__main__")
+with model_params_without_extra_buffers():
+    runpy.run_module("llama_cpp.server", run_name="__main__")
 """
 
 
@@ -139,25 +135,10 @@ def needs_no_extra_buffers() -> bool:
     return cpu_has_amx() and build_has_amx()
 
 
-@contextlib.contextmanager
-def no_extra_buffers(active: bool) -> Iterator[None]:
-    if not active:
-        yield
-        return
-    import llama_cpp.llama_cpp as lib
+def no_extra_buffers(active: bool) -> contextlib.AbstractContextManager:
+    from models.llamacpp import model_params_without_extra_buffers
 
-    original = lib.llama_model_default_params
-
-    def patched():
-        params = original()
-        params.use_extra_bufts = False
-        return params
-
-    lib.llama_model_default_params = patched
-    try:
-        yield
-    finally:
-        lib.llama_model_default_params = original
+    return model_params_without_extra_buffers() if active else contextlib.nullcontext()
 
 
 def start_peer(
@@ -224,10 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=2, help="the app's model instances (default 2)")
     ap.add_argument("--port", type=int, help="the app's port (default: a free one)")
     ap.add_argument("--peer-port", type=int, help="llama_cpp.server's port (default: a free one)")
-    quick.add_quick_flag(ap)
-    args = ap.parse_args(argv)
-    applied = quick.apply_quick(ap, args, QUICK, argv)
-    quick.announce(applied, args.quick)
+    args, applied = quick.parse(ap, QUICK, argv)
     if not 1 <= args.prompts <= len(QUESTIONS):
         ap.error(f"--prompts must be 1 to {len(QUESTIONS)}")
     questions = QUESTIONS[: args.prompts]

@@ -47,10 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=5)
     ap.add_argument("--port", type=int, default=7899)
-    quick.add_quick_flag(ap)
-    args = ap.parse_args()
-    applied = quick.apply_quick(ap, args, {"turns": 1})
-    quick.announce(applied, args.quick)
+    args, applied = quick.parse(ap, {"turns": 1})
 
     from playwright.sync_api import sync_playwright
 

@@ -34,10 +34,7 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=8)
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--db", type=Path, help="database file (default: a fresh temporary file)")
-    quick.add_quick_flag(ap)
-    args = ap.parse_args()
-    applied = quick.apply_quick(ap, args, QUICK)
-    quick.announce(applied, args.quick)
+    args, applied = quick.parse(ap, QUICK)
     path = args.db or Path(tempfile.mkdtemp(prefix="pg-bench-store-")) / "bench.db"
 
     store = FeedbackStore(path)

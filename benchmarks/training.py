@@ -212,6 +212,17 @@ def run_bare(
         m.config.pad_token_id = tok.pad_token_id
         return PeftModel.from_pretrained(m, reward_adapter).merge_and_unload()
 
+    def train_policy(trainer_class, config_class, data: list[dict]) -> None:
+        """DPO, KTO and SFT: a LoRA on the causal LM, trained on ``data``."""
+        trainer_class(
+            model=AutoModelForCausalLM.from_pretrained(base),
+            args=config_class(**common, max_length=max_length),
+            train_dataset=Dataset.from_list(data),
+            processing_class=tok,
+            callbacks=[timer],
+            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
+        ).train()
+
     if method == "reward":
         from trl import RewardConfig, RewardTrainer
 
@@ -227,14 +238,7 @@ def run_bare(
     elif method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(base),
-            args=DPOConfig(**common, max_length=max_length),
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tok,
-            callbacks=[timer],
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
-        ).train()
+        train_policy(DPOTrainer, DPOConfig, rows)
     elif method == "kto":
         from trl import KTOConfig, KTOTrainer
 
@@ -246,14 +250,7 @@ def run_bare(
             }
             for i, r in enumerate(rows)
         ]
-        KTOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(base),
-            args=KTOConfig(**common, max_length=max_length),
-            train_dataset=Dataset.from_list(kto_rows),
-            processing_class=tok,
-            callbacks=[timer],
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
-        ).train()
+        train_policy(KTOTrainer, KTOConfig, kto_rows)
     elif method in ("sft", "best_of_n"):
         from trl import SFTConfig, SFTTrainer
 
@@ -289,14 +286,7 @@ def run_bare(
             del policy, rm
         else:
             sft_rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows]
-        SFTTrainer(
-            model=AutoModelForCausalLM.from_pretrained(base),
-            args=SFTConfig(**common, max_length=max_length),
-            train_dataset=Dataset.from_list(sft_rows),
-            processing_class=tok,
-            callbacks=[timer],
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
-        ).train()
+        train_policy(SFTTrainer, SFTConfig, sft_rows)
     elif method == "rl":
         from trl import RLOOConfig, RLOOTrainer
 

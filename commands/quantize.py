@@ -17,8 +17,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -61,6 +62,11 @@ class QuantizeCommand(CommonSettings):
         "a Vicuna model without one gets vicuna_v1.1), chatml, vicuna_v1.1 or a .jinja file",
     )
 
+    def _options(self, progress: Callable[[float, str], None], log_path: Path) -> dict[str, Any]:
+        """What quantizing takes from these settings, whether into the cache or into ``--out``."""
+        options = self.model_dump(include={"bits", "group_size", "calibration", "chat_template"})
+        return {**options, "progress": progress, "log_path": log_path}
+
     def run(self) -> int:
         from models.embedded import embedded_model_path
         from models.gptq import ensure_gptq_base, quantize
@@ -85,15 +91,7 @@ class QuantizeCommand(CommonSettings):
                 cache.mkdir(parents=True, exist_ok=True)
                 log_path = cache / "quantize.log"
                 out = ensure_gptq_base(
-                    source,
-                    cache,
-                    hf_cache_dir=self.hf_cache_dir,
-                    bits=self.bits,
-                    group_size=self.group_size,
-                    calibration=self.calibration,
-                    chat_template=self.chat_template,
-                    progress=progress,
-                    log_path=log_path,
+                    source, cache, hf_cache_dir=self.hf_cache_dir, **self._options(progress, log_path)
                 )
             else:
                 out = self.out.expanduser()
@@ -108,13 +106,8 @@ class QuantizeCommand(CommonSettings):
                 quantize(
                     hf_dir,
                     out,
-                    bits=self.bits,
-                    group_size=self.group_size,
-                    calibration=self.calibration,
-                    chat_template=self.chat_template,
-                    progress=progress,
-                    log_path=log_path,
                     source={"model_id": source.stem if source.is_file() else source.name},
+                    **self._options(progress, log_path),
                 )
         except (QuantizationError, ModelLoadError) as exc:
             bar.close()

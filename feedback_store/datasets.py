@@ -239,6 +239,18 @@ def _where(since: str | None, user_id: str | None, table: str) -> tuple[str, lis
     return (" AND " + " AND ".join(clauses)) if clauses else "", args
 
 
+def _reply_where(
+    since: str | datetime | None, user_id: str | None, version_id: int | None, table: str
+) -> tuple[str, list[Any]]:
+    """``_where`` for rows of ``table`` joined to the reply they are about (``m``), which
+    ``version_id`` (when given) must have written."""
+    where, args = _where(normalize_since(since), user_id, table)
+    if version_id is not None:
+        where += " AND m.model_version_id = ?"
+        args.append(version_id)
+    return where, args
+
+
 def _check_sources(sources: Sequence[str], known: Sequence[str]) -> set[str]:
     if isinstance(sources, str):
         sources = [sources]
@@ -332,23 +344,16 @@ def preference_pairs(
             weight = group_weight(len(strict))
             prompt = ctx.ending_with(head["prompt_message_id"]) if head["prompt_message_id"] else []
             for i, j in strict:
-                better, worse = ordered[i], ordered[j]
                 pairs.append(
-                    PreferencePair(
-                        prompt=[dict(m) for m in prompt],
-                        chosen=better["content"],
-                        rejected=worse["content"],
+                    _reply_pair(
+                        prompt,
+                        ordered[i],
+                        ordered[j],
                         source="ranking",
                         user_id=head["user_id"],
                         created_at=head["created_at"],
                         updated_at=head["updated_at"],
                         weight=weight,
-                        chosen_message_id=better["message_id"],
-                        rejected_message_id=worse["message_id"],
-                        chosen_version_id=better["model_version_id"],
-                        rejected_version_id=worse["model_version_id"],
-                        chosen_preset_id=better["preset_id"],
-                        rejected_preset_id=worse["preset_id"],
                         ranking_id=rid,
                         prompt_message_id=head["prompt_message_id"],
                     )
@@ -387,6 +392,25 @@ def preference_pairs(
     return sorted(pairs, key=lambda p: (p.updated_at, PAIR_SOURCES.index(p.source)))
 
 
+def _reply_pair(
+    prompt: list[Message], better: dict[str, Any], worse: dict[str, Any], **fields: Any
+) -> PreferencePair:
+    """A pair of two stored replies (rows with ``content``, ``message_id``, ``model_version_id`` and
+    ``preset_id``), the better one chosen; ``fields`` fill in the rest of the pair."""
+    return PreferencePair(
+        prompt=[dict(m) for m in prompt],
+        chosen=better["content"],
+        rejected=worse["content"],
+        chosen_message_id=better["message_id"],
+        rejected_message_id=worse["message_id"],
+        chosen_version_id=better["model_version_id"],
+        rejected_version_id=worse["model_version_id"],
+        chosen_preset_id=better["preset_id"],
+        rejected_preset_id=worse["preset_id"],
+        **fields,
+    )
+
+
 def _score_pairs(
     store: FeedbackStore, ctx: _Contexts, excluded: frozenset[int], since: str | None, user_id: str | None
 ) -> list[PreferencePair]:
@@ -414,21 +438,15 @@ def _score_pairs(
             if since is not None and updated < since:
                 continue
             out.append(
-                PreferencePair(
-                    prompt=[dict(m) for m in prompt],
-                    chosen=better["content"],
-                    rejected=worse["content"],
+                _reply_pair(
+                    prompt,
+                    better,
+                    worse,
                     source="score",
                     user_id=user,
                     created_at=max(better["created_at"], worse["created_at"]),
                     updated_at=updated,
                     weight=weight,
-                    chosen_message_id=better["message_id"],
-                    rejected_message_id=worse["message_id"],
-                    chosen_version_id=better["model_version_id"],
-                    rejected_version_id=worse["model_version_id"],
-                    chosen_preset_id=better["preset_id"],
-                    rejected_preset_id=worse["preset_id"],
                     prompt_message_id=parent,
                 )
             )
@@ -448,11 +466,7 @@ def unpaired_feedback(
     """Every reply a user labelled desirable or undesirable, one example per (reply, user): from the
     InstructGPT flags, the thumbs and the 1-7 score as ``feedback_store.labels.kto_label`` maps them
     (thresholds in ``policy``). Neutral scores and contradictory thumbs/score pairs give no example."""
-    since = normalize_since(since)
-    where, args = _where(since, user_id, "f")
-    if version_id is not None:
-        where += " AND m.model_version_id = ?"
-        args.append(version_id)
+    where, args = _reply_where(since, user_id, version_id, "f")
     flagged = store.hygiene.training_excluded_message_ids() if exclude_flagged else frozenset()
     ctx = _Contexts(store.db, flagged)
     out = []
@@ -517,11 +531,7 @@ def demonstrations(
     """Every better answer a user wrote, with the prompt it answers, the reply it replaces and the note
     the same user wrote on that reply. ``exclude_harmful``: leave out demonstrations whose prompt
     context holds a reply a user flagged as harmful, so such a reply is in no SFT example."""
-    since = normalize_since(since)
-    where, args = _where(since, user_id, "d")
-    if version_id is not None:
-        where += " AND m.model_version_id = ?"
-        args.append(version_id)
+    where, args = _reply_where(since, user_id, version_id, "d")
     left_out = store.hygiene.training_excluded_message_ids() if exclude_flagged else frozenset()
     if exclude_harmful:
         left_out |= harmful_reply_ids(store)

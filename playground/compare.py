@@ -28,7 +28,13 @@ from playground.access import owner_id
 from playground.controls import SamplingControls, generate_queue
 from playground.feedback_ui import render_guidance
 from playground.presets.library import PresetLibrary
-from playground.replies import MAX_MESSAGE_CHARS, Stream, run_round, start_prompt, start_replies
+from playground.replies import (
+    MAX_MESSAGE_CHARS,
+    Stream,
+    answer_prompt,
+    start_prompt,
+    start_replies,
+)
 from playground.safety import Safety
 from settings import Settings
 
@@ -237,13 +243,8 @@ class CompareTab:
             return (*shown, state, result, *self._votes(False))
 
         yield view("Generating both replies…", None)
-        yield from run_round(
-            self.store,
-            self.safety,
-            asked.conversation_id,
-            asked.message_id,
-            replies,
-            lambda: view("Generating both replies…", None),
+        yield from answer_prompt(
+            self.store, self.safety, asked, replies, lambda: view("Generating both replies…", None)
         )
         ids = [r.message_id for r in replies]
         if None in ids:

@@ -21,7 +21,7 @@ from models.service import ModelService
 from playground.access import owner_id
 from playground.controls import SamplingControls, generate_queue
 from playground.feedback_ui import render_guidance
-from playground.replies import MAX_MESSAGE_CHARS, run_round, start_prompt, start_replies
+from playground.replies import MAX_MESSAGE_CHARS, answer_prompt, start_prompt, start_replies
 from playground.safety import Safety
 from settings import Settings
 
@@ -112,13 +112,8 @@ class RankTab:
             return (*boxes, *pickers, state, status, gr.update(interactive=False))
 
         yield view(f"Sampling {k} replies…", None, reset=True)
-        yield from run_round(
-            self.store,
-            self.safety,
-            asked.conversation_id,
-            asked.message_id,
-            replies,
-            lambda: view(f"Sampling {k} replies…", None),
+        yield from answer_prompt(
+            self.store, self.safety, asked, replies, lambda: view(f"Sampling {k} replies…", None)
         )
         ids = [r.message_id for r in replies]
         if None in ids:

@@ -10,7 +10,8 @@ the Prompt lab and the ``/v1`` API).
   each drained by its own thread, so every reply shows text as soon as it has some;
 - ``stream_replies``: one round of replies streamed together: the streaming content check stops a
   flagged reply before its text reaches the screen, and the round always finishes (cancel, join, wait);
-- ``run_round``: the same, then each reply checked with ``safety.check_output`` and stored.
+- ``run_round``: the same, then each reply checked with ``safety.check_output`` and stored;
+  ``answer_prompt`` runs it on the first replies to a prompt ``start_prompt`` stored.
 
 Nothing here touches Gradio: a tab passes a ``render`` callback that turns the replies (``Reply``,
 updated in place) into its own component updates, and yields what the round yields.
@@ -320,3 +321,10 @@ def run_round(
         )
     finally:
         store_replies(store, safety, conversation_id, parent_id, replies, report_hint=report_hint)
+
+
+def answer_prompt(
+    store: FeedbackStore, safety: Safety, asked: Prompt, replies: Sequence[Reply], render: Callable[[], T]
+) -> Iterator[T]:
+    """``run_round`` for the replies to ``asked`` (what ``start_prompt`` stored and returned)."""
+    return run_round(store, safety, asked.conversation_id, asked.message_id, replies, render)

@@ -83,6 +83,10 @@ class RunContext:
 
 
 class PresetRun(Iterator[Event]):
+    """``preset`` started on ``messages`` (the last one is the user's question). ``params`` are the final
+    sampling parameters (``preset.sampling(base)`` merges a preset's own); ``examples`` replace the
+    preset's; ``tools`` default to the calculator and the clock."""
+
     def __init__(
         self,
         preset: Preset,
@@ -331,17 +335,4 @@ class PresetRun(Iterator[Event]):
         )
 
 
-def run_preset(
-    preset: Preset,
-    messages: Sequence[ChatMessage],
-    params: SamplingParams,
-    service: ModelService,
-    *,
-    tools: Mapping[str, Tool] | None = None,
-    examples: Sequence[Example] | None = None,
-    version_id: int | None = None,
-) -> PresetRun:
-    """Start ``preset`` on ``messages`` (the last one is the user's question). ``params`` are the final
-    sampling parameters (``preset.sampling(base)`` merges a preset's own); ``examples`` replace the
-    preset's; ``tools`` default to the calculator and the clock."""
-    return PresetRun(preset, messages, params, service, tools=tools, examples=examples, version_id=version_id)
+run_preset = PresetRun  # the documented way to start a run: construct one
