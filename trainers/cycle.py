@@ -25,6 +25,7 @@ from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
 from trainers import registry
 from trainers.common import TrainingDataError
+from trainers.data import vote_count
 from trainers.gate import GateConfig
 from trainers.progress import ProgressCallback, Stages
 from trainers.run import TrainRequest, latest_reward_model, run_training, served_base
@@ -160,6 +161,7 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages
     n_good = sum(1 for u in unpaired if u.label)
     counts = {
         "pairs": len(pairs),
+        "votes": vote_count(pairs),  # a ranking's pairs are one vote: DPO's data is one pair per vote
         "thumbs_up": n_good,
         "thumbs_down": len(unpaired) - n_good,
         "demonstrations": len(demos),
@@ -174,7 +176,7 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages
         config.method
         if config.method != "auto"
         else registry.choose_method(
-            len(pairs), n_good, len(unpaired) - n_good, len(demos), config.min_pairs, config.min_unpaired
+            counts["votes"], n_good, len(unpaired) - n_good, len(demos), config.min_pairs, config.min_unpaired
         )
     )
     stages.within(f"{counts}; policy method: {method or 'none'}", 1.0)
@@ -186,7 +188,7 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages
             registry.get("kto").min_examples if config.min_unpaired is None else config.min_unpaired
         )
         raise TrainingDataError(
-            f"not enough feedback to train: {counts['pairs']} preference pairs (need {min_pairs}), "
+            f"not enough feedback to train: {counts['votes']} preference votes (need {min_pairs}), "
             f"{len(unpaired)} thumbs (need {min_unpaired} with both kinds), {len(demos)} demonstrations "
             f"(need {registry.get('sft').min_examples})"
         )

@@ -3,6 +3,10 @@
 The reference is the base with the adapter disabled (no second copy of the model), or — when continuing
 from ``init_adapter`` — a frozen copy of that adapter (the previous policy). ``beta`` sets how far the
 policy may move from the reference: the KL penalty of RLHF in closed form.
+
+TRL's DPOTrainer has no per-example weight, so a vote's weight is honoured by sampling: each epoch
+holds one pair per vote (a ranking of K gives one of its C(K,2) pairs, not all of them), from
+``trainers.data.vote_epochs``; the trainer then runs one pass over those epochs.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from trainers.common import (
     load_policy,
     mean_logged,
 )
-from trainers.data import PreferencePair, preference_rows, to_dataset
+from trainers.data import PreferencePair, preference_rows, to_dataset, vote_count, vote_epochs
 
 
 @dataclass
@@ -36,18 +40,20 @@ class DPOTrainConfig(CommonConfig):
 def train_dpo(
     config: DPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
-    if len(pairs) < config.min_examples:
+    votes = vote_count(pairs)
+    if votes < config.min_examples:
         raise TrainingDataError(
-            f"{len(pairs)} preference pairs; DPO needs at least {config.min_examples}. "
+            f"{votes} preference votes; DPO needs at least {config.min_examples}. "
             "Collect more A/B votes, rankings or better answers."
         )
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer, peft_config = load_policy(config)
+    examples = vote_epochs(pairs, config.num_epochs, config.seed)
 
     def make_trainer(work_dir):
         args = DPOConfig(
-            **config.trainer_kwargs(work_dir),
+            **{**config.trainer_kwargs(work_dir), "num_train_epochs": 1.0},  # the epochs are in the data
             beta=config.beta,
             max_length=config.max_length,
             loss_type=config.loss_type,
@@ -55,7 +61,7 @@ def train_dpo(
         return DPOTrainer(
             model=model,
             args=args,
-            train_dataset=to_dataset(preference_rows(pairs)),
+            train_dataset=to_dataset(preference_rows(examples)),
             processing_class=tokenizer,
             callbacks=callbacks,
             peft_config=peft_config,
@@ -68,4 +74,4 @@ def train_dpo(
             "reward_accuracy_last": last_logged(history, "rewards/accuracies"),
         }
 
-    return fit_adapter("dpo", config, make_trainer, tokenizer, examples=len(pairs), summarize=summarize)
+    return fit_adapter("dpo", config, make_trainer, tokenizer, examples=len(examples), summarize=summarize)

@@ -127,7 +127,6 @@ def test_the_app_and_the_openai_client_chat_with_a_gptq_model(server_factory, pa
 
 @pytest.mark.slow
 def test_a_training_cycle_on_a_gptq_base_serves_its_candidate_with_the_adapter(tmp_path, hf_base_dir, gptq_base_dir):
-    from feedback_store.runs import TrainingRuns
     from feedback_store.store import FeedbackStore
     from models.loader import load_chat_model
     from models.service import ModelService
@@ -141,16 +140,16 @@ def test_a_training_cycle_on_a_gptq_base_serves_its_candidate_with_the_adapter(t
     store = FeedbackStore(config.db_path)
     try:
         seed_feedback(store)
-        run = TrainingRuns(store).start("test", config.to_dict())
+        run = store.runs.start("test", config.to_dict())
         assert run_cycle_for(config, run.id) == 0
-        run = TrainingRuns(store).get(run.id)
+        run = store.runs.get(run.id)
         assert run.status == "succeeded" and run.decision == "deployed", run
         candidate = store.versions.get(run.candidate_version_id)
         assert candidate.base_model == gptq_base_dir.name and candidate.gguf_adapter_path is None
         adapter = json.loads(Path(candidate.adapter_path, "adapter_config.json").read_text())
         assert adapter["base_model_name_or_path"] == str(gptq_base_dir)  # trained on the 4-bit base
         root = load_chat_model(str(gptq_base_dir), n_threads=2, pool_size=1)
-        base = store.ensure_base_version(root.model_id)
+        base = store.versions.ensure_base(root.model_id)
         service = ModelService.from_registry(VersionLoader(root), store.versions, base_version_id=base.id)
         try:
             served = service.served
