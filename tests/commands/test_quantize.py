@@ -38,7 +38,13 @@ def tiny_vicuna(tmp_path, hf_base_dir) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig.from_pretrained(hf_base_dir)
     config.update(
-        dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        dict(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
     )
     config.head_dim = 32
     out = tmp_path / "tiny-vicuna-2b"
@@ -93,7 +99,9 @@ def test_the_embedded_models_copy_is_made_once_and_reused(tmp_path, hf_base_dir,
     data.mkdir()
     (data / "hf-base").symlink_to(hf_base_dir.parent, target_is_directory=True)
     (data / "gptq").symlink_to(gptq_base_dir.parent, target_is_directory=True)  # made by the fixture
-    r = quantize("--method", "gptq", "--data-dir", str(data), "--calibration", str(GPTQ_CALIBRATION), timeout=300)
+    r = quantize(
+        "--method", "gptq", "--data-dir", str(data), "--calibration", str(GPTQ_CALIBRATION), timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert Path(summary["out"]).resolve() == gptq_base_dir.resolve()

@@ -34,7 +34,9 @@ def test_the_checkpoint_is_4bit_with_group_size_64_and_says_how_it_was_made(gptq
     assert config["bits"] == 4 and config["group_size"] == 64 and config["quant_method"] == "gptq"
     made = json.loads((gptq_base_dir / "gptq_source.json").read_text())
     assert made["model_id"] == "SmolLM2-135M-Instruct.Q4_1" and made["calibration_texts"] == 32
-    assert (gptq_base_dir / "chat_template.jinja").read_text() == (hf_base_dir / "chat_template.jinja").read_text()
+    assert (gptq_base_dir / "chat_template.jinja").read_text() == (
+        hf_base_dir / "chat_template.jinja"
+    ).read_text()
     weights = sum(p.stat().st_size for p in gptq_base_dir.glob("*.safetensors"))
     full = sum(p.stat().st_size for p in hf_base_dir.glob("*.safetensors"))
     assert weights < full / 3  # 4-bit blocks; the tied embedding stays full precision
@@ -126,7 +128,9 @@ def test_the_app_and_the_openai_client_chat_with_a_gptq_model(server_factory, pa
 
 
 @pytest.mark.slow
-def test_a_training_cycle_on_a_gptq_base_serves_its_candidate_with_the_adapter(tmp_path, hf_base_dir, gptq_base_dir):
+def test_a_training_cycle_on_a_gptq_base_serves_its_candidate_with_the_adapter(
+    tmp_path, hf_base_dir, gptq_base_dir
+):
     from feedback_store.store import FeedbackStore
     from models.loader import load_chat_model
     from models.service import ModelService
