@@ -18,11 +18,12 @@ and the plot ``DATA_DIR/loop/latest.png`` (gold against KL for every method run 
 Dashboard shows it). The last line is a JSON object with gold_base, gold_final, win_rate_final,
 kl_final, capability_base, capability_final (percent) and minutes (wall clock, everything included).
 
-``--quick``: one round of 20 feedback events, one optimiser step for the reward model and the policy
+``--quick``: one round of 32 feedback events, one optimiser step for the reward model and the policy
 (64 tokens, LoRA on q/v), a lenient gate on 2 prompts, 2 facts and 1 refusal (so the deploy and the
 swap run), 2 held-out prompts and 2 capability questions, one OpenMP thread that sleeps while it
 waits, and DATA_DIR a new temporary directory unless --data-dir is given (the dequantized base in the
-quick runs' shared temporary folder). It proves the command works;
+quick runs' shared temporary folder). It proves the command works (exit 1 when the round trained
+no candidate);
 its figures say nothing about the loop.
 """
 
@@ -41,7 +42,7 @@ __all__ = ["build_config", "main", "parse_args", "publish"]
 # with one step): feedback through the tabs' calls, a cycle, the gate, the deploy, the swap, measuring.
 QUICK = {
     "rounds": 1,
-    "feedback_per_round": 20,
+    "feedback_per_round": 32,  # the default mix's 16 votes + 3 rankings: DPO's minimum of 16 votes
     "max_new_tokens": 16,
     "samples_per_prompt": 1,
     "heldout_limit": 2,
@@ -54,7 +55,13 @@ QUICK = {
     "gate_eval_prompts": 2,
     "threads": 1,
     # no flags for these
-    "trainer_sizes": {"max_length": 64, "batch_size": 4, "lora_targets": ["q_proj", "v_proj"]},
+    # min_examples: the trainers' minimum is on the training split, after the held-out prompts are set aside
+    "trainer_sizes": {
+        "max_length": 64,
+        "batch_size": 4,
+        "lora_targets": ["q_proj", "v_proj"],
+        "min_examples": 8,
+    },
     # accuracy_tolerance 1: with one held-out pair a one-step candidate fails the accuracy check at random
     "gate_checks": {"facts": 2, "refusals": 1, "accuracy_tolerance": 1.0},
 }
@@ -82,7 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         quick.calm_threads(args.quick_applied)  # before torch is imported
     quick.announce(args.quick_applied, args.quick)
-    return run(args, before_json=lambda: quick.announce(args.quick_applied, args.quick))
+    return run(
+        args,
+        before_json=lambda: quick.announce(args.quick_applied, args.quick),
+        every_round_trains=args.quick,
+    )
 
 
 if __name__ == "__main__":

@@ -181,8 +181,12 @@ def publish(result: dict, loop_dir: Path) -> Path:
     return png
 
 
-def run(args: argparse.Namespace, before_json: Callable[[], None] = lambda: None) -> int:
-    """Run the loop the arguments describe; prints the rounds, then (after ``before_json``) the JSON line."""
+def run(
+    args: argparse.Namespace, before_json: Callable[[], None] = lambda: None, every_round_trains: bool = False
+) -> int:
+    """Run the loop the arguments describe; prints the rounds, then (after ``before_json``) the JSON line.
+    A round whose cycle trained nothing is named on stderr with its reason; with ``every_round_trains``
+    (a smoke run, which exists to prove every stage) it makes the exit status 1."""
     if args.rounds < 1 or args.feedback_per_round < 1:
         print("error: --rounds and --feedback-per-round must be at least 1", file=sys.stderr)
         return 2
@@ -206,7 +210,14 @@ def run(args: argparse.Namespace, before_json: Callable[[], None] = lambda: None
     print(f"plot: {png}")
     before_json()
     print(json.dumps({"oracle": config.oracle, "method": config.method, **result["summary"]}))
-    return 0
+    idle = [r for r in result["rounds"] if r["decision"] in (None, "no_candidate")]
+    for r in idle:
+        print(
+            f"warning: round {r['round']} trained no candidate ({r['status']}): {'; '.join(r['reasons'])}. "
+            "Give each round more feedback (--feedback-per-round) or a mix with more votes (--mix).",
+            file=sys.stderr,
+        )
+    return 1 if idle and every_round_trains else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
