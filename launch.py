@@ -36,7 +36,7 @@ def serve(settings: Settings) -> int:
     from models.base import ModelLoadError
     from models.loader import load_chat_model
     from models.service import ModelService
-    from playground.app import AppContext, build_app
+    from playground.app import CSS, AppContext, build_app
 
     t0 = time.perf_counter()
     from playground.access import LoginCheck, share_refusal
@@ -125,6 +125,7 @@ def serve(settings: Settings) -> int:
             prevent_thread_lock=True,
             quiet=True,
             footer_links=["api"],
+            css=CSS,  # Gradio 6 takes the page's CSS at launch, not in Blocks()
         )
     except OSError as exc:
         print(

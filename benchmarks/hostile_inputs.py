@@ -2,6 +2,7 @@
 
     python -m benchmarks.hostile_inputs              # 300 inputs of each kind
     python -m benchmarks.hostile_inputs --n 1000
+    python -m benchmarks.hostile_inputs --quick      # 20 of each kind: a smoke run
 
 Uses the property-based tests' strategies (tests/hostile.py: random Unicode with lone surrogates, NULs
 and control characters, script and template payloads, SQL, up to 100k-character strings) and feeds
@@ -28,14 +29,17 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks import quick
 from feedback_store import imports
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
 from models.templates import ChatTemplate, TemplateError
-from playground.chat import MAX_MESSAGE_CHARS, ChatTab
+from playground.chat import ChatTab
 from playground.moderation.rules import ModerationConfigError, RuleModerator
 from playground.openai_api import APIError, OpenAIAPI
 from playground.presets.schema import PresetError, load_preset_file
+from playground.replies import MAX_MESSAGE_CHARS
+from playground.safety import Safety
 from playground.session import ChatSession
 from settings import Settings
 from tests.feedback_store.test_properties import lines, ops, render_line, run_op
@@ -67,13 +71,14 @@ def run(name: str, strategy, handle: Callable, n: int, results: dict[str, Counte
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=300, help="inputs of each kind (default 300)")
-    args = p.parse_args(argv)
+    args, applied = quick.parse(p, {"n": 20}, argv)
     results: dict[str, Counter] = {}
     warnings.simplefilter("ignore")  # gr.Warning outside Gradio
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = FeedbackStore(tmp / "hostile.db")
-        tab = ChatTab(Settings(data_dir=tmp, rate_limit_chat="off"), store, service=None)
+        config = Settings(data_dir=tmp, rate_limit_chat="off")
+        tab = ChatTab(config, store, None, safety=Safety.from_settings(config, store))
 
         def chat(text: str) -> str:
             import gradio as gr
@@ -201,26 +206,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run("chat template source", sources, template, args.n, results)
 
-        def preset_file(text: str) -> str:
-            path = tmp / "preset.toml"
-            path.write_bytes(text.encode("utf-8", "surrogatepass"))
-            try:
-                load_preset_file(path)
-            except PresetError:
-                return "PresetError naming the file and field"
-            return "loaded"
+        def toml_file(
+            name: str, load: Callable[[Path], object], error: type[Exception], refused: str
+        ) -> Callable[[str], str]:
+            """A fuzz target: the text written to the file ``name`` and loaded with ``load``; ``refused``
+            when that raises ``error`` (a clean refusal), else "loaded"."""
 
+            def outcome(text: str) -> str:
+                path = tmp / name
+                path.write_bytes(text.encode("utf-8", "surrogatepass"))
+                try:
+                    load(path)
+                except error:
+                    return refused
+                return "loaded"
+
+            return outcome
+
+        preset_file = toml_file(
+            "preset.toml", load_preset_file, PresetError, "PresetError naming the file and field"
+        )
         run("preset file", toml_lines, preset_file, args.n, results)
-
-        def moderation_file(text: str) -> str:
-            path = tmp / "moderation.toml"
-            path.write_bytes(text.encode("utf-8", "surrogatepass"))
-            try:
-                RuleModerator.from_files(path)
-            except ModerationConfigError:
-                return "ModerationConfigError naming the problem"
-            return "loaded"
-
+        moderation_file = toml_file(
+            "moderation.toml",
+            RuleModerator.from_files,
+            ModerationConfigError,
+            "ModerationConfigError naming the problem",
+        )
         run("moderation file", toml_lines, moderation_file, args.n, results)
         with contextlib.suppress(Exception):
             store.close()
@@ -252,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if outcome.startswith(("UNHANDLED", "WRONG")):
                 total_unhandled += n
     print(f"\nunhandled or wrong: {total_unhandled}")
+    quick.announce(applied, args.quick)
     print(
         json.dumps({kind: dict(c) for kind, c in results.items()} | {"unhandled_or_wrong": total_unhandled})
     )

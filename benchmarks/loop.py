@@ -3,204 +3,97 @@ real product for a few rounds of iterative deployment, and every round is measur
 
     python -m benchmarks.loop --oracle vader --rounds 3 --feedback-per-round 200
     python -m benchmarks.loop --oracle concise --method kto --rounds 2
+    python -m benchmarks.loop --quick        # one tiny round, every stage, in a temporary DATA_DIR
 
 Each round: the simulated users chat with the deployed version on training prompts and give thumbs,
 A/B votes and K-rankings (Bradley-Terry noise on the gold reward) through the Chat / Compare / Rank
 tabs' calls -> the scheduler runs one real training cycle in a child process (reward model, policy,
 evaluation gate, deploy or reject) -> the served model swaps -> the candidate is measured: mean gold
 reward, gold win rate against the base, KL to the base, the reward model's proxy score next to the gold
-score, and capability (factual questions, greedy). See ``benchmarks/simulation/``.
+score, and capability (factual questions, greedy). The loop itself is the product package
+``simulation`` (``python -m simulation`` runs the same command without ``--quick``).
 
 Prints a table per round; writes ``DATA_DIR/loop/results/ORACLE-METHOD.json``, ``DATA_DIR/loop/latest.json``
 and the plot ``DATA_DIR/loop/latest.png`` (gold against KL for every method run with this oracle; the
 Dashboard shows it). The last line is a JSON object with gold_base, gold_final, win_rate_final,
 kl_final, capability_base, capability_final (percent) and minutes (wall clock, everything included).
+
+``--quick``: one round of 32 feedback events, one optimiser step for the reward model and the policy
+(64 tokens, LoRA on q/v), a lenient gate on 2 prompts, 2 facts and 1 refusal (so the deploy and the
+swap run), 2 held-out prompts and 2 capability questions, one OpenMP thread that sleeps while it
+waits, and DATA_DIR a new temporary directory unless --data-dir is given (the dequantized base in the
+quick runs' shared temporary folder). It proves the command works (exit 1 when the round trained
+no candidate);
+its figures say nothing about the loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import signal
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from benchmarks.simulation.oracles import ORACLES
-from benchmarks.simulation.users import EventMix
+from benchmarks import quick
+from simulation.cli import build_config, build_parser, publish, run
 
-METHODS = ("dpo", "kto", "rl", "best_of_n")
-# Feedback each method learns from: DPO and the reward model from pairs, KTO from thumbs (plus some
-# votes, so a reward model exists for the gate's win rate), RL and best-of-n from the reward model.
-DEFAULT_MIX = {
-    "dpo": "thumbs=0.4,votes=0.5,rankings=0.1",
-    "kto": "thumbs=0.7,votes=0.3",
-    "rl": "thumbs=0.4,votes=0.5,rankings=0.1",
-    "best_of_n": "thumbs=0.4,votes=0.5,rankings=0.1",
+__all__ = ["build_config", "main", "parse_args", "publish"]
+
+# The smallest round that still runs every stage (the settings tests/benchmarks/test_loop_round.py uses,
+# with one step): feedback through the tabs' calls, a cycle, the gate, the deploy, the swap, measuring.
+QUICK = {
+    "rounds": 1,
+    "feedback_per_round": 32,  # the default mix's 16 votes + 3 rankings: DPO's minimum of 16 votes
+    "max_new_tokens": 16,
+    "samples_per_prompt": 1,
+    "heldout_limit": 2,
+    "capability_limit": 2,
+    "max_steps": 1,
+    "reward_max_steps": 1,
+    "gate_min_win_rate": 0.0,
+    "gate_kl_budget": 1000.0,
+    "gate_max_regressions": 99,
+    "gate_eval_prompts": 2,
+    "threads": 1,
+    # no flags for these
+    # min_examples: the trainers' minimum is on the training split, after the held-out prompts are set aside
+    "trainer_sizes": {
+        "max_length": 64,
+        "batch_size": 4,
+        "lora_targets": ["q_proj", "v_proj"],
+        "min_examples": 8,
+    },
+    # preference_margin 0.5 never vetoes: with one held-out pair a one-step candidate fails it at random
+    "gate_checks": {"facts": 2, "refusals": 1, "preference_margin": 0.5, "kl_prompts": 2},
 }
-# About 12-23 minutes a round on 2 CPU cores (see the README's figures).
-DEFAULT_POLICY = {
-    "dpo": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
-    "kto": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
-    "rl": {"max_steps": 12, "learning_rate": 5e-5, "max_length": 160, "batch_size": 4, "num_generations": 4},
-    "best_of_n": {"max_steps": 30, "learning_rate": 2e-4, "max_length": 160, "batch_size": 8, "n": 4},
-}
-# The reward model's score head starts from scratch each cycle: a higher learning rate than the policy's.
-DEFAULT_REWARD = {"max_steps": 30, "learning_rate": 1e-3, "max_length": 160, "batch_size": 8}
+
+
+CAPS = ("rounds", "feedback_per_round")  # held at the quick values even when typed larger
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.loop", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--oracle", choices=sorted(ORACLES), default="vader", help="the simulated users' gold preference"
-    )
-    p.add_argument("--method", choices=METHODS, default="dpo", help="the cycle's policy method")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument(
-        "--feedback-per-round", type=int, default=200, help="feedback events per round (a ranking is one)"
-    )
-    p.add_argument(
-        "--mix", help="shares of thumbs, votes and rankings, e.g. thumbs=0.4,votes=0.5,rankings=0.1"
-    )
-    p.add_argument("--k", type=int, default=4, help="replies per ranking")
-    p.add_argument("--max-new-tokens", type=int, default=40, help="reply length for users and measurements")
-    p.add_argument(
-        "--bt-scale", type=float, default=4.0, help="labeler consistency: P(A>B) = sigmoid(scale*(gA-gB))"
-    )
-    p.add_argument(
-        "--samples-per-prompt", type=int, default=2, help="held-out replies per prompt and version"
-    )
-    p.add_argument(
-        "--init-from", choices=["deployed", "base"], default="deployed", help="policy start each round"
-    )
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (serving and training take turns)")
-    p.add_argument("--max-steps", type=int, help="policy optimiser steps per round")
-    p.add_argument("--reward-max-steps", type=int, help="reward-model optimiser steps per round")
-    p.add_argument("--lr", type=float, help="policy learning rate")
-    p.add_argument("--beta", type=float, help="policy KL strength (DPO/KTO beta, RLOO beta)")
-    p.add_argument("--gate-min-win-rate", type=float, default=0.5)
-    p.add_argument("--gate-kl-budget", type=float, default=8.0)
-    p.add_argument(
-        "--gate-max-regressions",
-        type=int,
-        default=1,
-        help="facts or refusals a candidate may lose (1: with a 135M model one of 16 greedy answers flips "
-        "under almost any adapter; capability is measured separately on 40 other questions)",
-    )
-    p.add_argument("--gate-eval-prompts", type=int, default=12)
-    p.add_argument("--heldout-limit", type=int, help="measure on at most this many held-out prompts")
-    p.add_argument("--capability-limit", type=int, help="at most this many capability questions")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--data-dir",
-        default=os.environ.get("PLAYGROUND_DATA_DIR", "data"),
-        help="results go to DATA_DIR/loop",
-    )
-    p.add_argument(
-        "--work-dir", help="this run's database and adapters (default DATA_DIR/loop/runs/ORACLE-METHOD-TIME)"
-    )
-    p.add_argument(
-        "--keep-adapters", action="store_true", help="keep the work directory's adapters afterwards"
-    )
-    return p.parse_args(argv)
-
-
-def build_config(args: argparse.Namespace):
-    from benchmarks.simulation.rounds import LoopConfig
-    from trainers.gate import GateConfig
-
-    data_dir = Path(args.data_dir)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = (
-        Path(args.work_dir)
-        if args.work_dir
-        else data_dir / "loop" / "runs" / f"{args.oracle}-{args.method}-{stamp}"
-    )
-    policy = dict(DEFAULT_POLICY[args.method])
-    reward = dict(DEFAULT_REWARD)
-    if args.max_steps is not None:
-        policy["max_steps"] = args.max_steps
-    if args.reward_max_steps is not None:
-        reward["max_steps"] = args.reward_max_steps
-    if args.lr is not None:
-        policy["learning_rate"] = args.lr
-    if args.beta is not None:
-        policy["beta"] = args.beta
-    if args.method in ("rl", "best_of_n"):
-        key = "max_completion_length" if args.method == "rl" else "max_new_tokens"
-        policy[key] = args.max_new_tokens
-    return LoopConfig(
-        work_dir=work,
-        hf_cache=data_dir / "hf-base",
-        oracle=args.oracle,
-        method=args.method,
-        rounds=args.rounds,
-        feedback_per_round=args.feedback_per_round,
-        mix=EventMix.parse(args.mix or DEFAULT_MIX[args.method], k=args.k),
-        max_new_tokens=args.max_new_tokens,
-        bt_scale=args.bt_scale,
-        samples_per_prompt=args.samples_per_prompt,
-        init_from=args.init_from,
-        threads=args.threads,
-        seed=args.seed,
-        reward_overrides=reward,
-        policy_overrides=policy,
-        gate=GateConfig(
-            min_win_rate=args.gate_min_win_rate,
-            kl_budget=args.gate_kl_budget,
-            max_regressions=args.gate_max_regressions,
-            eval_prompts=args.gate_eval_prompts,
-            max_new_tokens=args.max_new_tokens,
-        ),
-        heldout_limit=args.heldout_limit,
-        capability_limit=args.capability_limit,
-    )
-
-
-def publish(result: dict, loop_dir: Path) -> Path:
-    """Write the result where the Dashboard finds it and redraw the plot of every method for this oracle."""
-    from benchmarks.simulation.plots import load_results, save_figure
-
-    results = loop_dir / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2, default=str)
-    for path in (results / f"{result['oracle']}-{result['method']}.json", loop_dir / "latest.json"):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    png = save_figure(load_results(loop_dir, result["oracle"]), loop_dir / "latest.png")
-    shutil.copyfile(png, Path(result["config"]["work_dir"]) / "loop.png")
-    return png
+    p = build_parser(prog="python -m benchmarks.loop")
+    quick.add_quick_flag(p)
+    args = p.parse_args(argv)
+    args.quick_applied = quick.apply_quick(p, args, QUICK, argv, caps=CAPS)
+    if args.quick and not quick.given(p, "data_dir", list(sys.argv[1:] if argv is None else argv)):
+        args.data_dir = str(quick.scratch_dir("bench-loop-"))  # a quick run never writes into ./data
+        args.quick_applied["data_dir"] = args.data_dir
+    if args.quick:
+        args.hf_cache = str(quick.hf_cache(args.data_dir if "data_dir" not in args.quick_applied else None))
+        args.quick_applied["hf_cache"] = args.hf_cache
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.rounds < 1 or args.feedback_per_round < 1:
-        print("error: --rounds and --feedback-per-round must be at least 1", file=sys.stderr)
-        return 2
-    # Stop (SIGTERM, e.g. the Dashboard's button) unwinds: the running cycle is stopped and recorded.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from benchmarks.simulation.rounds import run_loop
-
-    config = build_config(args)
-    print(
-        f"oracle {config.oracle}, method {config.method}: {config.rounds} rounds x {config.feedback_per_round} "
-        f"feedback events ({config.mix}); work directory {config.work_dir}",
-        flush=True,
+    if args.quick:
+        quick.calm_threads(args.quick_applied)  # before torch is imported
+    quick.announce(args.quick_applied, args.quick)
+    return run(
+        args,
+        before_json=lambda: quick.announce(args.quick_applied, args.quick),
+        every_round_trains=args.quick,
     )
-    result = run_loop(config, log=lambda line: print(line, flush=True))
-    png = publish(result, Path(args.data_dir) / "loop")
-    if not args.keep_adapters:  # adapters are ~10 MB each per round; the figures are in the JSON
-        for sub in ("adapters", "reward_models"):
-            shutil.rmtree(config.work_dir / sub, ignore_errors=True)
-    print(f"plot: {png}")
-    print(json.dumps({"oracle": config.oracle, "method": config.method, **result["summary"]}))
-    return 0
 
 
 if __name__ == "__main__":

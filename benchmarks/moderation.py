@@ -3,6 +3,7 @@
     python -m benchmarks.moderation                 # the rule-based moderator, dev and test splits
     python -m benchmarks.moderation --judge         # also the model judge (the embedded model; slow)
     python -m benchmarks.moderation --errors        # list every wrong decision
+    python -m benchmarks.moderation --quick         # a smoke run (with --judge: 4 rows per split)
 
 Each row is a user input or a model output with its true categories ([] = acceptable). The ``dev``
 rows were used while writing the rules; the ``test`` rows were written at the same time and held out,
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from benchmarks import quick
 from playground.moderation.base import Moderator
 from playground.moderation.rules import RuleModerator
 
@@ -117,7 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rules", type=Path, help="your moderation file, merged into the built-in rules")
     p.add_argument("--judge", action="store_true", help="also evaluate the model judge (embedded model)")
     p.add_argument("--errors", action="store_true", help="print every wrong decision")
+    p.add_argument("--judge-rows", type=int, help="the judge sees at most N rows of each split")
+    quick.add_quick_flag(p)
     args = p.parse_args(argv)
+    # The rules take milliseconds for the whole set; only the model judge needs cutting down.
+    applied = quick.apply_quick(p, args, {"judge_rows": 4} if args.judge else {}, argv)
+    quick.announce(applied, args.quick)
     rows = load_set(args.set)
     moderators: list[Moderator] = [RuleModerator.from_files(args.rules)]
     closers = []
@@ -134,7 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for moderator in moderators:
             for split in sorted({r.get("split", "all") for r in rows}):
-                report = evaluate(moderator, [r for r in rows if r.get("split", "all") == split])
+                split_rows = [r for r in rows if r.get("split", "all") == split]
+                if moderator.name != "rules" and args.judge_rows is not None:
+                    split_rows = split_rows[: args.judge_rows]
+                report = evaluate(moderator, split_rows)
                 print_table(f"{moderator.name} on the {split} split", report)
                 if args.errors:
                     for e in report["errors"]:
@@ -146,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for close in closers:
             close()
+    quick.announce(applied, args.quick)
     print(json.dumps(summary))
     return 0
 

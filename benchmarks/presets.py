@@ -3,6 +3,7 @@
     python -m benchmarks.presets                      # all presets, all 36 tasks
     python -m benchmarks.presets --limit 2 --presets plain,react   # a quick run: 2 tasks of each kind
     python -m benchmarks.presets --model path/to/bigger.gguf --gpu-layers -1
+    python -m benchmarks.presets --quick              # a smoke run: 1 tool task, 24-token replies
 
 Tasks (``benchmarks/tasks/preset_tasks.jsonl``, written for this project): arithmetic word problems
 with numeric answers, factual questions with accepted answers, and questions that need a tool
@@ -28,7 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import quick
+
 ROOT = Path(__file__).resolve().parents[1]
+# One tool task: it reaches the tools through ReAct, and the long tool prompts make each task cost
+# seconds per preset (a ReAct run re-reads its growing prompt at every step).
+QUICK = {"kinds": "tool", "limit": 1, "cap_new_tokens": 24}
 TASKS = ROOT / "benchmarks" / "tasks" / "preset_tasks.jsonl"
 KINDS = ("arithmetic", "factual", "tool")
 _PLAIN_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
@@ -80,8 +86,18 @@ def check_answer(task: dict[str, Any], answer: str, now: datetime | None = None)
 
 
 def run_benchmark(
-    service, presets: dict, tasks: list[dict[str, Any]], tools, *, seed: int = 0, max_new_tokens: int = 256
+    service,
+    presets: dict,
+    tasks: list[dict[str, Any]],
+    tools,
+    *,
+    seed: int = 0,
+    max_new_tokens: int = 256,
+    cap_new_tokens: int | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """Run every preset on every task; ``cap_new_tokens`` also caps the presets' own reply lengths."""
+    from dataclasses import replace
+
     from models.base import SamplingParams
     from playground.presets import run_preset
 
@@ -91,7 +107,10 @@ def run_benchmark(
         rows = []
         for task in tasks:
             messages = [{"role": "user", "content": task["question"]}]
-            run = run_preset(preset, messages, preset.sampling(base), service, tools=tools)
+            params = preset.sampling(base)
+            if cap_new_tokens is not None:
+                params = replace(params, max_new_tokens=min(params.max_new_tokens, cap_new_tokens))
+            run = run_preset(preset, messages, params, service, tools=tools)
             error = None
             try:
                 run.wait()
@@ -153,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", help="comma-separated preset ids (default: all built-in presets)")
     ap.add_argument("--limit", type=int, help="at most N tasks of each kind (quick runs)")
+    ap.add_argument("--kinds", help=f"comma-separated task kinds (default all: {','.join(KINDS)})")
     ap.add_argument("--model", help="a GGUF file (default: the embedded SmolLM2-135M Q4_1)")
     ap.add_argument("--chat-template", default="auto")
     ap.add_argument("--gpu-layers", type=int, default=0)
@@ -163,9 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument(
+        "--cap-new-tokens", type=int, help="cap every reply, the presets' own lengths too (default: no cap)"
+    )
     ap.add_argument("--tasks", type=Path, default=TASKS)
     ap.add_argument("--details", type=Path, help="write every run (answer, calls, latency) to this JSON file")
-    args = ap.parse_args(argv)
+    args, applied = quick.parse(ap, QUICK, argv)
 
     sys.path.insert(0, str(ROOT))
     from models.loader import load_chat_model
@@ -181,7 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(presets)}")
         presets = {p: presets[p] for p in wanted}
-    tasks = limit_tasks(load_tasks(args.tasks), args.limit)
+    tasks = load_tasks(args.tasks)
+    if args.kinds:
+        kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
+        if kinds - set(KINDS):
+            ap.error(f"unknown kind(s) {', '.join(sorted(kinds - set(KINDS)))}; known: {', '.join(KINDS)}")
+        tasks = [t for t in tasks if t["kind"] in kinds]
+    tasks = limit_tasks(tasks, args.limit)
     model = load_chat_model(
         args.model,
         chat_template=args.chat_template,
@@ -203,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 default_tools(knowledge),
                 seed=args.seed,
                 max_new_tokens=args.max_new_tokens,
+                cap_new_tokens=args.cap_new_tokens,
             )
         finally:
             model.close()
@@ -211,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{time.perf_counter() - t0:.0f} s; accuracy = share of tasks answered correctly"
     )
     print_table(report)
+    quick.announce(applied, args.quick)
     if args.details:
         args.details.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     print(json.dumps({preset_id: round(r["accuracy"], 4) for preset_id, r in report.items()}))

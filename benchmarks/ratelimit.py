@@ -3,6 +3,7 @@ model, the OpenAI API; the UI's handlers share the same limiter).
 
     python -m benchmarks.ratelimit                      # 8 threads, 48 requests, 10/min per user, 15/min per address
     python -m benchmarks.ratelimit --threads 16 --requests 96
+    python -m benchmarks.ratelimit --quick              # 24 requests in phase 1: a smoke run
 
 Phase 1: two users (alice, bob) send requests from 127.0.0.1 at once. Expected: the address gets
 exactly its per-address quota, neither user more than the per-user quota; refusals are 429 with a
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks import quick
 from tests.conftest import ServerProcess
 
 USERS = {
@@ -123,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=48, help="phase 1 requests (half alice, half bob)")
     p.add_argument("--per-user", default="10/minute")
     p.add_argument("--per-address", default="15/minute")
-    args = p.parse_args(argv)
+    # 24 still exceeds both quotas (12 per user > 10, 24 from the address > 15): refusals are exercised.
+    args, applied = quick.parse(p, {"requests": 24}, argv)
     with tempfile.TemporaryDirectory() as tmp:
         flags = [
             "--rate-limit-local",
@@ -170,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         finally:
             server.stop()
+    quick.announce(applied, args.quick)
     print(
         json.dumps(
             {

@@ -1,10 +1,11 @@
 """Time from `python launch.py` to a usable page, and the embedded model's speed as the app stores it.
 
-    python -m benchmarks.startup [--turns 5]
+    python -m benchmarks.startup [--turns 5] [--quick]
 
 Starts the real server in a subprocess (installed dependencies assumed), opens the page in Chromium,
 waits until the chat input is on screen, then chats ``--turns`` times and reads the stored timings
-(time to first token, tokens/s) back from the SQLite file. Last line: a JSON object.
+(time to first token, tokens/s) back from the SQLite file. ``--quick`` chats once. Last line: a JSON
+object.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from benchmarks import quick
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
@@ -44,7 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=5)
     ap.add_argument("--port", type=int, default=7899)
-    args = ap.parse_args()
+    args, applied = quick.parse(ap, {"turns": 1})
 
     from playwright.sync_api import sync_playwright
 
@@ -115,6 +118,7 @@ def main() -> None:
     print(f"{'replies stored':<28}{len(rows):8d}")
     print(f"{'median time to first token':<28}{statistics.median(ttfts):8.0f} ms")
     print(f"{'median tokens/s':<28}{statistics.median(speeds):8.1f}")
+    quick.announce(applied, args.quick)
     print(
         json.dumps(
             {

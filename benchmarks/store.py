@@ -1,13 +1,13 @@
 """Write throughput of the feedback store under concurrent writers.
 
-    python -m benchmarks.store [--writers 8] [--rows 20000] [--db PATH]
+    python -m benchmarks.store [--writers 8] [--rows 20000] [--db PATH] [--quick]
 
 ``--writers`` threads share one ``FeedbackStore`` (each thread gets its own SQLite connection, as
 the web server's workers do) and write ``--rows`` feedback rows in total through the store API
 (``record_feedback``: a BEGIN IMMEDIATE upsert with validation, one transaction per row, as the UI
 sends them). Then the rows are counted from a fresh connection. Prints rows/s, latency percentiles
 and lost rows; the last line is a JSON object with ``rows_per_s``, ``p99_ms`` and ``lost``.
-Target: rows_per_s >= 5000, p99_ms <= 10, lost == 0.
+Target: rows_per_s >= 5000, p99_ms <= 10, lost == 0. ``--quick`` writes 2,000 rows.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import quick
 from feedback_store.store import AssistantTurn, FeedbackStore
 
 REPLIES = 500
+QUICK = {"rows": 2_000}
 
 
 def main() -> None:
@@ -32,7 +34,7 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=8)
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--db", type=Path, help="database file (default: a fresh temporary file)")
-    args = ap.parse_args()
+    args, applied = quick.parse(ap, QUICK)
     path = args.db or Path(tempfile.mkdtemp(prefix="pg-bench-store-")) / "bench.db"
 
     store = FeedbackStore(path)
@@ -97,6 +99,7 @@ def main() -> None:
         f"stored {stored:,}; lost {lost}; errors {len(errors)}"
         + (f" (first: {errors[0]!r})" if errors else "")
     )
+    quick.announce(applied, args.quick)
     print(
         json.dumps(
             {

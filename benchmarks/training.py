@@ -1,11 +1,17 @@
 """Seconds per step and peak RSS of each training method through our wrappers, next to a bare TRL script
 doing the same step, in the same run, on the embedded model (batch 4, sequences of ~256 tokens, LoRA r=8).
 
-    python -m benchmarks.training [--steps 5] [--methods reward dpo kto sft rl best_of_n]
+    python -m benchmarks.training [--steps 5] [--methods reward dpo kto sft rl best_of_n] [--quick]
 
 Every measurement runs in its own fresh process (so peak RSS is that method's alone). Seconds per step
 are the median over steps after the first (warm-up). Last line: a JSON object with per-method
 ``s_per_step`` (ours), ``bare_s_per_step``, ``ratio_vs_bare_trl`` and ``peak_rss_mb``.
+
+``--quick`` runs every method for one step of batch 2 at 64 tokens (8 generated tokens for RL and
+best-of-n), once each, all in this process (peak RSS is reset before each measurement, so it is roughly
+that measurement's, on top of what the process already holds), with one OpenMP thread that sleeps
+while it waits and the dequantized base in the quick runs' shared temporary folder unless
+``--data-dir`` is given. It checks the command works; its figures are not comparable.
 """
 
 from __future__ import annotations
@@ -19,12 +25,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks import quick
 
 METHODS = ("reward", "dpo", "kto", "sft", "rl", "best_of_n")
 MAX_LENGTH = 256
 BATCH = 4
 R = 8
+# Everything at its smallest: one step, batch 2, 64 tokens, in one process (12 fresh processes would
+# spend a minute importing torch), a one-step reward model.
+QUICK = {
+    "steps": 1,
+    "repeats": 1,
+    "batch": 2,
+    "max_length": 64,
+    "completion_tokens": 8,
+    "reward_steps": 1,
+    "in_process": True,
+}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 FILLER = (
@@ -33,15 +53,25 @@ FILLER = (
 )
 
 
-def long_pairs(n: int):
-    """Pairs whose prompt+reply are about 256 tokens, like real chat turns."""
+@dataclass(frozen=True)
+class Sizes:
+    batch: int = BATCH
+    max_length: int = MAX_LENGTH
+    completion_tokens: int = 64  # generated per sample by RL and best-of-n
+
+
+def long_pairs(n: int, max_length: int = MAX_LENGTH):
+    """Pairs whose prompt+reply are about 256 tokens, like real chat turns; under 64 tokens when
+    ``max_length`` is shorter than that (the trainers drop examples that do not fit, not cut them)."""
     from trainers.data import PreferencePair
 
+    long = max_length >= MAX_LENGTH
     pairs = []
     for i in range(n):
-        prompt = [{"role": "user", "content": f"Question {i}: explain how a bicycle gear works. " + FILLER}]
-        chosen = "Happy to help. " + FILLER * 4
-        rejected = "No. " + FILLER * 4
+        question = f"Question {i}: explain how a bicycle gear works. " + (FILLER if long else "")
+        prompt = [{"role": "user", "content": question}]
+        chosen = "Happy to help. " + (FILLER * 4 if long else "Gears trade force for speed.")
+        rejected = "No. " + (FILLER * 4 if long else "Figure it out.")
         pairs.append(PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected))
     return pairs
 
@@ -63,6 +93,16 @@ def step_timer():
     return StepTimer()
 
 
+def _reset_peak_rss() -> None:
+    """Start VmHWM again from the current RSS (Linux: writing 5 to clear_refs), for in-process runs."""
+    import contextlib
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def _peak_rss_mb() -> float:
     """This process's peak RSS. VmHWM, not getrusage: ru_maxrss survives exec, so a child would report
     its parent's peak."""
@@ -73,7 +113,9 @@ def _peak_rss_mb() -> float:
 
 
 # -- one measurement (runs in a child process) -----------------------------------------------------------
-def run_ours(method: str, base: str, steps: int, work: Path, reward_adapter: str) -> list[float]:
+def run_ours(
+    method: str, base: str, steps: int, work: Path, reward_adapter: str, sizes: Sizes = Sizes()
+) -> list[float]:
     from trainers.best_of_n import BestOfNConfig, train_best_of_n
     from trainers.data import Demonstration, PromptRecord, UnpairedExample
     from trainers.dpo import DPOTrainConfig, train_dpo
@@ -82,13 +124,14 @@ def run_ours(method: str, base: str, steps: int, work: Path, reward_adapter: str
     from trainers.rl import RLTrainConfig, train_rl
     from trainers.sft import SFTTrainConfig, train_sft
 
-    pairs = long_pairs(BATCH * steps)
+    batch = sizes.batch
+    pairs = long_pairs(batch * steps, sizes.max_length)
     common = dict(
         output_dir=str(work / f"ours-{method}-{os.getpid()}"),
         base_model_dir=base,
         max_steps=steps,
-        batch_size=BATCH,
-        max_length=MAX_LENGTH,
+        batch_size=batch,
+        max_length=sizes.max_length,
         lora_r=R,
         lora_alpha=2 * R,
         min_examples=1,
@@ -111,28 +154,36 @@ def run_ours(method: str, base: str, steps: int, work: Path, reward_adapter: str
     elif method == "rl":
         train_rl(
             RLTrainConfig(
-                **common, reward_adapter=reward_adapter, num_generations=BATCH, max_completion_length=64
+                **common,
+                reward_adapter=reward_adapter,
+                num_generations=batch,
+                max_completion_length=sizes.completion_tokens,
             ),
             [PromptRecord(p.prompt) for p in pairs],
             callbacks=[timer],
         )
     elif method == "best_of_n":
         train_best_of_n(
-            BestOfNConfig(**common, reward_adapter=reward_adapter, n=BATCH, max_new_tokens=64),
-            [PromptRecord(p.prompt) for p in pairs[:BATCH]],
+            BestOfNConfig(
+                **common, reward_adapter=reward_adapter, n=batch, max_new_tokens=sizes.completion_tokens
+            ),
+            [PromptRecord(p.prompt) for p in pairs[:batch]],
             callbacks=[timer],
         )
     return timer.durations
 
 
-def run_bare(method: str, base: str, steps: int, work: Path, reward_adapter: str) -> list[float]:
+def run_bare(
+    method: str, base: str, steps: int, work: Path, reward_adapter: str, sizes: Sizes = Sizes()
+) -> list[float]:
     """The same step written directly against TRL, transformers and PEFT (what a user would script)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    pairs = long_pairs(BATCH * steps)
+    batch, max_length, completion = sizes.batch, sizes.max_length, sizes.completion_tokens
+    pairs = long_pairs(batch * steps, sizes.max_length)
     tok = AutoTokenizer.from_pretrained(base)
     common = dict(
         output_dir=str(work / f"bare-{method}"),
@@ -142,7 +193,7 @@ def run_bare(method: str, base: str, steps: int, work: Path, reward_adapter: str
         report_to="none",
         save_strategy="no",
         max_steps=steps,
-        per_device_train_batch_size=BATCH,
+        per_device_train_batch_size=batch,
         logging_steps=1,
     )
     lora = dict(r=R, lora_alpha=2 * R, lora_dropout=0.05, target_modules=TARGETS)
@@ -161,13 +212,24 @@ def run_bare(method: str, base: str, steps: int, work: Path, reward_adapter: str
         m.config.pad_token_id = tok.pad_token_id
         return PeftModel.from_pretrained(m, reward_adapter).merge_and_unload()
 
+    def train_policy(trainer_class, config_class, data: list[dict]) -> None:
+        """DPO, KTO and SFT: a LoRA on the causal LM, trained on ``data``."""
+        trainer_class(
+            model=AutoModelForCausalLM.from_pretrained(base),
+            args=config_class(**common, max_length=max_length),
+            train_dataset=Dataset.from_list(data),
+            processing_class=tok,
+            callbacks=[timer],
+            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
+        ).train()
+
     if method == "reward":
         from trl import RewardConfig, RewardTrainer
 
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
         RewardTrainer(
             model=model,
-            args=RewardConfig(**common, max_length=MAX_LENGTH, learning_rate=1e-4),
+            args=RewardConfig(**common, max_length=max_length, learning_rate=1e-4),
             train_dataset=Dataset.from_list(rows),
             processing_class=tok,
             callbacks=[timer],
@@ -176,14 +238,7 @@ def run_bare(method: str, base: str, steps: int, work: Path, reward_adapter: str
     elif method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(base),
-            args=DPOConfig(**common, max_length=MAX_LENGTH),
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tok,
-            callbacks=[timer],
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
-        ).train()
+        train_policy(DPOTrainer, DPOConfig, rows)
     elif method == "kto":
         from trl import KTOConfig, KTOTrainer
 
@@ -195,14 +250,7 @@ def run_bare(method: str, base: str, steps: int, work: Path, reward_adapter: str
             }
             for i, r in enumerate(rows)
         ]
-        KTOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(base),
-            args=KTOConfig(**common, max_length=MAX_LENGTH),
-            train_dataset=Dataset.from_list(kto_rows),
-            processing_class=tok,
-            callbacks=[timer],
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
-        ).train()
+        train_policy(KTOTrainer, KTOConfig, kto_rows)
     elif method in ("sft", "best_of_n"):
         from trl import SFTConfig, SFTTrainer
 
@@ -211,11 +259,11 @@ def run_bare(method: str, base: str, steps: int, work: Path, reward_adapter: str
             rm = rm_model().eval()
             tok.padding_side = "left"
             sft_rows = []
-            for r in rows[:BATCH]:
+            for r in rows[:batch]:
                 text = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False)
-                enc = tok([text] * BATCH, return_tensors="pt", add_special_tokens=False)
+                enc = tok([text] * batch, return_tensors="pt", add_special_tokens=False)
                 out = policy.generate(
-                    **enc, max_new_tokens=64, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id
+                    **enc, max_new_tokens=completion, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id
                 )
                 replies = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
                 scores = []
@@ -238,21 +286,14 @@ def run_bare(method: str, base: str, steps: int, work: Path, reward_adapter: str
             del policy, rm
         else:
             sft_rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows]
-        SFTTrainer(
-            model=AutoModelForCausalLM.from_pretrained(base),
-            args=SFTConfig(**common, max_length=MAX_LENGTH),
-            train_dataset=Dataset.from_list(sft_rows),
-            processing_class=tok,
-            callbacks=[timer],
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
-        ).train()
+        train_policy(SFTTrainer, SFTConfig, sft_rows)
     elif method == "rl":
         from trl import RLOOConfig, RLOOTrainer
 
         RLOOTrainer(
             model=AutoModelForCausalLM.from_pretrained(base),
             reward_funcs=[rm_model()],
-            args=RLOOConfig(**common, num_generations=BATCH, max_completion_length=64),
+            args=RLOOConfig(**common, num_generations=batch, max_completion_length=completion),
             train_dataset=Dataset.from_list([{"prompt": r["prompt"]} for r in rows]),
             processing_class=tok,
             reward_processing_classes=[tok],
@@ -262,21 +303,37 @@ def run_bare(method: str, base: str, steps: int, work: Path, reward_adapter: str
     return timer.durations
 
 
-def child(args: argparse.Namespace) -> None:
+def one_measurement(
+    kind: str, method: str, base: str, steps: int, work: Path, reward_adapter: str, sizes: Sizes
+) -> dict:
     import torch
 
     torch.manual_seed(0)
-    runner = run_ours if args.child == "ours" else run_bare
-    durations = runner(args.method, args.base, args.steps, Path(args.work), args.reward_adapter)
+    runner = run_ours if kind == "ours" else run_bare
+    durations = runner(method, base, steps, work, reward_adapter, sizes)
     steady = durations[1:] or durations
-    print(
-        json.dumps(
-            {"s_per_step": statistics.median(steady), "steps": len(durations), "peak_rss_mb": _peak_rss_mb()}
-        )
-    )
+    return {"s_per_step": statistics.median(steady), "steps": len(durations), "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure(kind: str, method: str, base: str, steps: int, work: Path, reward_adapter: str) -> dict:
+def child(args: argparse.Namespace) -> None:
+    sizes = Sizes(args.batch, args.max_length, args.completion_tokens)
+    print(json.dumps(one_measurement(args.child, args.method, args.base, args.steps, Path(args.work),
+                                     args.reward_adapter, sizes)))  # fmt: skip
+
+
+def measure(
+    kind: str,
+    method: str,
+    base: str,
+    steps: int,
+    work: Path,
+    reward_adapter: str,
+    sizes: Sizes = Sizes(),
+    in_process: bool = False,
+) -> dict:
+    if in_process:
+        _reset_peak_rss()
+        return one_measurement(kind, method, base, steps, work, reward_adapter, sizes)
     cmd = [
         sys.executable,
         "-m",
@@ -293,6 +350,12 @@ def measure(kind: str, method: str, base: str, steps: int, work: Path, reward_ad
         str(work),
         "--reward-adapter",
         reward_adapter,
+        "--batch",
+        str(sizes.batch),
+        "--max-length",
+        str(sizes.max_length),
+        "--completion-tokens",
+        str(sizes.completion_tokens),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode != 0:
@@ -306,22 +369,44 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=2, help="alternate ours/bare this many times; keep the fastest"
     )
+    ap.add_argument("--reward-steps", type=int, default=2, help="steps of the reward model rl/best_of_n use")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--child", choices=["ours", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--base", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--reward-adapter", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=BATCH, help=f"examples per step (default {BATCH})")
+    ap.add_argument(
+        "--max-length", type=int, default=MAX_LENGTH, help=f"tokens per example (default {MAX_LENGTH})"
+    )
+    ap.add_argument(
+        "--completion-tokens", type=int, default=64, help="tokens generated per sample by rl and best_of_n"
+    )
+    ap.add_argument(
+        "--in-process", action="store_true", help="measure in this process, not a fresh one per measurement"
+    )
+    ap.add_argument("--data-dir", help="cache the dequantized base in DATA_DIR/hf-base (default: a temp dir)")
+    quick.add_quick_flag(ap)
     args = ap.parse_args()
     if args.child:
         child(args)
         return
+    applied = quick.apply_quick(ap, args, QUICK)
+    if args.quick:
+        quick.calm_threads(applied)  # before torch is imported
+    quick.announce(applied, args.quick)
+    sizes = Sizes(args.batch, args.max_length, args.completion_tokens)
 
     from models.embedded import embedded_model_path
     from models.hf_base import ensure_hf_base
 
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
-    base = str(ensure_hf_base(embedded_model_path(), work / "base"))
+    if args.quick:
+        cache = quick.hf_cache(args.data_dir)
+    else:
+        cache = Path(args.data_dir) / "hf-base" if args.data_dir else work / "base"
+    base = str(ensure_hf_base(embedded_model_path(), cache))
     reward_adapter = ""
     if {"rl", "best_of_n"} & set(args.methods):  # a reward model for the methods that need one
         from trainers.reward import RewardTrainConfig, train_reward_model
@@ -330,11 +415,12 @@ def main() -> None:
             RewardTrainConfig(
                 output_dir=str(work / "rm"),
                 base_model_dir=base,
-                max_steps=2,
-                max_length=MAX_LENGTH,
+                max_steps=args.reward_steps,
+                batch_size=sizes.batch,
+                max_length=sizes.max_length,
                 min_examples=1,
             ),
-            long_pairs(8),
+            long_pairs(2 * sizes.batch, sizes.max_length),
         )
         reward_adapter = str(rm.adapter_dir)
 
@@ -347,7 +433,9 @@ def main() -> None:
         runs = {"ours": [], "bare": []}
         for _ in range(args.repeats):
             for kind in ("ours", "bare"):
-                runs[kind].append(measure(kind, method, base, args.steps, work, reward_adapter))
+                runs[kind].append(
+                    measure(kind, method, base, args.steps, work, reward_adapter, sizes, args.in_process)
+                )
         ours = min(runs["ours"], key=lambda r: r["s_per_step"])
         bare = min(runs["bare"], key=lambda r: r["s_per_step"])
         ratio = ours["s_per_step"] / bare["s_per_step"]
@@ -363,6 +451,7 @@ def main() -> None:
             f"{ours['peak_rss_mb']:>13.0f}{bare['peak_rss_mb']:>13.0f}",
             flush=True,
         )
+    quick.announce(applied, args.quick)
     print(json.dumps(results))
 
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "deploy": "commands.versions:DeployCommand",
     "rollback": "commands.versions:RollbackCommand",
     "presets": "commands.presets:PresetsCommand",
+    "quantize": "commands.quantize:QuantizeCommand",
 }
 """Subcommand name -> "module:class", imported only when used (``launch.py`` stays quick to start)."""
 

@@ -104,13 +104,13 @@ class TrainCommand(Settings):
     def _method_overrides(self) -> dict[str, Any]:
         """What --method trains with besides --max-steps etc.: the training section's levers, as a cycle
         would (the replay term for policy methods only)."""
-        from trainers.cycle import BF16
+        from trainers.cycle import BF16, dpo_options
 
         t = self.training
         values = {**self._overrides(), "lora_layers": t.lora_layers, "bf16": BF16[t.bf16]}
         if registry.get(str(self.method)).policy:
             values["ptx_coef"] = t.ptx_coef
-        return values
+        return {**values, **dpo_options(str(self.method), t.dpo_loss, t.label_smoothing)}
 
     def _cycle(self, bar: ProgressBar) -> int:
         from feedback_store.runs import RunInProgress

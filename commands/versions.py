@@ -45,37 +45,11 @@ def format_versions(versions: Sequence[ModelVersion]) -> str:
     )
 
 
-class VersionsCommand(CommonSettings):
-    """List the model versions (base models and adapters) in the database."""
+class _StoreCommand(CommonSettings):
+    """A command on the existing database: ``act`` runs with it open, and a StoreError (no database,
+    a refused change) is one error line and exit status 2."""
 
-    model_config = SettingsConfigDict(cli_prog_name="launch.py versions")
-
-    base: str | None = Field(None, description="only versions of this base model")
-    json_output: bool = Field(False, alias="json", description="print JSON instead of a table")
-
-    def run(self) -> int:
-        try:
-            store = open_store(self)
-        except StoreError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        try:
-            versions = store.versions.list(self.base)
-            if self.json_output:
-                print(json.dumps([v.__dict__ for v in versions], indent=2))
-                return 0
-            by_base: dict[str, list[ModelVersion]] = {}
-            for v in versions:
-                by_base.setdefault(v.base_model, []).append(v)
-            for name, rows in by_base.items():
-                print(f"# {name}\n{format_versions(rows)}\n")
-            return 0
-        finally:
-            store.close()
-
-
-class _Change(CommonSettings):
-    def change(self, store: FeedbackStore) -> ModelVersion:
+    def act(self, store: FeedbackStore) -> int:
         raise NotImplementedError
 
     def run(self) -> int:
@@ -85,15 +59,44 @@ class _Change(CommonSettings):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         try:
-            row = self.change(store)
-            print(f"version {row.id} ({row.name}) is now deployed for {row.base_model}.")
-            print("A running server switches to it within a few seconds (--version-poll-s).")
-            return 0
+            return self.act(store)
         except StoreError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         finally:
             store.close()
+
+
+class VersionsCommand(_StoreCommand):
+    """List the model versions (base models and adapters) in the database."""
+
+    model_config = SettingsConfigDict(cli_prog_name="launch.py versions")
+
+    base: str | None = Field(None, description="only versions of this base model")
+    json_output: bool = Field(False, alias="json", description="print JSON instead of a table")
+
+    def act(self, store: FeedbackStore) -> int:
+        versions = store.versions.list(self.base)
+        if self.json_output:
+            print(json.dumps([v.__dict__ for v in versions], indent=2))
+            return 0
+        by_base: dict[str, list[ModelVersion]] = {}
+        for v in versions:
+            by_base.setdefault(v.base_model, []).append(v)
+        for name, rows in by_base.items():
+            print(f"# {name}\n{format_versions(rows)}\n")
+        return 0
+
+
+class _Change(_StoreCommand):
+    def change(self, store: FeedbackStore) -> ModelVersion:
+        raise NotImplementedError
+
+    def act(self, store: FeedbackStore) -> int:
+        row = self.change(store)
+        print(f"version {row.id} ({row.name}) is now deployed for {row.base_model}.")
+        print("A running server switches to it within a few seconds (--version-poll-s).")
+        return 0
 
 
 class DeployCommand(_Change):

@@ -2,7 +2,7 @@
 write transactions that take the write lock up front (BEGIN IMMEDIATE), and WAL checkpoints on a
 background thread.
 
-Why each setting (see shared/FACTS.md, measured on this machine):
+Why each setting (measured on a 2-core machine with 8 writer threads):
 - WAL + synchronous=NORMAL: readers never block the writer; ~60x faster than synchronous=FULL and
   still durable across a process kill (only an OS crash can lose the last transactions).
 - foreign_keys=ON must be set on every connection; SQLite does not remember it.
@@ -15,6 +15,9 @@ Why each setting (see shared/FACTS.md, measured on this machine):
 - Writers of one process queue first-come-first-served on an in-process lock: waiting in SQLite's
   busy handler means sleeping 1, 2, 5, ... 100 ms between polls (a write once took 2.9 s), and a
   plain lock let the thread that just released it take it again while others starved.
+- Readers that run several queries (a training dataset, an export) do so in one read transaction
+  (``read()``): in WAL mode it sees one snapshot, so a deletion committed halfway through cannot
+  leave half a conversation in the result.
 """
 
 from __future__ import annotations
@@ -156,6 +159,21 @@ class ConnectionPool:
             else:
                 db.conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite_utils.Database]:
+        """A read transaction: every query inside sees the database as of its first read (WAL keeps
+        the snapshot while writers go on). Inside an open transaction it just uses that one."""
+        db = self.get()
+        if db.conn.in_transaction:
+            yield db
+            return
+        db.conn.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            if db.conn.in_transaction:
+                db.conn.execute("COMMIT")  # nothing was written: this only ends the snapshot
+
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
@@ -181,3 +199,7 @@ class Repository:
     def write(self):
         """A BEGIN IMMEDIATE transaction on this thread's connection (context manager)."""
         return self._pool.write()
+
+    def read(self):
+        """One read snapshot for several queries (context manager)."""
+        return self._pool.read()

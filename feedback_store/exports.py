@@ -1,45 +1,30 @@
 """Exports of the feedback database as JSONL files, thin writers over ``feedback_store.datasets``:
 
-- ``preferences``: TRL conversational preference format, one line {"prompt", "chosen", "rejected"}
-- ``kto``: TRL conversational unpaired format from thumbs, {"prompt", "completion", "label"}
+- ``preferences``: TRL conversational preference format, one line {"prompt", "chosen", "rejected"} (the
+  weights of ranking and score pairs are not in this format)
+- ``kto``: TRL conversational unpaired format from thumbs, 1-7 scores and flags (``feedback_store.labels``),
+  {"prompt", "completion", "label"}
 - ``sft``: TRL conversational prompt-completion format from better answers, {"prompt", "completion"}
 - ``raw``: every row of every table, one line {"table": NAME, "row": {...}} (a full dump: no filters)
 
 A file is written to a temporary name and renamed when complete, so a failed export never leaves a
-truncated file where a good one is expected.
+truncated file where a good one is expected; it is read in one snapshot, so a deletion committed
+meanwhile is in it entirely or not at all (deleted rows are gone from the database: no filter needed).
+One user's own data ("my data") is ``store.conversations.export_user``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from feedback_store import datasets
+from feedback_store.jsonl import write_jsonl
 from feedback_store.store import FeedbackStore, StoreError
 
 FORMATS = ("preferences", "kto", "sft", "raw")
-
-
-def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
 
 
 def raw_rows(store: FeedbackStore) -> Iterable[dict[str, Any]]:
@@ -75,4 +60,5 @@ def export(
         rows = raw_rows(store)
     else:
         raise StoreError(f"unknown export format {fmt!r}; choose from {FORMATS}")
-    return _write_jsonl(Path(out), rows)
+    with store.read():
+        return write_jsonl(Path(out), rows)

@@ -1,5 +1,5 @@
 """Writing feedback: thumbs with reasons, the InstructGPT 1-7 score and flags, notes, better answers
-(demonstrations), pairwise votes (comparisons) and rankings of K replies.
+(demonstrations), pairwise votes (comparisons) and rankings of K replies (ties allowed).
 
 ``store.feedback`` (``FeedbackRepository``): every write is one ``BEGIN IMMEDIATE`` transaction and an upsert
 on the row's natural key, so an event that fires twice (Gradio's like event does) or a user who
@@ -125,10 +125,21 @@ class Ranking:
     message_ids: tuple[int, ...]  # best first
     created_at: str
     updated_at: str
+    ranks: tuple[int, ...] = ()  # of message_ids: 1 = best, equal for ties, 1..G without gaps
 
     @property
     def k(self) -> int:
         return len(self.message_ids)
+
+    @property
+    def tied(self) -> bool:
+        return len(set(self.ranks)) < len(self.ranks)
+
+    @property
+    def pairs(self) -> int:
+        """The preference pairs it gives: C(K,2) less the pairs of tied replies."""
+        ranks = self.ranks or tuple(range(1, self.k + 1))
+        return sum(1 for i, a in enumerate(ranks) for b in ranks[i + 1 :] if a != b)
 
 
 # -- validation ----------------------------------------------------------------------------------------
@@ -203,6 +214,25 @@ def what_differed(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 # -- rankings ------------------------------------------------------------------------------------------
+
+
+def check_ranks(ranks: Sequence[int], k: int) -> list[int]:
+    """The ranks of K replies, checked: one integer from 1 (best) to K per reply, ties allowed, and at
+    least two different ranks (a ranking where every reply ties says nothing)."""
+    ranks = list(ranks)
+    if len(ranks) != k:
+        raise StoreError(f"give one rank per reply: {k} replies, {len(ranks)} ranks")
+    if any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= k for r in ranks):
+        raise StoreError(f"ranks are whole numbers from 1 (best) to {k}, got {ranks}")
+    if len(set(ranks)) < 2:
+        raise StoreError("a ranking needs at least two different ranks (ties are allowed, not all tied)")
+    return ranks
+
+
+def dense_ranks(ranks: Sequence[int]) -> list[int]:
+    """1, 1, 3, 4 -> 1, 1, 2, 3: the stored form, so equal rankings are stored alike."""
+    levels = {r: i for i, r in enumerate(sorted(set(ranks)), 1)}
+    return [levels[r] for r in ranks]
 
 
 def pair_weight(k: int) -> float:
@@ -421,15 +451,24 @@ class FeedbackRepository(Repository):
     def list_comparisons(self) -> list[Comparison]:
         return [Comparison.from_row(r) for r in self.db.query("SELECT * FROM comparisons ORDER BY id")]
 
-    def record_ranking(self, message_ids_best_first: Sequence[int], user_id: str) -> Ranking:
-        """Store ``user_id``'s ordering (best first) of K = 2..9 replies to the same prompt. Ranking the same
-        replies again replaces the order. ``datasets.preference_pairs`` expands it into K*(K-1)/2 pairs."""
+    def record_ranking(
+        self, message_ids_best_first: Sequence[int], user_id: str, *, ranks: Sequence[int] | None = None
+    ) -> Ranking:
+        """Store ``user_id``'s ranking of K = 2..9 replies to the same prompt. Ranking the same replies
+        again replaces it. ``ranks`` (one per reply, 1 = best) allows ties: equal ranks for replies
+        neither of which is better (InstructGPT's y_D > y_C > y_A = y_B); without it the replies are
+        ranked 1..K in the order given. The replies are stored best first with dense ranks (1, 1, 2, ...).
+        ``datasets.preference_pairs`` expands a ranking into one pair per two replies of different rank."""
         _check_user(user_id)
         ids = list(message_ids_best_first)
         if not MIN_RANKED <= len(ids) <= MAX_RANKED:
             raise StoreError(f"a ranking orders {MIN_RANKED} to {MAX_RANKED} replies, got {len(ids)}")
         if len(set(ids)) != len(ids):
             raise StoreError("each reply appears once in a ranking")
+        given = check_ranks(ranks, len(ids)) if ranks is not None else list(range(1, len(ids) + 1))
+        order = sorted(range(len(ids)), key=lambda i: given[i])  # stable: ties keep the order given
+        ids = [ids[i] for i in order]
+        dense = dense_ranks([given[i] for i in order])
         with self.write() as db:
             rows = _assistant_rows(db, ids)
             parents = {rows[m]["parent_id"] for m in ids}
@@ -446,28 +485,36 @@ class FeedbackRepository(Repository):
             )
             db.execute("DELETE FROM ranking_items WHERE ranking_id = ?", [row["id"]])
             db.conn.executemany(
-                "INSERT INTO ranking_items (ranking_id, message_id, position) VALUES (?, ?, ?)",
-                [(row["id"], m, pos) for pos, m in enumerate(ids, 1)],
+                "INSERT INTO ranking_items (ranking_id, message_id, position, rank) VALUES (?, ?, ?, ?)",
+                [(row["id"], m, pos, rank) for pos, (m, rank) in enumerate(zip(ids, dense, strict=True), 1)],
             )
         return Ranking(
-            row["id"], user_id, row["prompt_message_id"], tuple(ids), row["created_at"], row["updated_at"]
+            row["id"],
+            user_id,
+            row["prompt_message_id"],
+            tuple(ids),
+            row["created_at"],
+            row["updated_at"],
+            tuple(dense),
         )
 
     def get_ranking(self, ranking_id: int) -> Ranking:
         row = _one(self.db, "SELECT * FROM rankings WHERE id = ?", [ranking_id])
         if row is None:
             raise StoreError(f"No ranking {ranking_id}.")
-        ids = [
-            r["message_id"]
-            for r in self.db.query(
-                "SELECT message_id FROM ranking_items WHERE ranking_id = ? ORDER BY position", [ranking_id]
+        items = list(
+            self.db.query(
+                "SELECT message_id, COALESCE(rank, position) AS rank FROM ranking_items "
+                "WHERE ranking_id = ? ORDER BY position",
+                [ranking_id],
             )
-        ]
+        )
         return Ranking(
             row["id"],
             row["user_id"],
             row["prompt_message_id"],
-            tuple(ids),
+            tuple(r["message_id"] for r in items),
             row["created_at"],
             row["updated_at"],
+            tuple(r["rank"] for r in items),
         )

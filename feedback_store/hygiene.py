@@ -6,10 +6,19 @@ filter's precision and recall as users see them.
 Training hygiene (read by the training cycle):
 
 - ``store.hygiene.excluded_users()``: users whose feedback is left out of training, so that one abusive user
-  cannot steer the loop: anyone who hit a rate limit, wrote several flagged messages, or was excluded
-  by an operator (``set_user_flag``); an operator can also trust a user despite the rules.
-- flagged text: ``feedback_store.datasets`` readers drop examples that contain a flagged message or a
-  flagged better answer (``exclude_flagged=True``, their default).
+  cannot steer the loop: anyone who hit a rate limit, wrote several flagged messages (deleted ones
+  included: a deletion keeps their count), or was excluded by an operator (``set_user_flag``); an
+  operator can also trust a user despite the rules.
+- flagged text: ``feedback_store.datasets`` readers drop examples that contain a message of
+  ``store.hygiene.training_excluded_message_ids()`` or a flagged better answer (``exclude_flagged=True``,
+  their default).
+
+Reports act (``training_excluded_message_ids``): a message reported as "this should have been blocked"
+leaves every training dataset as soon as it is reported, and comes back only if an admin rejects the
+report; a message the filter flagged and a user reported as "the filter was wrong" stays out until an
+admin confirms the report, then it is training data again. The admin decides in the Dashboard's
+review queue (``review_queue``, ``record_review``): accepted (the report is right and the proposed
+rules-file change was written), confirmed (right, rules unchanged) or rejected (the report is wrong).
 
 A moderation decision is a JSON object written by the playground; the store reads only ``flagged``
 (bool), ``categories`` (list of names) and ``action`` ("refused", "withheld", "marked", "allowed", or
@@ -60,6 +69,48 @@ class Report:
     def from_row(cls, row: dict[str, Any]) -> Report:
         row = dict(row)
         row["categories"] = tuple(json.loads(row["categories"]))
+        return cls(**row)
+
+
+REVIEW_DECISIONS = ("accepted", "confirmed", "rejected")
+# The admin agreed with the report: "accepted" also wrote the proposed change to the rules file.
+CONFIRMING = ("accepted", "confirmed")
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One reported message waiting for an admin: every report on it, and what the filter decided."""
+
+    message_id: int
+    kind: str  # false_positive | false_negative
+    role: str  # user (an input) | assistant (a reply)
+    content: str
+    moderation: dict[str, Any] | None  # the stored decision (categories, matches with the rule)
+    reports: int
+    users: tuple[str, ...]
+    notes: tuple[str, ...]
+    categories: tuple[str, ...]  # named by the reporters (false negatives) or the filter's
+    first_reported_at: str
+
+    @property
+    def moderation_kind(self) -> str:
+        return "output" if self.role == "assistant" else "input"
+
+
+@dataclass(frozen=True)
+class Review:
+    message_id: int
+    kind: str
+    decision: str  # accepted | confirmed | rejected
+    change: dict[str, Any]  # the rules-file change written ("accepted"), else {}
+    diff: str | None
+    decided_by: str
+    decided_at: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Review:
+        row = dict(row)
+        row["change"] = json.loads(row["change"])
         return cls(**row)
 
 
@@ -289,6 +340,13 @@ class HygieneRepository(Repository):
             "ON dm.demonstration_id = d.id WHERE dm.flagged = 1 GROUP BY d.user_id"
         ):
             flagged[user] += n
+        # Deleted conversations keep their owner's count of flagged messages (no text): deleting abuse
+        # must not lift an exclusion.
+        for user, n in db.execute(
+            "SELECT user_id, SUM(json_extract(counts, '$.flagged')) FROM deletion_events "
+            "WHERE user_id IS NOT NULL GROUP BY user_id"
+        ):
+            flagged[user] += int(n or 0)
         operator = {
             r[0]: (bool(r[1]), r[2]) for r in db.execute("SELECT user_id, excluded, reason FROM user_flags")
         }
@@ -314,6 +372,116 @@ class HygieneRepository(Repository):
             r[0]
             for r in self.db.execute(f"SELECT id FROM messages m WHERE {FLAGGED_SQL.format(t='m')}")  # noqa: S608 (a constant)
         )
+
+    def training_excluded_message_ids(self) -> frozenset[int]:
+        """The messages no training example may contain: flagged by the filter (unless an admin
+        confirmed a "the filter was wrong" report on it), or reported as "should have been blocked"
+        (unless an admin rejected the report). See the module docstring."""
+        db = self.db
+        readmitted = {
+            r[0]
+            for r in db.execute(
+                "SELECT message_id FROM moderation_reviews WHERE kind = 'false_positive' "
+                "AND decision IN ('accepted', 'confirmed')"
+            )
+        }
+        reported = {
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT r.message_id FROM moderation_reports r LEFT JOIN moderation_reviews v "
+                "ON v.message_id = r.message_id WHERE r.kind = 'false_negative' "
+                "AND (v.decision IS NULL OR v.decision <> 'rejected')"
+            )
+        }
+        return frozenset((self.flagged_message_ids() - readmitted) | reported)
+
+    # -- the review queue ------------------------------------------------------------------------------
+    def review_queue(self, limit: int = 100) -> list[ReviewItem]:
+        """Reported messages no admin has decided on, the longest waiting first."""
+        rows = self.db.execute(
+            "SELECT r.message_id, MIN(r.kind), m.role, m.content, m.moderation, COUNT(*), "
+            "json_group_array(r.user_id), json_group_array(r.note), json_group_array(r.categories), "
+            "MIN(r.created_at) AS first FROM moderation_reports r JOIN messages m ON m.id = r.message_id "
+            "WHERE r.message_id NOT IN (SELECT message_id FROM moderation_reviews) "
+            "GROUP BY r.message_id ORDER BY first, r.message_id LIMIT ?",
+            [int(limit)],
+        ).fetchall()
+        items = []
+        for mid, kind, role, content, moderation, n, users, notes, categories, first in rows:
+            named = [c for cats in json.loads(categories) for c in json.loads(cats)]
+            items.append(
+                ReviewItem(
+                    message_id=mid,
+                    kind=kind,
+                    role=role,
+                    content=content,
+                    moderation=json.loads(moderation) if moderation else None,
+                    reports=n,
+                    users=tuple(sorted(set(json.loads(users)))),
+                    notes=tuple(x for x in json.loads(notes) if x),
+                    categories=tuple(dict.fromkeys(named)),
+                    first_reported_at=first,
+                )
+            )
+        return items
+
+    def pending_reviews(self) -> int:
+        return self.db.execute(
+            "SELECT COUNT(DISTINCT message_id) FROM moderation_reports "
+            "WHERE message_id NOT IN (SELECT message_id FROM moderation_reviews)"
+        ).fetchone()[0]
+
+    def record_review(
+        self,
+        message_id: int,
+        decision: str,
+        decided_by: str,
+        *,
+        change: dict[str, Any] | None = None,
+        diff: str | None = None,
+    ) -> Review:
+        """Store an admin's decision on the reports about ``message_id`` (once: a second decision, e.g.
+        by another admin at the same time, is refused, so a rules-file change is never applied twice)."""
+        _check_user(decided_by)
+        if decision not in REVIEW_DECISIONS:
+            raise StoreError(f"decision must be one of {REVIEW_DECISIONS}, got {decision!r}")
+        if decision != "accepted" and change:
+            raise StoreError("only an accepted review writes a rules-file change")
+        with self.write() as db:
+            kinds = [
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT kind FROM moderation_reports WHERE message_id = ?", [message_id]
+                )
+            ]
+            if not kinds:
+                raise StoreError(f"message {message_id} has no reports to review")
+            stored = _one(
+                db,
+                "INSERT INTO moderation_reviews (message_id, kind, decision, change, diff, decided_by, "
+                "decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(message_id) DO NOTHING RETURNING *",
+                [
+                    message_id,
+                    min(kinds),
+                    decision,
+                    storable(json.dumps(change or {}, sort_keys=True)),
+                    None if diff is None else storable(diff),
+                    decided_by,
+                    utc_now(),
+                ],
+            )
+            if stored is None:
+                raise StoreError(f"the reports on message {message_id} were already decided")
+        return Review.from_row(stored)
+
+    def get_review(self, message_id: int) -> Review | None:
+        row = _one(self.db, "SELECT * FROM moderation_reviews WHERE message_id = ?", [message_id])
+        return None if row is None else Review.from_row(row)
+
+    def list_reviews(self) -> list[Review]:
+        return [
+            Review.from_row(r) for r in self.db.query("SELECT * FROM moderation_reviews ORDER BY decided_at")
+        ]
 
     def flagged_demonstration_ids(self) -> frozenset[int]:
         return frozenset(

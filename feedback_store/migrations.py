@@ -290,6 +290,91 @@ _M_SAFETY_001 = [
 ]
 
 
+@MIGRATIONS()
+def m_history_001(db: sqlite_utils.Database) -> None:
+    for statement in _M_HISTORY_001:
+        db.execute(statement)
+
+
+# Conversations people come back to (feedback_store/conversations.py reads and writes these): a title
+# the user may set (NULL: the first message is the title), the time of the last message (the history
+# lists newest activity first; retention deletes by it), and a record of deletions without content.
+_M_HISTORY_001 = [
+    "ALTER TABLE conversations ADD COLUMN title TEXT",
+    "ALTER TABLE conversations ADD COLUMN updated_at TEXT",
+    """
+    UPDATE conversations SET updated_at = COALESCE(
+        (SELECT MAX(m.created_at) FROM messages m WHERE m.conversation_id = conversations.id), created_at)
+    """,
+    # Triggers rather than code in add_message: every path that inserts rows (the importer writes SQL
+    # of its own) keeps updated_at right.
+    """
+    CREATE TRIGGER conversations_created AFTER INSERT ON conversations WHEN NEW.updated_at IS NULL
+    BEGIN
+        UPDATE conversations SET updated_at = NEW.created_at WHERE id = NEW.id;
+    END
+    """,
+    """
+    CREATE TRIGGER conversations_touched AFTER INSERT ON messages
+    BEGIN
+        UPDATE conversations SET updated_at = NEW.created_at WHERE id = NEW.conversation_id;
+    END
+    """,
+    "CREATE INDEX idx_conversations_user_recent ON conversations(user_id, source, updated_at)",
+    "CREATE INDEX idx_conversations_updated ON conversations(updated_at)",
+    # Deleting everything of one user looks rows up by user.
+    "CREATE INDEX idx_feedback_user ON feedback(user_id)",
+    "CREATE INDEX idx_demonstrations_user ON demonstrations(user_id)",
+    "CREATE INDEX idx_comparisons_user ON comparisons(user_id)",
+    "CREATE INDEX idx_rankings_user ON rankings(user_id)",
+    "CREATE INDEX idx_moderation_reports_user ON moderation_reports(user_id)",
+    # One row per deletion and owner: who asked (the user, an admin, "retention"), whose data, and how
+    # many rows of each kind went. No ids of what was deleted and no text. ``flagged`` (in counts) keeps
+    # the number of the owner's flagged messages, so deleting them does not undo a hygiene exclusion.
+    """
+    CREATE TABLE deletion_events (
+        id INTEGER PRIMARY KEY,
+        actor TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('conversation', 'user', 'retention')),
+        user_id TEXT,
+        counts TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX idx_deletion_events_user ON deletion_events(user_id)",
+]
+
+
+@MIGRATIONS()
+def m_labels_001(db: sqlite_utils.Database) -> None:
+    for statement in _M_LABELS_001:
+        db.execute(statement)
+
+
+# Labels that act (feedback_store/feedback.py, hygiene.py and datasets.py read these):
+# - rankings with ties: ``position`` stays the unique display order (best first) and ``rank`` is the
+#   rank given, equal for tied replies (1 = best). Rows written before this step rank by position.
+# - the admin's decision on the reports about one message (the review queue): accepted (the proposed
+#   rules-file change was written), confirmed (the report is right, the rules are unchanged) or rejected
+#   (the report is wrong). A decided message leaves the queue; later reports on it do not bring it back.
+_M_LABELS_001 = [
+    "ALTER TABLE ranking_items ADD COLUMN rank INTEGER CHECK (rank IS NULL OR rank >= 1)",
+    "UPDATE ranking_items SET rank = position WHERE rank IS NULL",
+    """
+    CREATE TABLE moderation_reviews (
+        message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('false_positive', 'false_negative')),
+        decision TEXT NOT NULL CHECK (decision IN ('accepted', 'confirmed', 'rejected')),
+        change TEXT NOT NULL DEFAULT '{}',
+        diff TEXT,
+        decided_by TEXT NOT NULL,
+        decided_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX idx_moderation_reviews_decision ON moderation_reviews(kind, decision)",
+]
+
+
 @MIGRATIONS(transactional=False)
 def m_training_002(db: sqlite_utils.Database) -> None:
     """The gate may also leave a candidate undecided (it needs more evidence). SQLite cannot change a

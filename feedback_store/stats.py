@@ -1,7 +1,7 @@
 """Statistics over feedback, as pure functions of plain values (no database, no clock, no global RNG):
 Wilson intervals for thumbs-up rates, win rates, Bradley-Terry ratings fitted by maximum likelihood
 with ties as half wins and bootstrap confidence intervals (the method of FastChat's Chatbot Arena
-``rating_systems``), counts over time, and the expansion of a ranking into ordered pairs.
+``rating_systems``), counts over time, and the expansion of a ranking (ties allowed) into ordered pairs.
 
 ``feedback_store.summary`` reads the database and feeds these; the Dashboard tab plots the results.
 """
@@ -31,6 +31,21 @@ def ranking_pairs(best_first: Sequence[T]) -> list[tuple[T, T]]:
     if len(set(best_first)) != len(best_first):
         raise ValueError("a ranking lists each item once")
     return list(combinations(best_first, 2))
+
+
+def tied_ranking_pairs(best_first: Sequence[T], ranks: Sequence[int]) -> list[tuple[T, T, bool]]:
+    """Every pair (i listed before j) of a ranking that may have ties, as (i, j, tied): ``ranks`` are
+    the ranks of ``best_first`` (1 = best, equal for tied items, not decreasing). Training takes the
+    pairs that are not tied (InstructGPT's y_D > y_C > y_A = y_B gives 5 preferences); statistics
+    count tied pairs as ties."""
+    if len(ranks) != len(best_first):
+        raise ValueError("one rank per item")
+    if any(b < a for a, b in zip(ranks, ranks[1:], strict=False)):
+        raise ValueError("ranks must not decrease down a best-first ranking")
+    if len(set(best_first)) != len(best_first):
+        raise ValueError("a ranking lists each item once")
+    items = list(zip(best_first, ranks, strict=True))
+    return [(a, b, ra == rb) for (a, ra), (b, rb) in combinations(items, 2)]
 
 
 def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, float]:

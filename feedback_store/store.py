@@ -1,6 +1,7 @@
 """The feedback store: one object that owns the SQLite connections, stores conversations and messages
 itself, and exposes a typed repository for each other family of tables: ``store.versions``,
-``store.runs``, ``store.feedback``, ``store.hygiene``. The readers built on them (training datasets,
+``store.runs``, ``store.feedback``, ``store.hygiene``, ``store.conversations`` (a user's history,
+renaming, deletion, retention, "my data"). The readers built on them (training datasets,
 exports, imports, statistics) take the store.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction on the calling thread's own connection, so the store
@@ -15,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from feedback_store.conversations import ConversationRepository
 from feedback_store.db import ConnectionPool, utc_now
 from feedback_store.feedback import FeedbackRepository
 from feedback_store.hygiene import HygieneRepository
@@ -64,6 +66,10 @@ class FeedbackStore:
         """A BEGIN IMMEDIATE transaction on this thread's connection (context manager)."""
         return self._pool.write()
 
+    def read(self):
+        """One read snapshot on this thread's connection for several queries (context manager)."""
+        return self._pool.read()
+
     def count(self, table: str) -> int:
         return self.db[table].count
 
@@ -87,6 +93,11 @@ class FeedbackStore:
     def hygiene(self) -> HygieneRepository:
         """Reports on the content filter, safety events, excluded users: what training leaves out."""
         return HygieneRepository(self._pool)
+
+    @cached_property
+    def conversations(self) -> ConversationRepository:
+        """Each user's own conversations: history, search, rename, delete, retention, export."""
+        return ConversationRepository(self._pool)
 
     # -- conversations and messages --------------------------------------------------------------
     def create_conversation(

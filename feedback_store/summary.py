@@ -3,7 +3,7 @@ totals, activity over time, thumbs-up rate per model version (Wilson intervals),
 versions and for presets the battles, win rates and Bradley-Terry leaderboards (bootstrap intervals).
 
 Battles come from A/B votes ("both bad" counts as a tie, as in Chatbot Arena) and from rankings
-(each of a K-ranking's pairs weighs 1/C(K,2)), wherever the two replies differ in what is rated:
+(each of a K-ranking's pairs weighs 1/C(K,2); two tied replies are a tie, half a win each), wherever the two replies differ in what is rated:
 two samples of one version are no battle between versions. Imported pairs have no version.
 """
 
@@ -69,18 +69,20 @@ def battles(store: FeedbackStore, entity: str) -> list[stats.Battle]:
         out.append(stats.Battle(a, b, outcome))
     items: dict[int, list[dict]] = {}
     for r in db.query(
-        "SELECT i.ranking_id, m.model_version_id AS x_version, m.preset_id AS x_preset FROM ranking_items i "
+        "SELECT i.ranking_id, COALESCE(i.rank, i.position) AS rank, m.model_version_id AS x_version, "
+        "m.preset_id AS x_preset FROM ranking_items i "
         "JOIN messages m ON m.id = i.message_id JOIN rankings r ON r.id = i.ranking_id "
         "ORDER BY r.updated_at, i.ranking_id, i.position"
     ):
         items.setdefault(r["ranking_id"], []).append(r)
     for ordered in items.values():
-        weight = pair_weight(len(ordered))
-        for better, worse in stats.ranking_pairs(list(range(len(ordered)))):
+        weight = pair_weight(len(ordered))  # all C(K,2) pairs, tied ones as ties: one vote in total
+        ranks = [x["rank"] for x in ordered]
+        for better, worse, tied in stats.tied_ranking_pairs(list(range(len(ordered))), ranks):
             a = _player(ordered[better], "x", entity, labels)
             b = _player(ordered[worse], "x", entity, labels)
             if a is not None and b is not None and a != b:
-                out.append(stats.Battle(a, b, "a", weight))
+                out.append(stats.Battle(a, b, "tie" if tied else "a", weight))
     return out
 
 

@@ -21,7 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
+
+if TYPE_CHECKING:
+    from models.context import FittedPrompt
 
 
 class ChatMessage(TypedDict):
@@ -164,6 +167,41 @@ class GenerationResult:
     notices: list[str] = field(default_factory=list)  # e.g. "history trimmed to fit the context"
     model_name: str = ""
     version_id: int | None = None
+
+    @classmethod
+    def timed(
+        cls,
+        text: str,
+        fitted: FittedPrompt,
+        params: SamplingParams,
+        prompt_tokens: int,
+        completion_tokens: int,
+        finish_reason: str,
+        t_request: float,
+        t_start: float,
+        t_first: float | None,
+        model_name: str,
+    ) -> GenerationResult:
+        """A backend's result for ``fitted``, ending now: ``t_request`` (the request), ``t_start`` (a
+        model instance was free) and ``t_first`` (the first text; None when there was none) are
+        ``time.perf_counter()`` readings. Decode speed counts the tokens after the first."""
+        t_end = time.perf_counter()
+        decode_s = (t_end - t_first) if t_first is not None else 0.0
+        n = completion_tokens
+        return cls(
+            text=text,
+            prompt=fitted.prompt,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=n,
+            finish_reason=finish_reason,
+            params=params,
+            ttft_s=None if t_first is None else t_first - t_request,
+            total_s=t_end - t_request,
+            tokens_per_s=(n - 1) / decode_s if n > 1 and decode_s > 0 else None,
+            queue_s=t_start - t_request,
+            notices=list(fitted.notices),
+            model_name=model_name,
+        )
 
 
 class _Done:

@@ -25,17 +25,16 @@ from models.base import (
     SamplingParams,
     UnsupportedParameter,
 )
-from models.context import fit_to_context
 from models.hf_base import (  # noqa: F401 (re-exported: models.hf is the backend's public module)
     BASE_ADAPTER,
     DTYPES,
-    GPTQ_NEEDS_GPU,
     NF4_NEEDS_GPU,
     HFBase,
     ensure_hf_base,
     gptq_config_of,
     is_hf_checkpoint,
 )
+from models.inflight import CountedGenerations
 from models.templates import ChatTemplate, TemplateError, resolve_template
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class _StopScanner:
         self.pending = buf[cut:]
 
 
-class HFChatModel(BaseChatModel):
+class HFChatModel(CountedGenerations, BaseChatModel):
     """A version served by transformers: the base alone or the base with one PEFT adapter."""
 
     def __init__(
@@ -121,9 +120,7 @@ class HFChatModel(BaseChatModel):
         self._chat_template = chat_template
         self._n_ctx = n_ctx
         self._eos = _eos_ids(base, self.template)
-        self._active = 0
-        self._idle = threading.Condition()
-        self._closed = False
+        self._init_count()
         self._owns_base = adapter is None
 
     @classmethod
@@ -190,22 +187,8 @@ class HFChatModel(BaseChatModel):
                 "outputs, tool calls); serve a GGUF through llama.cpp (--backend llamacpp) for that",
             )
         params = params.with_seed()
-        with self._idle:
-            if self._closed or self.base.closed:
-                raise GenerationError("this model was unloaded; the server swapped to another version")
-            self._active += 1
-        try:
-            fitted = fit_to_context(
-                messages,
-                render=self.render_prompt,
-                count_tokens=self.count_tokens,
-                context_length=self.context_length,
-                max_new_tokens=params.max_new_tokens,
-            )
+        with self._start(messages, params) as fitted:
             input_ids = self._encode(fitted.prompt)
-        except BaseException:
-            self._release()
-            raise
         stops = list(dict.fromkeys(self.template.stop + params.stop))
 
         def produce(emit: Callable[[str], None], cancel: threading.Event) -> GenerationResult:
@@ -258,10 +241,8 @@ class HFChatModel(BaseChatModel):
                 torch.manual_seed(params.seed)  # under the slot: with one slot, seeds reproduce exactly
             else:
                 gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-            if base._peft is not None:
-                gen_kwargs["adapter_names"] = [self.adapter or BASE_ADAPTER]
-            with torch.inference_mode():
-                out = model.generate(**gen_kwargs)
+            with base.selecting(self.adapter) as adapter_kwargs, torch.inference_mode():
+                out = model.generate(**gen_kwargs, **adapter_kwargs)
         except GenerationError:
             raise
         except Exception as exc:
@@ -282,40 +263,27 @@ class HFChatModel(BaseChatModel):
     def _result(
         self, scanner, fitted, params, input_ids, n_out, finish, t_request, t_start
     ) -> GenerationResult:
-        t_end = time.perf_counter()
-        t_first = scanner.first_at
-        decode_s = (t_end - t_first) if t_first is not None else 0.0
-        return GenerationResult(
-            text="".join(scanner.pieces),
-            prompt=fitted.prompt,
-            prompt_tokens=len(input_ids),
-            completion_tokens=n_out,
-            finish_reason=finish,
-            params=params,
-            ttft_s=None if t_first is None else t_first - t_request,
-            total_s=t_end - t_request,
-            tokens_per_s=(n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else None,
-            queue_s=t_start - t_request,
-            notices=list(fitted.notices),
-            model_name=self.display_name,
+        text = "".join(scanner.pieces)
+        return GenerationResult.timed(
+            text,
+            fitted,
+            params,
+            len(input_ids),
+            n_out,
+            finish,
+            t_request,
+            t_start,
+            scanner.first_at,
+            self.display_name,
         )
 
-    def _release(self) -> None:
-        with self._idle:
-            self._active -= 1
-            self._idle.notify_all()
-
-    @property
-    def active_generations(self) -> int:
-        return self._active
+    def _refuses(self) -> bool:
+        return self._closed or self.base.closed
 
     def close(self, timeout: float | None = 600.0) -> None:
         """Refuse new generations, wait for running ones, then drop this view's adapter (or the base)."""
-        with self._idle:
-            self._closed = True
-            if not self._idle.wait_for(lambda: self._active == 0, timeout=timeout):
-                log.warning("closing %s with %d generations running", self.display_name, self._active)
-                return
+        if not self._close_when_idle(timeout):
+            return
         if self.adapter is not None:
             self.base.unload_adapter(self.adapter)
         elif self._owns_base:

@@ -1,11 +1,14 @@
 """Loading a Hugging Face checkpoint for the transformers backend: fp32/bf16/fp16, GPTQ 4-bit through
-GPTQModel (CUDA), bitsandbytes NF4 (CUDA), or a GGUF file dequantized once into a plain checkpoint
-(``ensure_hf_base``, which the trainers use too); plus the PEFT adapters loaded on top of it.
+GPTQModel's kernels (a CPU or a GPU; ``models/gptq.py`` makes such checkpoints), bitsandbytes NF4 (CUDA),
+or a GGUF file dequantized once into a plain checkpoint (``ensure_hf_base``, which the trainers use too);
+plus the PEFT adapters loaded on top of it.
 
 One loaded base (:class:`HFBase`) serves several versions: each adapter is loaded under its own name and
 each generation names the adapter it uses (PEFT's mixed-adapter inference), so versions never flip a
-shared "active adapter". Generations hold one of a few slots (default one: on CPU two torch generations
-on the same cores are slower than one after the other); loading or deleting an adapter takes every slot.
+shared "active adapter". PEFT's LoRA layer for GPTQ weights has no mixed-adapter batches: a GPTQ base
+has one generation slot and switches the active adapter inside it. Generations hold one of a few slots
+(default one: on CPU two torch generations on the same cores are slower than one after the other);
+loading or deleting an adapter takes every slot.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,6 @@ from models.base import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-GPTQ_NEEDS_GPU = "GPTQ checkpoints need a CUDA GPU and `pip install .[gpu]`"
 NF4_NEEDS_GPU = "bitsandbytes 4-bit (NF4) needs a CUDA GPU and `pip install .[gpu]`"
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in mixed-adapter inference
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -155,8 +158,12 @@ class HFBase:
         kwargs: dict[str, Any] = {}
         gptq = gptq_config_of(self.path)
         self.quantization = "gptq" if gptq else quantization
+        self.gptq = gptq
         if gptq:
-            kwargs.update(self._gptq_kwargs(gptq, cuda))
+            if max_concurrency > 1:
+                log.info("a GPTQ base generates one reply at a time (PEFT has no mixed-adapter GPTQ batches)")
+                max_concurrency = 1
+            kwargs.update(self._gptq_kwargs(gptq, self.path, self.device, dtype))
         elif quantization == "nf4":
             kwargs.update(self._nf4_kwargs(cuda))
         else:
@@ -177,6 +184,14 @@ class HFBase:
         # registered against it apply whether llama.cpp or transformers serves it.
         self.model_id = model_id or (self.gguf_source or {}).get("model_id") or self.path.name
         gguf_name = (self.gguf_source or {}).get("model_id")
+        if display_name is None and gptq:
+            # the model line says what is served: "GPTQ 4-bit" and the kernel's device; a copy made by
+            # models/gptq.py is named after its source (the directory name carries a cache key)
+            from models.gptq import source_record
+
+            made = source_record(self.path) or {}
+            name = made.get("model_id") or self.path.name
+            display_name = f"{name} (GPTQ {gptq.get('bits', 4)}-bit, transformers, {self.device})"
         self.display_name = display_name or (
             f"{Path(gguf_name).stem} (transformers)" if gguf_name else self.path.name
         )
@@ -188,18 +203,36 @@ class HFBase:
         self.closed = False
 
     @staticmethod
-    def _gptq_kwargs(gptq: dict[str, Any], cuda: bool) -> dict[str, Any]:
-        import importlib.util
-
-        if not cuda:
-            raise ModelLoadError(f"{GPTQ_NEEDS_GPU} (no CUDA device is visible).")
-        missing = [m for m in ("gptqmodel", "optimum") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise ModelLoadError(f"{GPTQ_NEEDS_GPU} ({', '.join(missing)} not installed).")
+    def _gptq_kwargs(gptq: dict[str, Any], path: Path, device: str, dtype: str) -> dict[str, Any]:
+        """transformers' GPTQ integration builds GPTQModel's kernel for ``device``: ATen int4 on a CPU,
+        Marlin/Triton on a GPU."""
         import torch
         from transformers import GPTQConfig
 
-        kwargs: dict[str, Any] = {"device_map": {"": "cuda"}, "dtype": torch.float16}
+        from models.gptq import QuantizationError, check_group_size, require_gptqmodel
+
+        if device == "cpu":
+            try:  # a group size the CPU kernel cannot use fails only at the first token: say so now
+                check_group_size(
+                    json.loads((path / "config.json").read_text()),
+                    int(gptq.get("group_size", 128)),
+                    model_name=path.name,
+                )
+            except QuantizationError as exc:
+                raise ModelLoadError(f"{path} cannot be served on the CPU: {exc}") from exc
+        require_gptqmodel()
+        if device == "cpu":
+            # The int4 kernel computes in bfloat16 whatever the model's dtype; "auto" keeps the rest of the
+            # model (norms, attention, embeddings) in float32, which measured faster on CPU than bfloat16.
+            kwargs: dict[str, Any] = {
+                "device_map": {"": "cpu"},
+                "dtype": torch.float32 if dtype == "auto" else _torch_dtype(dtype, device),
+            }
+        else:  # GPTQModel's GPU kernels are written for float16 first
+            kwargs = {
+                "device_map": {"": device},
+                "dtype": torch.float16 if dtype == "auto" else _torch_dtype(dtype, device),
+            }
         # transformers reads quantization_config from config.json itself (with every field GPTQModel
         # wrote); old AutoGPTQ checkpoints only have quantize_config.json, so build the config from it.
         if gptq.get("legacy_file"):
@@ -287,6 +320,22 @@ class HFBase:
     @property
     def adapters(self) -> dict[str, str]:
         return dict(self._adapters)
+
+    @contextlib.contextmanager
+    def selecting(self, adapter: str | None) -> Iterator[dict[str, Any]]:
+        """``generate`` keyword arguments that make one generation use ``adapter`` (None: the base alone).
+        Call it while holding a generation slot."""
+        if self._peft is None:
+            yield {}
+        elif not self.gptq:
+            yield {"adapter_names": [adapter or BASE_ADAPTER]}
+        elif adapter is None:
+            # GPTQ: no mixed-adapter batches (see the module docstring); one slot, so switching is safe
+            with self._peft.disable_adapter():
+                yield {}
+        else:
+            self._peft.set_adapter(adapter)
+            yield {}
 
     def generator(self):
         return self._peft if self._peft is not None else self.model

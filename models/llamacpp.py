@@ -35,8 +35,8 @@ from models.base import (
     SamplingParams,
     UnsupportedParameter,
 )
-from models.context import fit_to_context
 from models.grammar import schema_to_gbnf
+from models.inflight import CountedGenerations
 from models.templates import ChatTemplate, TemplateError, resolve_template
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def build_has_amx() -> bool:
 
 
 @contextlib.contextmanager
-def _model_params_without_extra_buffers() -> Iterator[None]:
+def model_params_without_extra_buffers() -> Iterator[None]:
     """llama-cpp-python exposes no kwarg for ``use_extra_bufts``: wrap the defaults while loading."""
     import llama_cpp.llama_cpp as lib
 
@@ -144,7 +144,7 @@ def _attach_lora(llm, path: str, scale: float) -> None:
         raise ModelLoadError(f"llama.cpp could not activate the LoRA adapter {path}")
 
 
-class LlamaCppChatModel(BaseChatModel):
+class LlamaCppChatModel(CountedGenerations, BaseChatModel):
     """A GGUF model served by llama.cpp with a pool of contexts."""
 
     def __init__(
@@ -184,7 +184,7 @@ class LlamaCppChatModel(BaseChatModel):
         if warning:
             log.warning("%s", warning)
         # Threads x instances must not exceed the cores: llama.cpp's OpenMP threads spin while waiting, and
-        # two spinning teams on the same cores collapse throughput (FACTS.md). Measured here with 2 cores:
+        # two spinning teams on the same cores collapse throughput. Measured with 2 cores:
         # 1 thread 85 tok/s, 2 threads 114 tok/s alone, but 2+2 threads under load far worse than 1+1.
         self.n_threads = n_threads or max(1, (os.cpu_count() or 1) // pool_size)
         self.pool_size = pool_size
@@ -233,9 +233,7 @@ class LlamaCppChatModel(BaseChatModel):
         self._pool: queue.Queue = queue.Queue()
         for inst in self._instances:
             self._pool.put(inst)
-        self._closed = False
-        self._active = 0  # generations created and not yet finished
-        self._idle = threading.Condition()
+        self._init_count()
         self._checked_grammars: set[str] = set()  # grammars llama.cpp parsed once already
 
     def clone(
@@ -253,7 +251,7 @@ class LlamaCppChatModel(BaseChatModel):
 
         try:
             if disable_extra_buffers:
-                with _model_params_without_extra_buffers():
+                with model_params_without_extra_buffers():
                     return Llama(**kwargs)
             return Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
@@ -299,23 +297,10 @@ class LlamaCppChatModel(BaseChatModel):
     def stream(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
         t_request = time.perf_counter()
         params = params.with_seed()
-        with self._idle:  # counted from here, so close() never frees the tokenizer under us
-            if self._closed:
-                raise GenerationError("this model was unloaded; the server swapped to another version")
-            self._active += 1
-        try:
-            fitted = fit_to_context(
-                messages,
-                render=self.render_prompt,
-                count_tokens=self.count_tokens,
-                context_length=self.context_length,
-                max_new_tokens=params.max_new_tokens,
-            )
+        # counted in from here, so close() never frees the tokenizer under us
+        with self._start(messages, params) as fitted:
             tokens = self._tokenize_prompt(fitted.prompt)
             grammar = self._grammar(params)
-        except BaseException:
-            self._release_slot()
-            raise
         stop = list(dict.fromkeys(self.template.stop + params.stop))
 
         def run(emit: Callable[[str], None], cancel: threading.Event) -> GenerationResult:
@@ -361,41 +346,32 @@ class LlamaCppChatModel(BaseChatModel):
             finally:
                 if llm is not None:
                     self._pool.put(llm)
-            t_end = time.perf_counter()
             text = "".join(pieces)
             n_out = (
                 len(self._tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=True))
                 if text
                 else 0
             )
-            decode_s = (t_end - t_first) if t_first is not None else 0.0
-            return GenerationResult(
-                text=text,
-                prompt=fitted.prompt,
-                prompt_tokens=len(tokens),
-                completion_tokens=n_out,
-                finish_reason=finish,
-                params=params,
-                ttft_s=None if t_first is None else t_first - t_request,
-                total_s=t_end - t_request,
-                tokens_per_s=(n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else None,
-                queue_s=t_start - t_request,
-                notices=list(fitted.notices),
-                model_name=self.display_name,
+            return GenerationResult.timed(
+                text,
+                fitted,
+                params,
+                len(tokens),
+                n_out,
+                finish,
+                t_request,
+                t_start,
+                t_first,
+                self.display_name,
             )
 
         def produce(emit: Callable[[str], None], cancel: threading.Event) -> GenerationResult:
             try:
                 return run(emit, cancel)
             finally:
-                self._release_slot()
+                self._release()
 
         return Generation(produce, name=f"llamacpp-{self.display_name}")
-
-    def _release_slot(self) -> None:
-        with self._idle:
-            self._active -= 1
-            self._idle.notify_all()
 
     def _checkout(self, cancel: threading.Event):
         while True:
@@ -405,21 +381,10 @@ class LlamaCppChatModel(BaseChatModel):
                 if cancel.is_set():
                     return None
 
-    @property
-    def active_generations(self) -> int:
-        return self._active
-
     def close(self, timeout: float | None = 600.0) -> None:
         """Refuse new generations, let those in flight finish, then free every instance."""
-        idle = getattr(self, "_idle", None)
-        if idle is not None:
-            with idle:
-                self._closed = True
-                if not idle.wait_for(lambda: self._active == 0, timeout=timeout):
-                    log.warning(
-                        "closing %s with %d generations still running", self.display_name, self._active
-                    )
-                    return  # leaking the instances is better than freeing them under a running decode
+        if getattr(self, "_idle", None) is not None and not self._close_when_idle(timeout):
+            return  # leaking the instances is better than freeing them under a running decode
         for inst in getattr(self, "_instances", []):
             with contextlib.suppress(Exception):
                 inst.close()

@@ -3,7 +3,7 @@
 - nothing: the embedded SmolLM2-135M Q4_1 GGUF through llama.cpp (or ``--backend hf``: dequantized);
 - a ``.gguf`` file: llama.cpp (``--gpu-layers`` offloads layers to a GPU);
 - a directory with a GPTQ config (``quantization_config`` in config.json or ``quantize_config.json``):
-  transformers + GPTQModel (CUDA);
+  transformers + GPTQModel's kernels, on the CPU or a GPU (``launch.py quantize`` makes one);
 - any other Hugging Face checkpoint directory: transformers (``--quantization nf4`` on a GPU);
 - an ``http(s)://`` URL: an OpenAI-compatible server.
 """

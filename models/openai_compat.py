@@ -182,21 +182,9 @@ class OpenAICompatChatModel(BaseChatModel):
     def _result(
         self, text, fitted, params, n_out, t_first, finish, t_request, t_start, prompt_tokens
     ) -> GenerationResult:
-        t_end = time.perf_counter()
-        decode_s = (t_end - t_first) if t_first is not None else 0.0
-        return GenerationResult(
-            text=text,
-            prompt=fitted.prompt,
-            prompt_tokens=prompt_tokens if prompt_tokens is not None else fitted.prompt_tokens,
-            completion_tokens=n_out,
-            finish_reason=finish,
-            params=params,
-            ttft_s=None if t_first is None else t_first - t_request,
-            total_s=t_end - t_request,
-            tokens_per_s=(n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else None,
-            queue_s=t_start - t_request,
-            notices=list(fitted.notices),
-            model_name=self.display_name,
+        prompt_tokens = prompt_tokens if prompt_tokens is not None else fitted.prompt_tokens
+        return GenerationResult.timed(
+            text, fitted, params, prompt_tokens, n_out, finish, t_request, t_start, t_first, self.display_name
         )
 
     def close(self) -> None:

@@ -1,6 +1,12 @@
 """Who may do what on a shared playground: who the user is, where the request comes from, who is an
 admin, and whether a public share link may start at all.
 
+Who the user is (``owner_id``): the login name with ``--auth``; without logins, an anonymous id made
+from a random key the browser keeps (``gr.BrowserState``, in localStorage), so the same browser is the
+same user after a reload or a restart; the per-tab session id when no key came with the request (a
+script, or a page that has not sent its key yet). The key is a bearer secret: only a hash of it is
+ever stored or shown, so nobody who sees the stored ids (an admin, an export) can act as that browser.
+
 Admins (``is_admin``), allowed to export everybody's data, add to the shared knowledge base and, in
 the Training tab, train / deploy / roll back:
 - with logins (``--auth`` / ``--auth-file``): only the names given with ``--admin`` / ``--admins-file``;
@@ -11,9 +17,12 @@ The command line (``launch.py deploy``, ``export``, ...) is always the operator'
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import logging
+import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +48,30 @@ def user_id_for(request: Any) -> str:
         return str(request.username)
     session_hash = getattr(request, "session_hash", None) or "unknown"
     return f"anon-{session_hash[:12]}"
+
+
+BROWSER_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_browser_key() -> str:
+    """A fresh random browser key (128 bits)."""
+    return secrets.token_hex(16)
+
+
+def valid_browser_key(value: Any) -> str | None:
+    """``value`` if it has the form of a browser key, else None (anything else is ignored)."""
+    return value if isinstance(value, str) and BROWSER_KEY.match(value) else None
+
+
+def owner_id(request: Any, browser_key: Any = None) -> str:
+    """Whose data a request reads and writes: the login name, else ``anon-`` and a hash of this
+    browser's key, else the per-session anonymous id of ``user_id_for``."""
+    if request is not None and getattr(request, "username", None):
+        return str(request.username)
+    key = valid_browser_key(browser_key)
+    if key is not None:
+        return "anon-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    return user_id_for(request)
 
 
 def client_address(request: Any) -> str | None:

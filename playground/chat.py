@@ -1,89 +1,33 @@
 """The Chat tab: streaming chat with stop, retry, undo, edit, new conversation, a system prompt and
-sampling controls. Every user message and every reply (with its exact prompt, parameters, version and
-timings) is stored the moment it exists; a stopped reply is stored with what was generated.
+sampling controls, and the history sidebar (``playground.history``: past conversations to resume,
+rename or delete, and "My data"). Every user message and every reply (with its exact prompt,
+parameters, version and timings) is stored the moment it exists, under the owner the sidebar lists
+(``access.owner_id``); a stopped reply is stored with what was generated.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
 
-from feedback_store.store import AssistantTurn, FeedbackStore
+from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
-from models.base import GenerationError, GenerationResult, SamplingParams
+from models.base import GenerationError, GenerationResult
 from models.service import ModelService
-from playground.access import user_id_for
+from playground.access import owner_id
+from playground.controls import SamplingControls, generate_queue
+from playground.history import HistorySidebar
 from playground.presets.display import apply_event
 from playground.presets.library import PresetLibrary
 from playground.presets.panel import PresetPanel
+from playground.presets.runner import PresetRun
+from playground.replies import MAX_MESSAGE_CHARS, Reply, run_round
 from playground.safety import Safety
 from playground.session import ChatSession, Turn
 from settings import Settings
 
-log = logging.getLogger(__name__)
-
-MAX_MESSAGE_CHARS = 100_000
-GENERATE_CONCURRENCY_ID = "generate"
-RENDER_INTERVAL_S = 0.05
-
-
-@dataclass
-class SamplingControls:
-    temperature: gr.Slider
-    top_p: gr.Slider
-    top_k: gr.Slider
-    max_new_tokens: gr.Slider
-    repetition_penalty: gr.Slider
-    seed: gr.Number
-    stop: gr.Textbox
-
-    @classmethod
-    def render(cls, defaults: SamplingParams | None = None) -> SamplingControls:
-        d = defaults or SamplingParams()
-        return cls(
-            temperature=gr.Slider(0.0, 2.0, value=d.temperature, step=0.05, label="Temperature (0 = greedy)"),
-            top_p=gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="Top-p"),
-            top_k=gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0 = off)"),
-            max_new_tokens=gr.Slider(16, 2048, value=d.max_new_tokens, step=16, label="Max new tokens"),
-            repetition_penalty=gr.Slider(
-                1.0, 2.0, value=d.repetition_penalty, step=0.05, label="Repetition penalty"
-            ),
-            seed=gr.Number(value=-1, precision=0, label="Seed (-1 = random)"),
-            stop=gr.Textbox(value="", lines=2, label="Stop strings (one per line)"),
-        )
-
-    @property
-    def components(self) -> list[gr.components.Component]:
-        return [
-            self.temperature,
-            self.top_p,
-            self.top_k,
-            self.max_new_tokens,
-            self.repetition_penalty,
-            self.seed,
-            self.stop,
-        ]
-
-    @staticmethod
-    def to_params(
-        temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop
-    ) -> SamplingParams:
-        """Build validated parameters from the controls' values (raises ValueError with the reason)."""
-        seed_value = None if seed is None or int(seed) < 0 else int(seed)
-        stops = tuple(s for s in (stop or "").splitlines() if s.strip())
-        return SamplingParams(
-            temperature=float(temperature),
-            top_p=float(top_p),
-            top_k=int(top_k),
-            max_new_tokens=int(max_new_tokens),
-            repetition_penalty=float(repetition_penalty),
-            seed=seed_value,
-            stop=stops,
-        )
+RENDER_INTERVAL_S = 0.05  # at most 20 re-renders a second
 
 
 def format_stats(result: GenerationResult | None, version_name: str = "") -> str:
@@ -103,23 +47,6 @@ def format_stats(result: GenerationResult | None, version_name: str = "") -> str
     return text
 
 
-def turn_record(result: GenerationResult, preset_id: str | None = None, trace: Any = None) -> AssistantTurn:
-    return AssistantTurn(
-        content=result.text,
-        model_version_id=result.version_id,
-        params=result.params.to_dict(),
-        prompt=result.prompt,
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        ttft_ms=None if result.ttft_s is None else result.ttft_s * 1000,
-        tokens_per_s=result.tokens_per_s,
-        total_ms=result.total_s * 1000,
-        finish_reason=result.finish_reason,
-        preset_id=preset_id,
-        trace=trace,
-    )
-
-
 class ChatTab:
     """Builds the Chat tab and owns its event handlers (no module state: everything hangs off self)."""
 
@@ -129,12 +56,13 @@ class ChatTab:
         store: FeedbackStore,
         service: ModelService,
         presets: PresetLibrary | None = None,
-        safety: Safety | None = None,
+        *,
+        safety: Safety,
     ):
         self.settings = settings
         self.store = store
         self.service = service
-        self.safety = safety or Safety.from_settings(settings, store, service)
+        self.safety = safety
         self.presets = PresetPanel(
             presets or PresetLibrary.from_settings(settings),
             settings.server.system_prompt,
@@ -142,7 +70,16 @@ class ChatTab:
         )
 
     # -- handlers ------------------------------------------------------------------------------------
-    def submit(self, text: str, session: ChatSession, system_prompt: str, request: gr.Request):
+    def submit(
+        self,
+        text: str,
+        session: ChatSession,
+        system_prompt: str,
+        request: gr.Request,
+        browser_key: Any = None,
+    ):
+        """Store the user's message (``browser_key``: the history sidebar's, so that an anonymous
+        user's conversations are theirs after a reload)."""
         text = clean_input(text)
         if not text.strip():
             gr.Warning("Type a message first.")
@@ -155,8 +92,11 @@ class ChatTab:
                 f"Your message has {len(text):,} characters; only the first {MAX_MESSAGE_CHARS:,} are kept."
             )
             text = text[:MAX_MESSAGE_CHARS]
+        if session.conversation_id is not None and not self._still_stored(session.conversation_id):
+            gr.Warning("This conversation was deleted (in another tab?): your message starts a new one.")
+            session.reset()
         if session.conversation_id is None:
-            session.user_id = user_id_for(request)
+            session.user_id = owner_id(request, browser_key)
             session.conversation_id = self.store.create_conversation(
                 session.user_id, source="ui", system_prompt=system_prompt or None
             )
@@ -174,6 +114,13 @@ class ChatTab:
         elif check.notice:
             gr.Warning(check.notice)
         return "", session.chatbot_messages(), session
+
+    def _still_stored(self, conversation_id: str) -> bool:
+        try:
+            self.store.get_conversation(conversation_id)
+        except StoreError:
+            return False
+        return True
 
     def _refuse(self, session: ChatSession, check, message_id: int) -> None:
         """Answer a blocked message with the refusal (stored too, flagged, so never trained on); the
@@ -209,54 +156,46 @@ class ChatTab:
             yield session.chatbot_messages(), session, gr.update()
             return
         version_name = self.service.served.name
-        reply = Turn("assistant", "", info=self.presets.reply_info(run))
-        session.turns.append(reply)
+        turn = Turn("assistant", "", info=self.presets.reply_info(run))
+        session.turns.append(turn)
+        reply = Reply(run)
         closed = True  # stays True only when Gradio closes this generator (Stop, new conversation)
         try:
-            shown_at = 0.0
-            for event in run:  # answer chunks, and trace entries shown as collapsible rows
-                apply_event(reply, event)
-                # At most 20 re-renders a second (the first token is never held back): every update
-                # costs server CPU that the model needs. The final state is sent after the loop.
-                now = time.perf_counter()
-                if now - shown_at >= RENDER_INTERVAL_S:
-                    shown_at = now
-                    if self.safety.check_stream(reply.content):  # stop before it reaches the screen
-                        run.cancel()
-                        break
-                    yield session.chatbot_messages(), session, gr.update()
+            yield from run_round(
+                self.store,
+                self.safety,
+                session.conversation_id,
+                parent_id,
+                [reply],
+                lambda: (session.chatbot_messages(), session, gr.update()),
+                # answer chunks, and trace entries shown as collapsible rows
+                on_item=lambda _index, event: apply_event(turn, event),
+                render_interval_s=RENDER_INTERVAL_S,
+                report_hint=True,
+            )
             closed = False
-        except GenerationError as exc:
-            closed = False
-            log.warning("generation failed: %s", exc)
-            gr.Warning(f"The model failed: {exc}. What was generated so far is kept.")
         finally:
-            # Runs on normal end, on error, and when the Stop button closes this generator.
-            stats = self._store_reply(session, reply, run, parent_id, version_name)
-        if not closed:
+            # Runs on normal end, on error, and when the Stop button closes this generator; by then
+            # the round has stored what was generated.
+            stats = self._show_reply(session, turn, run, reply, version_name)
+        if not closed:  # the final state (the round renders at most every RENDER_INTERVAL_S)
+            if reply.error is not None:
+                gr.Warning(f"The model failed: {reply.error}. What was generated so far is kept.")
             yield session.chatbot_messages(), session, stats
 
-    def _store_reply(self, session, reply: Turn, run, parent_id: int | None, version_name: str) -> str:
-        run.cancel()  # no-op when it already finished; frees the model instances of a stopped run
-        try:
-            result = run.wait()
-        except GenerationError:
-            result = None
-        reply.info.update(streaming=False, trace=run.trace)
-        reply.info.pop("pending", None)
-        if result is None:  # failed: keep the partial text the user saw, unstored and marked
-            if not reply.content:
-                session.turns.remove(reply)
+    @staticmethod
+    def _show_reply(session: ChatSession, turn: Turn, run: PresetRun, reply: Reply, version_name: str) -> str:
+        """The finished reply on screen as stored (or, failed, its partial text unstored); the stats."""
+        turn.info.update(streaming=False, trace=run.trace)
+        turn.info.pop("pending", None)
+        if reply.result is None:  # failed: keep the partial text the user saw, unstored and marked
+            if not turn.content:
+                session.turns.remove(turn)
             return "The reply failed; nothing was stored."
-        check = self.safety.check_output(result.text)
-        reply.content = check.shown
-        reply.message_id = self.store.add_assistant_message(
-            session.conversation_id,
-            parent_id,
-            replace(turn_record(result, run.preset.id, run.trace), moderation=check.moderation),
-        )
-        reply.info.update(version_id=result.version_id, notices=result.notices)
-        stats = format_stats(result, version_name)
+        turn.content = reply.shown or ""
+        turn.message_id = reply.message_id
+        turn.info.update(version_id=reply.result.version_id, notices=reply.result.notices)
+        stats = format_stats(reply.result, version_name)
         if run.preset.technique != "zero_shot":
             stats = f"{run.preset.name}: {run.model_calls} model call(s) · {stats}"
         return stats
@@ -319,11 +258,20 @@ class ChatTab:
         return text + (f"\n\n> ⚠ {error}" if error else "")
 
     # -- layout --------------------------------------------------------------------------------------
-    def render(self) -> None:
+    def render(self, browser_key: gr.BrowserState | None = None) -> None:
+        """``browser_key``: the page's shared ``history.browser_key_state()`` (made by the sidebar if None)."""
         from playground.feedback_ui import FEEDBACK_OPTIONS, FeedbackPanel  # it imports user_id_for
 
         session = gr.State(ChatSession())
+        history = HistorySidebar(
+            self.store,
+            self.safety,
+            self.presets.library,
+            runs_dir=self.settings.data_dir / "runs",
+        )
         with gr.Row():
+            with gr.Column(scale=1, min_width=240, elem_id="history-sidebar"):
+                sidebar = history.render(browser_key)
             with gr.Column(scale=3):
                 info = gr.Markdown(self.model_info(), elem_id="model-info")
                 # versions are hot-swapped under a running page: refresh the line now and then
@@ -364,14 +312,15 @@ class ChatTab:
         self.presets.wire(system_prompt, controls.components)
         respond_inputs = [session, system_prompt, *controls.components, *self.presets.components]
         respond_outputs = [chatbot, session, stats]
-        generate = dict(
-            concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID
-        )
+        generate = generate_queue(self.settings.inference.concurrency)
 
         events = []
         for trigger in (textbox.submit, send.click):
             ev = trigger(
-                self.submit, [textbox, session, system_prompt], [textbox, chatbot, session], queue=True
+                self.submit,
+                [textbox, session, system_prompt, sidebar.browser_key],
+                [textbox, chatbot, session],
+                queue=True,
             )
             events.append(ev.then(self.respond, respond_inputs, respond_outputs, **generate))
         events.append(
@@ -386,10 +335,22 @@ class ChatTab:
             )
         )
         stop.click(None, None, None, cancels=events)
-        new.click(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
-        chatbot.clear(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events)
+        fresh = [
+            new.click(self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events),
+            chatbot.clear(
+                self.new_conversation, [session], [chatbot, session, textbox, stats], cancels=events
+            ),
+        ]
+        replaced = history.wire(
+            chatbot=chatbot,
+            session=session,
+            system_prompt=system_prompt,
+            stats=stats,
+            new_conversation=fresh,
+            generating=events,
+        )
         self.components = {"chatbot": chatbot, "session": session, "info": info, "stats": stats}
-        FeedbackPanel(self.store, self.safety).render(chatbot, session, replies=events)
+        FeedbackPanel(self.store, self.safety).render(chatbot, session, replies=[*events, *replaced])
 
 
 def _text_of(value: Any) -> str:

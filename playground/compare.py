@@ -8,7 +8,8 @@ the names appear after the vote. A *mode* says where the two replies come from; 
     CompareMode("presets", "Two presets", make_pair=..., choices=lambda: [(p.name, p.id) for p in ...])
 
 where ``make_pair(choice_a, choice_b, params)`` returns two Contestants whose ``start(messages)``
-returns a ``models.base.Generation`` (and whose ``preset_id`` is stored with the reply).
+returns a ``models.base.Generation`` or a ``PresetRun`` (whose preset and trace are stored with the
+reply). The round itself (streaming, the content checks, storing) is the reply service's ``run_round``.
 """
 
 from __future__ import annotations
@@ -16,26 +17,25 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from dataclasses import replace as with_fields
 
 import gradio as gr
 
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
-from models.base import ChatMessage, Generation, GenerationError, SamplingParams
+from models.base import ChatMessage, GenerationError, SamplingParams
 from models.service import ModelService
-from playground.chat import (
-    GENERATE_CONCURRENCY_ID,
-    MAX_MESSAGE_CHARS,
-    SamplingControls,
-    turn_record,
-    user_id_for,
-)
+from playground.access import owner_id
+from playground.controls import SamplingControls, generate_queue
 from playground.feedback_ui import render_guidance
 from playground.presets.library import PresetLibrary
-from playground.presets.runner import PresetRun
-from playground.safety import WITHHELD_WHILE_STREAMING, Safety
-from playground.streams import Interleaved, finish, start_prompt
+from playground.replies import (
+    MAX_MESSAGE_CHARS,
+    Stream,
+    answer_prompt,
+    start_prompt,
+    start_replies,
+)
+from playground.safety import Safety
 from settings import Settings
 
 VOTE_TEXT = {
@@ -51,8 +51,7 @@ class Contestant:
     """One side of a comparison."""
 
     label: str  # shown after the vote (at once when not anonymous) and stored with the vote
-    start: Callable[[Sequence[ChatMessage]], Generation]
-    preset_id: str | None = None
+    start: Callable[[Sequence[ChatMessage]], Stream]  # a preset run's preset id is stored with the reply
 
 
 @dataclass(frozen=True)
@@ -111,34 +110,6 @@ def versions_mode(service: ModelService) -> CompareMode:
     return CompareMode("versions", "Two model versions", make_pair, choices, unavailable)
 
 
-class PresetStream:
-    """A ``PresetRun`` seen as a ``Generation`` for the Compare tab: its answer streams as text; the
-    trace (thoughts, tool calls, votes) stays on the run and is stored with the reply."""
-
-    def __init__(self, run: PresetRun):
-        self.run = run
-
-    def __iter__(self):
-        for event in self.run:
-            # A "replace" event rewrites the whole answer (e.g. after answer extraction); the final
-            # text is taken from the result once the run ends, so only plain chunks are streamed.
-            if event.kind == "answer" and not event.data.get("replace"):
-                yield event.text
-
-    def cancel(self) -> None:
-        self.run.cancel()
-
-    def wait(self):
-        result = self.run.wait()
-        if result is None:
-            raise GenerationError(f"the {self.run.preset.name} preset produced no answer")
-        return result
-
-    @property
-    def trace(self):
-        return self.run.trace
-
-
 def presets_mode(service: ModelService, library: PresetLibrary) -> CompareMode:
     """The same question through two prompt-technique presets, on the deployed version, same seed."""
 
@@ -155,9 +126,7 @@ def presets_mode(service: ModelService, library: PresetLibrary) -> CompareMode:
         def side(preset_id: str) -> Contestant:
             preset = library.get(preset_id)
             return Contestant(
-                preset.name,
-                lambda messages: PresetStream(library.run(preset, messages, preset.sampling(p), service)),
-                preset_id=preset.id,
+                preset.name, lambda messages: library.run(preset, messages, preset.sampling(p), service)
             )
 
         return side(a), side(b)
@@ -175,6 +144,7 @@ class CompareRound:
     label_b: str
     mode: str
     anonymous: bool
+    user: str  # who asked (``access.owner_id``): the vote is theirs
     vote: str | None = None
 
 
@@ -186,12 +156,13 @@ class CompareTab:
         service: ModelService,
         modes: Sequence[CompareMode] | None = None,
         presets: PresetLibrary | None = None,
-        safety: Safety | None = None,
+        *,
+        safety: Safety,
     ):
         self.settings = settings
         self.store = store
         self.service = service
-        self.safety = safety or Safety.from_settings(settings, store, service)
+        self.safety = safety
         if modes is not None:
             found = list(modes)
         else:
@@ -216,25 +187,22 @@ class CompareTab:
 
     def run(
         self,
+        request: gr.Request,
         prompt,
         key,
         pick_a,
         pick_b,
         anonymous,
         system_prompt,
-        temperature,
-        top_p,
-        top_k,
-        max_new_tokens,
-        repetition_penalty,
-        seed,
-        stop,
-        request: gr.Request,
+        browser_key,
+        *sampling,
     ):
         """Stream two replies side by side (a generator), store them, then enable the vote.
 
-        The sampling controls come one by one: Gradio passes the request only to named parameters."""
-        sampling = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop)
+        The request comes first: Gradio passes it to a positional parameter annotated ``gr.Request``
+        that stands before the inputs (here the sampling controls, the last seven). ``browser_key``:
+        the page's, so that an anonymous user's rounds are theirs in "My data"."""
+        user = owner_id(request, browser_key)
         keep = (gr.update(), gr.update(), gr.update(), gr.update(), *self._votes(False))
         prompt = clean_input(prompt).strip()[:MAX_MESSAGE_CHARS]
         mode = self.modes.get(key)
@@ -247,92 +215,45 @@ class CompareTab:
                 raise ValueError(why)
             params = SamplingControls.to_params(*sampling)
             a, b = mode.make_pair(pick_a, pick_b, params)
-            if why := self.safety.limit("chat", request):
-                raise ValueError(why)
         except (ValueError, TypeError) as exc:
             gr.Warning(str(exc))
             yield keep
             return
         if anonymous and random.random() < 0.5:  # noqa: S311 (a coin flip for the display, not security)
             a, b = b, a
-        user = user_id_for(request)
-        conv, prompt_id, check, messages = start_prompt(
-            self.store, self.safety, user, "compare", prompt, system_prompt
-        )
-        if check.refused:
-            gr.Warning(check.refusal)
-            yield keep
-            return
-        if check.notice:
-            gr.Warning(check.notice)
-        labels = ("Model A", "Model B") if anonymous else (a.label, b.label)
-        generations: list[Generation] = []
         try:
-            for side in (a, b):
-                generations.append(side.start(messages))
-        except (ValueError, GenerationError) as exc:
-            for g in generations:
-                g.cancel()
+            asked = start_prompt(self.store, self.safety, request, "compare", prompt, system_prompt, user)
+            if asked.notice:
+                gr.Warning(asked.notice)
+            replies = start_replies(asked.messages, (a.start, b.start))
+        except (ValueError, GenerationError) as exc:  # over a limit, refused, or a reply cannot start
             gr.Warning(str(exc))
             yield keep
             return
+        labels = ("Model A", "Model B") if anonymous else (a.label, b.label)
 
-        texts = ["", ""]
-        stopped = [False, False]  # stopped by the content filter while streaming
-
-        def view(result: str, state, votes_on: bool):
+        def view(result: str, state: CompareRound | None):
             shown = [
                 gr.update(
-                    value=[
-                        {"role": "user", "content": prompt},
-                        {"role": "assistant", "content": WITHHELD_WHILE_STREAMING if stop else t},
-                    ],
+                    value=[{"role": "user", "content": prompt}, {"role": "assistant", "content": r.display}],
                     label=label,
                 )
-                for t, stop, label in zip(texts, stopped, labels, strict=True)
+                for r, label in zip(replies, labels, strict=True)
             ]
-            return (*shown, state, result, *self._votes(votes_on))
+            return (*shown, state, result, *self._votes(False))
 
-        yield view("Generating both replies…", None, False)
-        merged = Interleaved(generations)
-        closed = True
-        try:
-            for index, chunk in merged:
-                texts[index] += chunk
-                if not stopped[index] and self.safety.check_stream(texts[index]):
-                    stopped[index] = True
-                    generations[index].cancel()
-                yield view("Generating both replies…", None, False)
-            closed = False
-        finally:
-            results = finish(generations, merged)
-            checks = [
-                None if r is None else self.safety.check_output(r.text, report_hint=False) for r in results
-            ]
-            ids = [
-                None
-                if r is None
-                else self.store.add_assistant_message(
-                    conv,
-                    prompt_id,
-                    with_fields(
-                        turn_record(r, preset_id=side.preset_id, trace=getattr(g, "trace", None)),
-                        moderation=c.moderation,
-                    ),
-                )
-                for r, c, side, g in zip(results, checks, (a, b), generations, strict=True)
-            ]
-        if closed:
-            return
+        yield view("Generating both replies…", None)
+        yield from answer_prompt(
+            self.store, self.safety, asked, replies, lambda: view("Generating both replies…", None)
+        )
+        ids = [r.message_id for r in replies]
         if None in ids:
-            yield view("One of the replies failed, so there is nothing to vote on. Try again.", None, False)
+            yield view("One of the replies failed, so there is nothing to vote on. Try again.", None)
             return
-        texts[:] = [c.shown for c in checks]
-        stopped[:] = [False, False]
-        state = CompareRound(ids[0], ids[1], a.label, b.label, mode.key, bool(anonymous))
+        state = CompareRound(ids[0], ids[1], a.label, b.label, mode.key, bool(anonymous), user)
         # The vote opens in a follow-up step (open_vote): Gradio re-sends a generator's last update
         # when it completes, which would wipe a vote's result if one could be cast before that.
-        yield view("Both replies are in.", state, False)
+        yield view("Both replies are in.", state)
 
     def open_vote(self, state: CompareRound | None):
         if state is None or state.vote is not None:
@@ -350,7 +271,7 @@ class CompareTab:
             self.store.feedback.record_comparison(
                 state.message_a,
                 state.message_b,
-                user_id_for(request),
+                state.user,
                 vote,
                 mode=state.mode,
                 label_a=state.label_a,
@@ -380,7 +301,8 @@ class CompareTab:
         return self._vote(state, "both_bad", request)
 
     # -- layout --------------------------------------------------------------------------------------
-    def render(self) -> None:
+    def render(self, browser_key: gr.BrowserState) -> None:
+        """``browser_key``: the page's shared ``history.browser_key_state()``."""
         state = gr.State(None)
         render_guidance()
         first = next(iter(self.modes))
@@ -421,11 +343,18 @@ class CompareTab:
         result = gr.Markdown("", elem_id="compare-result")
 
         mode.change(self.on_mode, [mode], [pick_a, pick_b, mode_note, go])
-        run_inputs = [prompt, mode, pick_a, pick_b, anonymous, system_prompt, *controls.components]
+        run_inputs = [
+            prompt,
+            mode,
+            pick_a,
+            pick_b,
+            anonymous,
+            system_prompt,
+            browser_key,
+            *controls.components,
+        ]
         run_outputs = [chat_a, chat_b, state, result, *buttons.values()]
-        generate = dict(
-            concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID
-        )
+        generate = generate_queue(self.settings.inference.concurrency)
         for trigger in (go.click, prompt.submit):
             trigger(self.run, run_inputs, run_outputs, **generate).then(
                 self.open_vote, [state], [result, *buttons.values()]

@@ -1,7 +1,7 @@
 """The Dashboard tab: what the users said, as plots and tables (counts over time, thumbs-up rate per
 model version with Wilson intervals, win rates, Bradley-Terry leaderboards of versions and presets with
-bootstrap intervals), the content filter's record (``playground.safety_dashboard``) and the export
-downloads. The numbers come from ``feedback_store.summary``; this module only draws them. It refreshes
+bootstrap intervals), the content filter's record (``playground.safety_dashboard``), the admins'
+review queue of reports on the filter (``playground.review_queue``) and the export downloads. The numbers come from ``feedback_store.summary``; this module only draws them. It refreshes
 when the tab is opened and with its Refresh button. Exports hold every user's data: admins only.
 """
 
@@ -17,6 +17,7 @@ from feedback_store import exports
 from feedback_store.stats import LeaderboardRow, Rate, WinRate
 from feedback_store.store import FeedbackStore
 from feedback_store.summary import Summary, summarize
+from playground.review_queue import ReviewQueue
 from playground.safety import Safety
 from playground.safety_dashboard import SafetyPanel
 
@@ -119,11 +120,12 @@ def totals_markdown(summary: Summary) -> str:
 
 
 class DashboardTab:
-    def __init__(self, store: FeedbackStore, *, bootstrap_rounds: int = 200, safety: Safety | None = None):
+    def __init__(self, store: FeedbackStore, *, safety: Safety, bootstrap_rounds: int = 200):
         self.store = store
         self.bootstrap_rounds = bootstrap_rounds
-        self.safety = safety or Safety(store)
+        self.safety = safety  # required: exports are for admins, so no tab exists without the check
         self.safety_panel = SafetyPanel(store)
+        self.review_queue = ReviewQueue(store, safety)
 
     def refresh(self):
         summary = summarize(self.store, rounds=self.bootstrap_rounds)
@@ -175,10 +177,11 @@ class DashboardTab:
             headers=BOARD_COLUMNS, interactive=False, label="Presets", elem_id="board-presets"
         )
         safety_outputs = self.safety_panel.render()
+        self.review_queue.render([refresh.click, *([tab.select] if tab is not None else [])])
         with gr.Accordion("Export the data (admins)", open=False):
             gr.Markdown(
                 "TRL formats: **preferences** (prompt / chosen / rejected: DPO, reward model), **KTO** "
-                "(prompt / completion / label from thumbs), **SFT** (better answers), and the **raw** tables. "
+                "(prompt / completion / label from thumbs, scores and flags), **SFT** (better answers), and the **raw** tables. "
                 "The same from a shell: `python launch.py export --format preferences --out prefs.jsonl`."
             )
             with gr.Row():

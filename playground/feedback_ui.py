@@ -4,8 +4,10 @@ and "write a better answer". Also the labeler guidance shown in every rating tab
 endpoints so scripts (gradio_client cannot send like events) can give the same feedback.
 
 Which reply the panel rates: the one last rated or clicked, else the newest reply; its first words are
-shown at the top of the panel. Everything is written through ``feedback_store.feedback`` (upserts, so
-Gradio's double-fired like events and repeated saves never add rows).
+shown at the top of the panel. Who rates: the owner of the chat session (``rater_id``: the login name,
+or the browser's anonymous id the history sidebar uses), so "My data" finds the ratings too.
+Everything is written through ``feedback_store.feedback`` (upserts, so Gradio's double-fired like
+events and repeated saves never add rows).
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ _REASON_BY_LABEL = {fb.DOWN_REASONS[k]: k for k in QUICK_REASONS}
 THUMBS_CHOICES = [("Good", "up"), ("Bad", "down")]
 SCORE_CHOICES = [(str(i), i) for i in range(1, 8)]
 WAIT_FOR_REPLY = "Wait for the reply to finish, then rate it."
+
+
+def rater_id(session: ChatSession, request: Any) -> str:
+    """The login name, else the chat session's owner (set from the browser's key when the conversation
+    was started or restored), else the per-session anonymous id."""
+    if request is not None and getattr(request, "username", None):
+        return str(request.username)
+    return session.user_id or user_id_for(request)
 
 
 def render_guidance(open_: bool = False) -> gr.Accordion:
@@ -98,9 +108,9 @@ class PanelFields:
 class FeedbackPanel:
     """The Chat tab's feedback: like handler, panel, save. State lives in the session and a gr.State."""
 
-    def __init__(self, store: FeedbackStore, safety: Safety | None = None):
+    def __init__(self, store: FeedbackStore, safety: Safety):
         self.store = store
-        self.safety = safety or Safety(store)
+        self.safety = safety
 
     # -- which reply -------------------------------------------------------------------------------
     @staticmethod
@@ -154,7 +164,7 @@ class FeedbackPanel:
         if why := self.safety.limit("feedback", request):
             gr.Warning(why)
             return [target, *[gr.update() for _ in range(8)]]
-        user = user_id_for(request)
+        user = rater_id(session, request)
         if data.liked in REPORT_OPTIONS:
             self.report(message_id, REPORT_OPTIONS[data.liked], user)
             return [target, *[gr.update() for _ in range(8)]]
@@ -176,17 +186,21 @@ class FeedbackPanel:
         except StoreError as exc:
             gr.Warning(str(exc))
             return
-        gr.Info(f"Thanks: reported that {store_safety.REPORT_TEXT[kind]}.")
+        then = {
+            "false_negative": "It is out of training from now on, and an admin will review the filter.",
+            "false_positive": "An admin will review it; once confirmed, it is used for training again.",
+        }[kind]
+        gr.Info(f"Thanks: reported that {store_safety.REPORT_TEXT[kind]}. {then}")
 
     def on_select(self, session: ChatSession, data: gr.SelectData, request: gr.Request):
         message_id, _why = self._reply_at(session, data.index)
         target = message_id if message_id is not None else self._target(session, None)
-        return [target, *self._fields_for(target, user_id_for(request))]
+        return [target, *self._fields_for(target, rater_id(session, request))]
 
     def follow_newest(self, session: ChatSession, request: gr.Request):
         """After a new reply (or a new conversation) the panel rates the newest reply."""
         target = self._target(session, None)
-        return [target, *self._fields_for(target, user_id_for(request)), ""]
+        return [target, *self._fields_for(target, rater_id(session, request)), ""]
 
     @staticmethod
     def on_thumbs(thumbs: str | None):
@@ -212,7 +226,7 @@ class FeedbackPanel:
         if why := self.safety.limit("feedback", request):
             gr.Warning(why)
             return target, f"Not saved: {why}"
-        user = user_id_for(request)
+        user = rater_id(session, request)
         value = {"up": 1, "down": -1}.get(thumbs or "")
         reasons = (reasons_down if value == -1 else reasons_up if value == 1 else []) or []
         try:
@@ -312,11 +326,10 @@ class FeedbackPanel:
         )
 
 
-def register_api(store: FeedbackStore, safety: Safety | None = None) -> None:
+def register_api(store: FeedbackStore, safety: Safety) -> None:
     """``gr.api`` endpoints (inside a Blocks context) for scripts and gradio_client, which cannot send
     like events. The user is the login name or the client's anonymous session, as in the UI. They count
     against the feedback rate limits."""
-    safety = safety or Safety(store)
 
     def limit(request: gr.Request) -> None:
         if why := safety.limit("feedback", request):

@@ -19,11 +19,14 @@ from dataclasses import dataclass, replace
 
 import gradio as gr
 
-from models.base import ChatMessage, GenerationError, SamplingParams
+from models.base import ChatMessage, SamplingParams
 from models.service import ModelService
+from playground.controls import generate_queue
+from playground.messages import with_system
 from playground.presets.library import PresetLibrary
-from playground.presets.runner import PresetRun, interleave
-from playground.safety import WITHHELD_WHILE_STREAMING, Safety
+from playground.presets.runner import PresetRun
+from playground.replies import Reply, stream_replies
+from playground.safety import Safety
 
 SECRET = "ZEBRA-7741"
 LAB_SYSTEM_PROMPT = (
@@ -88,13 +91,12 @@ def markers_found(reply: str, markers: Sequence[str]) -> list[str]:
 
 def plain_messages(system: str, instruction: str, payload: str) -> list[ChatMessage]:
     """How a naive application builds the prompt: its instruction and the untrusted text, concatenated."""
-    msgs = [ChatMessage(role="system", content=system)] if system.strip() else []
-    return [*msgs, ChatMessage(role="user", content=f"{instruction.strip()}\n\n{payload}")]
+    return with_system(system, [ChatMessage(role="user", content=f"{instruction.strip()}\n\n{payload}")])
 
 
 def defended_messages(system: str, payload: str) -> list[ChatMessage]:
-    msgs = [ChatMessage(role="system", content=system)] if system.strip() else []
-    return [*msgs, ChatMessage(role="user", content=payload)]
+    """Only the untrusted text: the defended preset adds the instruction and the fences itself."""
+    return with_system(system, [ChatMessage(role="user", content=payload)])
 
 
 def verdict(reply: str, markers: Sequence[str], *, failed: bool = False) -> str:
@@ -113,14 +115,14 @@ class LabTab:
         self,
         library: PresetLibrary,
         service: ModelService,
-        concurrency_limit: int,
-        concurrency_id: str,
-        safety: Safety | None = None,
+        *,
+        concurrency: int,
+        safety: Safety,
     ):
         self.library = library
         self.service = service
         self.safety = safety
-        self.concurrency = dict(concurrency_limit=concurrency_limit, concurrency_id=concurrency_id)
+        self.concurrency = concurrency
 
     def load_attack(self, key: str):
         attack = next((a for a in ATTACKS if a.key == key), ATTACKS[0])
@@ -144,8 +146,6 @@ class LabTab:
         ]
 
     def _refusal(self, texts: Sequence[str], request: gr.Request | None) -> str | None:
-        if self.safety is None:
-            return None
         if why := self.safety.limit("chat", request):
             return why
         for text in texts:
@@ -174,32 +174,17 @@ class LabTab:
             return
         markers = [m.strip() for m in (markers_text or "").split(",") if m.strip()]
         runs = self.start(system, instruction, payload, temperature)
-        texts = ["", ""]
-        stopped = [False, False]
-        try:
-            for i, event in interleave(runs):
-                if event.kind == "answer":
-                    texts[i] = event.text if event.data.get("replace") else texts[i] + event.text
-                    if self.safety is not None and not stopped[i] and self.safety.check_stream(texts[i]):
-                        stopped[i] = True
-                        runs[i].cancel()
-                    shown = [
-                        WITHHELD_WHILE_STREAMING if stop else t
-                        for t, stop in zip(texts, stopped, strict=True)
-                    ]
-                    yield shown[0], shown[1], "", ""
-        finally:
-            for run in runs:
-                run.cancel()
+        replies = [Reply(run) for run in runs]
+        yield from stream_replies(
+            self.safety, replies, lambda: (replies[0].display, replies[1].display, "", "")
+        )
         outcome, shown = [], []
-        for run in runs:
-            try:
-                run.wait()
+        for run, reply in zip(runs, replies, strict=True):
+            if reply.error is None:
                 outcome.append(verdict(run.answer, markers))
-            except GenerationError as exc:
-                outcome.append(verdict("", markers, failed=True) + f" ({html.escape(str(exc))})")
-            checked = self.safety.check_output(run.answer, report_hint=False) if self.safety else None
-            shown.append(checked.shown if checked else run.answer)
+            else:
+                outcome.append(verdict("", markers, failed=True) + f" ({html.escape(str(reply.error))})")
+            shown.append(self.safety.check_output(run.answer, report_hint=False).shown)
         yield shown[0], shown[1], outcome[0], outcome[1]
 
     def render(self) -> None:
@@ -250,5 +235,5 @@ class LabTab:
             self.run_attack,
             [system, instruction, payload, markers, temperature],
             [plain_out, defended_out, plain_verdict, defended_verdict],
-            **self.concurrency,
+            **generate_queue(self.concurrency),
         )

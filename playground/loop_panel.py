@@ -1,5 +1,5 @@
 """The Dashboard's "Does feedback improve the model?" section: the latest simulated-user loop
-(``python -m benchmarks.loop``): its plot (gold reward against KL per method, proxy against gold), a
+(``python -m simulation``): its plot (gold reward against KL per method, proxy against gold), a
 table of its rounds, and a button that runs a loop in the background.
 
 A loop runs in its own low-priority process with its own database under ``DATA_DIR/loop/runs/``: the
@@ -23,7 +23,7 @@ import gradio as gr
 ROOT = Path(__file__).resolve().parents[1]
 EMPTY = (
     "**No simulated loop yet.** Run one below, or from a shell: "
-    "`python -m benchmarks.loop --oracle vader --rounds 3 --feedback-per-round 200` (about an hour on "
+    "`python -m simulation --oracle vader --rounds 3 --feedback-per-round 200` (about an hour on "
     "2 CPU cores). Simulated users with a known preference give feedback, the real training cycle "
     "runs, and every round is measured against that preference on held-out prompts."
 )
@@ -108,7 +108,7 @@ class LoopPanel:
         return [
             sys.executable,
             "-m",
-            "benchmarks.loop",
+            "simulation",
             "--oracle",
             oracle,
             "--method",

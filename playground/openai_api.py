@@ -49,11 +49,9 @@ field does here:
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -80,9 +78,10 @@ from models.base import (
 )
 from models.grammar import ANY_OBJECT
 from models.service import ModelService, VersionUnavailable
-from playground.chat import turn_record
+from playground.messages import split_system
 from playground.openai_tools import ToolPlan, ToolRequestError, plan_tools, render_history, with_instructions
 from playground.openai_types import ChatCompletionRequest, describe
+from playground.replies import END, Interleaved, turn_record
 from playground.safety import OutputCheck, Safety
 from settings import Settings
 
@@ -231,13 +230,13 @@ class OpenAIAPI:
         store: FeedbackStore,
         service: ModelService,
         *,
+        safety: Safety,
         max_pending: int | None = None,
-        safety: Safety | None = None,
     ):
         self.settings = settings
         self.store = store
         self.service = service
-        self.safety = safety or Safety.from_settings(settings, store, service)
+        self.safety = safety
         self.logins = dict(settings.safety.auth_pairs())
         self.require_key = bool(settings.server.share or self.logins or settings.safety.api_key)
         # Generations beyond this many in flight get 503 at once instead of queueing without bound.
@@ -343,10 +342,9 @@ class OpenAIAPI:
         siblings (children of the same last message). A refused request: its history only, the last
         message carrying the decision."""
         try:
-            system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
+            system, history = split_system(messages)
             conversation = self.store.create_conversation(user, source="api", system_prompt=system)
             parent = None
-            history = messages[1:] if system is not None else messages
             for i, m in enumerate(history):
                 last = i == len(history) - 1
                 parent = self.store.add_message(
@@ -357,11 +355,10 @@ class OpenAIAPI:
                     moderation=input_moderation if last else None,
                 )
             for i, result in enumerate(results):
-                record = turn_record(result)
                 moderation = output_moderations[i] if output_moderations else None
-                if moderation is not None:
-                    record = dataclasses.replace(record, moderation=moderation)
-                self.store.add_assistant_message(conversation, parent, record)
+                self.store.add_assistant_message(
+                    conversation, parent, turn_record(result, moderation=moderation)
+                )
         except Exception:  # losing a log row must not fail the request that already succeeded
             log.exception("could not store an API turn")
 
@@ -487,19 +484,18 @@ class OpenAIAPI:
             return event([{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}])
 
         n = len(generations)
-        pieces, readers = _merge(generations)
+        # tokens that queued while a piece was being sent go out as one chunk (``batches``)
+        merged = Interleaved([g.batches() for g in generations])
+        pieces = merged.with_ends()
         sent = [""] * n
         filtered = [False] * n
         outputs: list[OutputCheck | None] = [None] * n
         try:
             for i in range(n):
                 yield chunk(i, {"role": "assistant", "content": ""})
-            left = n
-            while left:
-                i, item = await anyio.to_thread.run_sync(pieces.get)
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, str):
+            while (step := await anyio.to_thread.run_sync(next, pieces, None)) is not None:
+                i, item = step
+                if item is not END:
                     # with tools the reply is decoded when complete; a withheld choice sends nothing more
                     if req.tools is None and not filtered[i]:
                         if self.safety.check_stream(sent[i] + item):  # the flagged piece is never sent
@@ -509,9 +505,9 @@ class OpenAIAPI:
                             sent[i] += item
                             yield chunk(i, {"content": item})
                     continue
-                left -= 1
-                result = generations[i].result
-                assert result is not None
+                result = generations[i].result  # choice i has ended
+                if result is None:  # it failed: wait() re-raises its error (an error event, below)
+                    result = generations[i].wait()
                 if req.tools is None:
                     yield chunk(i, {}, "content_filter" if filtered[i] else _finish(result))
                     continue
@@ -537,7 +533,7 @@ class OpenAIAPI:
             for g in generations:
                 g.cancel()
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(lambda: [t.join() for t in readers])
+                await anyio.to_thread.run_sync(merged.join)
                 done = [(g.result, outputs[i]) for i, g in enumerate(generations) if g.result is not None]
                 if done:
                     checks = await anyio.to_thread.run_sync(
@@ -570,30 +566,6 @@ class OpenAIAPI:
             "/v1/chat/completions", self.chat_completions, methods=["POST"], include_in_schema=False
         )
         return list(router.routes)
-
-
-def _merge(generations: list[Generation]) -> tuple[queue.SimpleQueue, list[threading.Thread]]:
-    """The text of several generations as ``(index, piece)`` in arrival order, ``(index, None)`` at each
-    one's end and ``(index, exception)`` when one fails: one reader thread per generation, so a slow choice
-    never holds back the others."""
-    out: queue.SimpleQueue = queue.SimpleQueue()
-
-    def read(index: int, generation: Generation) -> None:
-        try:
-            for piece in generation.batches():  # tokens that queued meanwhile go out as one chunk
-                out.put((index, piece))
-        except BaseException as exc:  # handed to the reader of the queue
-            out.put((index, exc))
-        else:
-            out.put((index, None))
-
-    readers = [
-        threading.Thread(target=read, args=(i, g), name=f"api-choice-{i}", daemon=True)
-        for i, g in enumerate(generations)
-    ]
-    for t in readers:
-        t.start()
-    return out, readers
 
 
 def _reply(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from models.base import ChatMessage
+from playground.messages import split_system, with_system
 from playground.openai_types import Message, Tool, ToolChoiceObject
 
 NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}}
@@ -161,10 +162,8 @@ def plan_tools(tools: list[Tool] | None, choice: str | ToolChoiceObject | None) 
 def with_instructions(messages: list[ChatMessage], plan: ToolPlan) -> list[ChatMessage]:
     """The messages with the tools described at the end of the system prompt (or in a new one)."""
     text = plan.instructions()
-    if messages and messages[0]["role"] == "system":
-        first = messages[0]["content"]
-        return [ChatMessage(role="system", content=f"{first}\n\n{text}" if first else text), *messages[1:]]
-    return [ChatMessage(role="system", content=text), *messages]
+    system, rest = split_system(messages)
+    return with_system(f"{system}\n\n{text}" if system else text, rest)
 
 
 def render_history(messages: list[Message]) -> list[tuple[str, str]]:

@@ -1,30 +1,28 @@
 """The Rank tab: K replies (K = 2..9, default 4) sampled for one prompt and streamed together; the user
-gives each a rank with a dropdown (Gradio has no ranking widget that reports its order, see FACTS.md),
-the ranks are checked server-side (each used once) and the ordering is stored as a ranking, which
-the store expands into the K*(K-1)/2 pairs of the InstructGPT reward-model loss.
+gives each a rank with a dropdown (Gradio 6 has no ranking widget that reports its order: gr.Draggable
+never sends it back). Ties are allowed, as in InstructGPT's rankings (y_D > y_C > y_A = y_B): two replies
+neither of which is better share a rank. The ranks are checked server-side (every reply ranked, ranks
+1 to K, at least two different ones) and stored as a ranking, which the store expands into the pairs of
+the InstructGPT reward-model loss: K*(K-1)/2 without ties, tied replies giving no pair.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import gradio as gr
 
 from feedback_store import feedback as fb
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
-from models.base import Generation, GenerationError, SamplingParams
+from models.base import GenerationError, SamplingParams
 from models.service import ModelService
-from playground.chat import (
-    GENERATE_CONCURRENCY_ID,
-    MAX_MESSAGE_CHARS,
-    SamplingControls,
-    turn_record,
-    user_id_for,
-)
+from playground.access import owner_id
+from playground.controls import SamplingControls, generate_queue
 from playground.feedback_ui import render_guidance
-from playground.safety import WITHHELD_WHILE_STREAMING, Safety
-from playground.streams import Interleaved, finish, start_prompt
+from playground.replies import MAX_MESSAGE_CHARS, answer_prompt, start_prompt, start_replies
+from playground.safety import Safety
 from settings import Settings
 
 MAX_K = fb.MAX_RANKED
@@ -34,32 +32,39 @@ DEFAULT_K = 4
 @dataclass
 class RankRound:
     message_ids: list[int]  # in display order
+    user: str  # who asked (``access.owner_id``): the ranking is theirs
 
 
-def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> list[int]:
-    """Display-ordered ranks ("1" = best) -> message ids best first; ValueError says what to fix."""
+def ranking_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> tuple[list[int], list[int]]:
+    """Display-ordered ranks ("1" = best, equal ranks for ties) -> (message ids best first, their
+    ranks); ValueError says what to fix."""
     k = len(message_ids)
     chosen = [None if r in (None, "") else int(r) for r in ranks[:k]]
     missing = [i + 1 for i, r in enumerate(chosen) if r is None]
     if missing:
         raise ValueError(f"Give every reply a rank (missing: reply {', '.join(map(str, missing))}).")
-    for r in set(chosen):
-        users = [i + 1 for i, x in enumerate(chosen) if x == r]
-        if len(users) > 1:
-            raise ValueError(f"Rank {r} is used by replies {' and '.join(map(str, users))}: each rank once.")
-    if sorted(chosen) != list(range(1, k + 1)):
+    if any(not 1 <= r <= k for r in chosen):
         raise ValueError(f"Use the ranks 1 to {k}.")
-    return [m for _, m in sorted(zip(chosen, message_ids, strict=True))]
+    if len(set(chosen)) < 2:
+        raise ValueError(
+            f"Every reply has rank {chosen[0]}: give at least two different ranks "
+            "(ties are allowed, but a ranking needs a better and a worse reply)."
+        )
+    order = sorted(range(k), key=lambda i: chosen[i])  # stable: tied replies keep the display order
+    return [message_ids[i] for i in order], [chosen[i] for i in order]
+
+
+def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> list[int]:
+    """Display-ordered ranks -> message ids best first (tied replies in display order)."""
+    return ranking_from_ranks(ranks, message_ids)[0]
 
 
 class RankTab:
-    def __init__(
-        self, settings: Settings, store: FeedbackStore, service: ModelService, safety: Safety | None = None
-    ):
+    def __init__(self, settings: Settings, store: FeedbackStore, service: ModelService, *, safety: Safety):
         self.settings = settings
         self.store = store
         self.service = service
-        self.safety = safety or Safety.from_settings(settings, store, service)
+        self.safety = safety
 
     def _sampling(self, sampling) -> SamplingParams:
         params = SamplingControls.to_params(*sampling)
@@ -67,22 +72,10 @@ class RankTab:
             raise ValueError("At temperature 0 every sample is the same reply: raise the temperature.")
         return params.with_seed()
 
-    def run(
-        self,
-        prompt,
-        k,
-        system_prompt,
-        temperature,
-        top_p,
-        top_k,
-        max_new_tokens,
-        repetition_penalty,
-        seed,
-        stop,
-        request: gr.Request,
-    ):
-        """Stream K replies (a generator), store them, then show the rank pickers."""
-        sampling = (temperature, top_p, top_k, max_new_tokens, repetition_penalty, seed, stop)
+    def run(self, request: gr.Request, prompt, k, system_prompt, browser_key, *sampling):
+        """Stream K replies (a generator), store them, then show the rank pickers (the request comes
+        first, as in ``CompareTab.run``: the sampling controls are the last seven inputs)."""
+        user = owner_id(request, browser_key)
         n_out = 2 * MAX_K + 3  # MAX_K texts, MAX_K rank pickers, state, status, the save button
         keep = tuple(gr.update() for _ in range(n_out))
         prompt = clean_input(prompt).strip()[:MAX_MESSAGE_CHARS]
@@ -93,43 +86,25 @@ class RankTab:
             if not 2 <= k <= MAX_K:
                 raise ValueError(f"K must be between 2 and {MAX_K}.")
             params = self._sampling(sampling)
-            if why := self.safety.limit("chat", request):
-                raise ValueError(why)
         except (ValueError, TypeError) as exc:
             gr.Warning(str(exc))
             yield keep
             return
-        user = user_id_for(request)
-        conv, prompt_id, check, messages = start_prompt(
-            self.store, self.safety, user, "rank", prompt, system_prompt
-        )
-        if check.refused:
-            gr.Warning(check.refusal)
-            yield keep
-            return
-        if check.notice:
-            gr.Warning(check.notice)
         seeds = [((params.seed or 0) + i) % 2**32 for i in range(k)]
-        generations: list[Generation] = []
         try:
-            for s in seeds:
-                generations.append(self.service.stream(messages, replace(params, seed=s)))
-        except (ValueError, GenerationError) as exc:
-            for g in generations:
-                g.cancel()
+            asked = start_prompt(self.store, self.safety, request, "rank", prompt, system_prompt, user)
+            if asked.notice:
+                gr.Warning(asked.notice)
+            starters = [partial(self.service.stream, params=replace(params, seed=s)) for s in seeds]
+            replies = start_replies(asked.messages, starters)
+        except (ValueError, GenerationError) as exc:  # over a limit, refused, or a reply cannot start
             gr.Warning(str(exc))
             yield keep
             return
-        texts = [""] * k
-        stopped = [False] * k  # stopped by the content filter while streaming
 
-        def view(status: str, state, reset: bool = False):
+        def view(status: str, state: RankRound | None, reset: bool = False):
             boxes = [
-                gr.update(
-                    value=(WITHHELD_WHILE_STREAMING if stopped[i] else texts[i]) if i < k else "",
-                    visible=i < k,
-                    label=f"Reply {i + 1}",
-                )
+                gr.update(value=replies[i].display if i < k else "", visible=i < k, label=f"Reply {i + 1}")
                 for i in range(MAX_K)
             ]
             picker = {"value": None, "choices": [str(r) for r in range(1, k + 1)]} if reset else {}
@@ -137,39 +112,16 @@ class RankTab:
             return (*boxes, *pickers, state, status, gr.update(interactive=False))
 
         yield view(f"Sampling {k} replies…", None, reset=True)
-        merged = Interleaved(generations)
-        closed = True
-        try:
-            for index, chunk in merged:
-                texts[index] += chunk
-                if not stopped[index] and self.safety.check_stream(texts[index]):
-                    stopped[index] = True
-                    generations[index].cancel()
-                yield view(f"Sampling {k} replies…", None)
-            closed = False
-        finally:
-            results = finish(generations, merged)
-            checks = [
-                None if r is None else self.safety.check_output(r.text, report_hint=False) for r in results
-            ]
-            ids = [
-                None
-                if r is None
-                else self.store.add_assistant_message(
-                    conv, prompt_id, replace(turn_record(r), moderation=c.moderation)
-                )
-                for r, c in zip(results, checks, strict=True)
-            ]
-        if closed:
-            return
+        yield from answer_prompt(
+            self.store, self.safety, asked, replies, lambda: view(f"Sampling {k} replies…", None)
+        )
+        ids = [r.message_id for r in replies]
         if None in ids:
             yield view("A reply failed, so this set cannot be ranked. Try again.", None)
             return
-        texts[:] = [c.shown for c in checks]
-        stopped[:] = [False] * k
         # The pickers open in a follow-up step (open_ranking): Gradio re-sends a generator's last
         # update when it completes, which must not reach ranks the user already picked.
-        yield view("All replies are in.", RankRound(list(ids)))
+        yield view("All replies are in.", RankRound(ids, user))
 
     @staticmethod
     def open_ranking(state: RankRound | None):
@@ -179,7 +131,8 @@ class RankTab:
         return (
             *[gr.update(interactive=i < k) for i in range(MAX_K)],
             gr.update(interactive=True),
-            f"Rank the {k} replies: 1 = best, {k} = worst, each rank once; then save.",
+            f"Rank the {k} replies: 1 = best, {k} = worst; give two replies the same rank when neither "
+            "is better (a tie); then save.",
         )
 
     def save(self, state: RankRound | None, r1, r2, r3, r4, r5, r6, r7, r8, r9, request: gr.Request):
@@ -191,16 +144,20 @@ class RankTab:
             gr.Warning(why)
             return f"Not saved: {why}"
         try:
-            order = order_from_ranks(list(ranks), state.message_ids)
-            ranking = self.store.feedback.record_ranking(order, user_id_for(request))
+            order, given = ranking_from_ranks(list(ranks), state.message_ids)
+            ranking = self.store.feedback.record_ranking(order, state.user, ranks=given)
         except (ValueError, StoreError) as exc:
             gr.Warning(str(exc))
             return f"Not saved: {exc}"
-        pairs = ranking.k * (ranking.k - 1) // 2
-        return f"Ranking saved ({ranking.k} replies, {pairs} preference pairs). Change ranks and save again to fix it."
+        ties = " (tied replies give none)" if ranking.tied else ""
+        return (
+            f"Ranking saved ({ranking.k} replies, {ranking.pairs} preference pairs{ties}). "
+            "Change ranks and save again to fix it."
+        )
 
     # -- layout --------------------------------------------------------------------------------------
-    def render(self) -> None:
+    def render(self, browser_key: gr.BrowserState) -> None:
+        """``browser_key``: the page's shared ``history.browser_key_state()``."""
         state = gr.State(None)
         render_guidance()
         with gr.Row():
@@ -242,13 +199,11 @@ class RankTab:
         save = gr.Button("Save ranking", variant="primary", interactive=False, elem_id="rank-save")
         saved = gr.Markdown("", elem_id="rank-saved")
 
-        generate = dict(
-            concurrency_limit=self.settings.inference.concurrency, concurrency_id=GENERATE_CONCURRENCY_ID
-        )
+        generate = generate_queue(self.settings.inference.concurrency)
         for trigger in (go.click, prompt.submit):
             trigger(
                 self.run,
-                [prompt, k, system_prompt, *controls.components],
+                [prompt, k, system_prompt, browser_key, *controls.components],
                 [*boxes, *pickers, state, status, save],
                 **generate,
             ).then(lambda: "", None, saved).then(self.open_ranking, [state], [*pickers, save, status])

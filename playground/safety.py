@@ -25,7 +25,7 @@ from typing import Any
 from feedback_store.store import FeedbackStore, StoreError
 from playground.access import AccessPolicy, client_address, user_id_for
 from playground.moderation.base import Combined, ModerationResult, Moderator, category_label
-from playground.moderation.rules import RuleModerator
+from playground.moderation.rules import ReloadingRules
 from playground.ratelimit import Limited, RateLimiter
 from playground.ratelimit import describe as describe_limit
 from settings import Settings
@@ -76,6 +76,7 @@ class Safety:
     moderator: Moderator | None = None  # everything, the judge included (inputs, final outputs)
     stream_moderator: Moderator | None = None  # the cheap part, for streamed updates
     output_action: str = "withhold"
+    rules: ReloadingRules | None = None  # the rule-based part, reloadable (the review queue writes it)
 
     def __post_init__(self) -> None:
         self._events_lock = threading.Lock()
@@ -84,7 +85,7 @@ class Safety:
     @classmethod
     def from_settings(cls, settings: Settings, store: FeedbackStore, service: Any = None) -> Safety:
         """Raises ValueError (unreadable auth/admins file) or ModerationConfigError (a bad rules file)."""
-        rules = RuleModerator.from_files(settings.moderation_path) if settings.safety.moderation else None
+        rules = ReloadingRules(settings.moderation_target) if settings.safety.moderation else None
         moderator: Moderator | None = rules
         if rules is not None and settings.safety.moderation_judge and service is not None:
             from playground.moderation.judge import ModelJudge
@@ -103,6 +104,7 @@ class Safety:
             moderator,
             rules,
             settings.safety.moderation_output,
+            rules,
         )
 
     def describe(self) -> str:
@@ -237,18 +239,10 @@ class Safety:
             return OutputCheck(None, text)
         if not result.flagged:
             return OutputCheck({**result.to_dict(), "action": "allowed"}, text)
-        what = result.describe()
         if result.block and self.output_action == "withhold":
-            shown = (
-                f"⚠️ **Reply withheld.** The content filter flagged the model's reply as *{what}*. "
-                "It is kept for review, not shown, and not used for training."
-                + (f" {REPORT_HINT}" if report_hint else "")
-            )
+            shown = withheld_text(result.describe(), report_hint=report_hint)
             return OutputCheck({**result.to_dict(), "action": "withheld"}, shown)
-        shown = (
-            f"> ⚠️ The content filter flagged this reply as *{what}*; it is not used for training.\n\n{text}"
-        )
-        return OutputCheck({**result.to_dict(), "action": "marked"}, shown)
+        return OutputCheck({**result.to_dict(), "action": "marked"}, marked_text(result.describe(), text))
 
     def check_demonstration(self, text: str) -> dict[str, Any] | None:
         """The decision on a better answer (stored beside it; flagged answers are not trained on)."""
@@ -262,3 +256,29 @@ class Safety:
 
 def categories_text(categories: list[str]) -> str:
     return ", ".join(category_label(c) for c in categories)
+
+
+def withheld_text(what: str, *, report_hint: bool = True) -> str:
+    """What the user sees instead of a reply the filter withheld (``what``: its categories in words)."""
+    return (
+        f"⚠️ **Reply withheld.** The content filter flagged the model's reply as *{what}*. "
+        "It is kept for review, not shown, and not used for training."
+        + (f" {REPORT_HINT}" if report_hint else "")
+    )
+
+
+def marked_text(what: str, text: str) -> str:
+    """A flagged reply shown with the filter's mark above it."""
+    return f"> ⚠️ The content filter flagged this reply as *{what}*; it is not used for training.\n\n{text}"
+
+
+def stored_display(content: str, moderation: dict[str, Any] | None) -> str:
+    """What ``check_output`` showed for a stored reply, rebuilt from its stored decision (restoring
+    a conversation must not reveal a reply the filter withheld)."""
+    decision = moderation or {}
+    what = ModerationResult(True, tuple(decision.get("categories") or ())).describe() or "flagged"
+    if decision.get("action") == "withheld":
+        return withheld_text(what, report_hint=False)
+    if decision.get("action") == "marked" and decision.get("flagged"):
+        return marked_text(what, content)
+    return content

@@ -3,15 +3,55 @@
 The session's ``turns`` are the source of truth; the Chatbot component only shows them. Every turn
 knows its database message id, so feedback, retries and edits can point at stored rows. Nothing here
 touches Gradio, the model or the database: it is unit-tested directly.
+
+A stored conversation comes back with ``restore``: the stored messages form a tree (a retry is a
+sibling reply, an edit a sibling user message); the session shows the latest branch (root to the newest
+message) and the next message continues from its end. The other branches stay in the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from models.base import ChatMessage
+from playground.messages import with_system
 from playground.presets.display import trace_rows
+
+
+class StoredTurn(Protocol):
+    """What ``restore`` needs of a stored message (``feedback_store.records.StoredMessage`` has it)."""
+
+    id: int
+    parent_id: int | None
+    role: str
+    content: str
+    model_version_id: int | None
+    preset_id: str | None
+    moderation: dict[str, Any] | None
+    trace: Any
+
+
+def latest_branch(messages: Sequence[StoredTurn]) -> list[StoredTurn]:
+    """The path from the root to the newest message (highest id), oldest first."""
+    if not messages:
+        return []
+    by_id = {m.id: m for m in messages}
+    path: list[StoredTurn] = []
+    seen: set[int] = set()
+    node: StoredTurn | None = max(messages, key=lambda m: m.id)
+    while node is not None and node.id not in seen:  # parents come first in the store: no cycles
+        seen.add(node.id)
+        path.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id is not None else None
+    return path[::-1]
+
+
+def branch_count(messages: Sequence[StoredTurn]) -> int:
+    """How many branches the tree has (its leaves)."""
+    parents = {m.parent_id for m in messages}
+    return sum(1 for m in messages if m.id not in parents)
 
 
 @dataclass
@@ -46,14 +86,11 @@ class ChatSession:
         return shown
 
     def model_messages(self, system_prompt: str | None) -> list[ChatMessage]:
-        msgs: list[ChatMessage] = []
-        if system_prompt and system_prompt.strip():
-            msgs.append(ChatMessage(role="system", content=system_prompt.strip()))
         # An exchange the content filter refused stays on screen but never reaches the model.
-        msgs.extend(
-            ChatMessage(role=t.role, content=t.content) for t in self.turns if not t.info.get("moderated")
+        return with_system(
+            system_prompt,
+            (ChatMessage(role=t.role, content=t.content) for t in self.turns if not t.info.get("moderated")),
         )
-        return msgs
 
     # -- navigation ----------------------------------------------------------------------------------
     def turn_index(self, chatbot_index: int | tuple[int, int] | list[int]) -> int | None:
@@ -106,3 +143,31 @@ class ChatSession:
         self.conversation_id = None
         self.turns = []
         self.index_map = []
+
+    @classmethod
+    def restore(
+        cls,
+        user_id: str,
+        conversation_id: str,
+        messages: Sequence[StoredTurn],
+        *,
+        shown: Callable[[StoredTurn], str] = lambda m: m.content,
+        preset_info: Callable[[str | None], dict[str, Any]] = lambda _preset: {},
+    ) -> ChatSession:
+        """The session of a stored conversation, showing its latest branch. ``shown`` gives the text a
+        reply was shown as (a withheld reply stays withheld); ``preset_info`` gives a preset's
+        ``preset_name`` and ``technique`` (a plain zero-shot reply shows no trace)."""
+        session = cls(user_id=user_id, conversation_id=conversation_id)
+        for m in latest_branch([m for m in messages if m.role != "system"]):
+            action = (m.moderation or {}).get("action")
+            info: dict[str, Any] = {}
+            if action in ("refused", "refusal"):  # a refused exchange is shown, never sent to the model
+                info["moderated"] = True
+            if m.role == "assistant":
+                info.update(version_id=m.model_version_id, preset_id=m.preset_id)
+                if m.trace:
+                    info.update({"trace": m.trace, "preset_name": m.preset_id, **preset_info(m.preset_id)})
+                session.turns.append(Turn("assistant", shown(m), m.id, info))
+            else:
+                session.turns.append(Turn(m.role, m.content, m.id, info))
+        return session

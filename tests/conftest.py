@@ -52,6 +52,30 @@ def hf_base_dir():
     return ensure_hf_base(embedded_model_path(), ROOT / ".pytest_cache" / "hf-base")
 
 
+GPTQ_CALIBRATION = 32  # of the shipped texts: enough for the embedded model's answers to survive 4 bits
+
+
+@pytest.fixture(scope="session")
+def gptq_base_dir(hf_base_dir):
+    """The embedded model quantized to GPTQ 4-bit (group size 64) on the CPU with a small calibration set:
+    made once per checkout (about a minute on two idle cores) and cached under .pytest_cache, as
+    ``launch.py quantize`` caches it under the data directory. Skipped without GPTQModel."""
+    from models.embedded import embedded_model_path
+    from models.gptq import INSTALL_HINT, ensure_gptq_base, missing_packages
+
+    if missing_packages():
+        pytest.skip(INSTALL_HINT)
+    cache = ROOT / ".pytest_cache" / "gptq"
+    cache.mkdir(parents=True, exist_ok=True)
+    return ensure_gptq_base(
+        embedded_model_path(),
+        cache,
+        hf_cache_dir=hf_base_dir.parent,
+        calibration=GPTQ_CALIBRATION,
+        log_path=cache / "quantize.log",
+    )
+
+
 @pytest.fixture
 def store(tmp_path):
     from feedback_store.store import FeedbackStore

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -29,11 +28,16 @@ pytestmark = pytest.mark.slow
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PREFIXES = ("python launch.py", "python -m benchmarks.")
-SUBCOMMANDS = ("train", "export", "import", "versions", "deploy", "rollback", "presets")
 TRAIN_QUICK = [
     "--max-steps", "1", "--train-max-steps", "1", "--eval-prompts", "2", "--gate-eval-prompts", "2",
     "--gate-facts", "2", "--gate-refusals", "1", "--gate-max-new-tokens", "16",
 ]  # fmt: skip
+# a cycle takes only the settings' own flags, so its stored configuration is the scheduler's for them
+CYCLE_QUICK = [
+    "--train-max-steps", "1", "--gate-eval-prompts", "2",
+    "--gate-facts", "2", "--gate-refusals", "1", "--gate-max-new-tokens", "16",
+]  # fmt: skip
+QUANTIZE_QUICK = ["--calibration", "4"]  # the fewest texts: the command is proved, not the checkpoint
 SERVER_QUICK = ["--port", "0", "--no-open-browser", "--no-scheduler"]
 TIMEOUT_S = 420
 
@@ -70,7 +74,9 @@ def quick_args(words: list[str]) -> tuple[list[str], str]:
         return ["--quick"], "benchmark"
     sub = words[2] if len(words) > 2 and not words[2].startswith("-") else "serve"
     if sub == "train":
-        return TRAIN_QUICK, "train"
+        return (CYCLE_QUICK if "--cycle" in words else TRAIN_QUICK), "train"
+    if sub == "quantize":
+        return QUANTIZE_QUICK, sub
     if sub == "serve":
         return SERVER_QUICK, "server"
     return [], sub
@@ -146,11 +152,56 @@ def test_documented_command_works(where, command, sandbox):
         ready, log = run_server(argv, work, env)
         assert ready, f"{shown}\n{log[-3000:]}"
         return
+    before = set((ROOT / "data").iterdir()) if (ROOT / "data").is_dir() else set()
     r = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     output = r.stdout + r.stderr
     assert r.returncode == 0, f"{shown}\nexit {r.returncode}\n{output[-3000:]}"
     assert "Traceback" not in output, f"{shown}\n{output[-3000:]}"
-    if kind == "benchmark":  # the JSON last line, with the same keys as a full run
-        last = r.stdout.strip().splitlines()[-1]
-        assert isinstance(json.loads(last), dict), f"{shown}\nlast line: {last}"
-        assert re.search(r"quick", r.stdout, re.IGNORECASE), f"{shown}: a quick run must say it is one"
+    if kind == "train":
+        check_training_stored(words[2:] + extra, r, Path(env["PLAYGROUND_DATA_DIR"]), shown)
+    if kind == "benchmark":  # the JSON last line, with the same keys as a full run, the banner beside it
+        lines = r.stdout.strip().splitlines()
+        assert isinstance(json.loads(lines[-1]), dict), f"{shown}\nlast line: {lines[-1]}"
+        assert "QUICK RUN" in lines[-2], f"{shown}: a quick figure must say it is one, beside the figures"
+        after = set((ROOT / "data").iterdir()) if (ROOT / "data").is_dir() else set()
+        assert after == before, f"{shown}: a quick run wrote into ./data: {sorted(map(str, after - before))}"
+
+
+def last_json(stdout: str) -> dict:
+    """A command's JSON summary: the last object printed (training libraries print their own logs)."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line == "{")
+    return json.loads("\n".join(lines[start:]))
+
+
+def check_training_stored(args: list[str], r: subprocess.CompletedProcess, data: Path, shown: str) -> None:
+    """What a training command must have stored, beyond exiting 0: ``train --cycle`` the scheduler's run
+    row (its configuration, decision and reasons, every stage timed, progress to the end); ``train
+    --method`` a policy method's registered candidate (or a reward model's metrics). ``r`` is the run
+    of ``launch.py train ARGS`` on the sandbox's store ``data``."""
+    from feedback_store.store import FeedbackStore
+    from settings import Settings
+    from trainers.cycle import CycleConfig
+
+    summary = last_json(r.stdout)
+    assert "100%" in r.stderr, f"{shown}: no progress bar"
+    store = FeedbackStore(data / "playground.db")
+    try:
+        if "--cycle" in args:
+            run = store.runs.recent()[0]
+            assert run.trigger == "cli" and run.status == "succeeded", (shown, run)
+            assert run.decision == summary["decision"] and run.reasons == summary["reasons"] and run.reasons
+            assert set(run.stage_seconds) >= {"export", "reward", "policy", "evaluate"}, run.stage_seconds
+            assert run.progress == pytest.approx(1.0) and "evaluate" in r.stderr
+            # exactly the scheduler's configuration: what the server builds from the same flags
+            flags = [a for a in args if a not in ("train", "--cycle")]
+            expected = CycleConfig.from_settings(Settings(_cli_parse_args=["--data-dir", str(data), *flags]))
+            assert run.config == json.loads(json.dumps(expected.to_dict())), shown
+        elif summary.get("version_id") is not None:  # a policy method: one candidate, and no cycle of its own
+            version = store.versions.get(summary["version_id"])
+            assert version.status == "candidate" and version.method == args[args.index("--method") + 1]
+            assert version.adapter_path == summary["adapter"] and summary["gguf_adapter"].endswith(".gguf")
+        else:  # the reward model: its held-out accuracy
+            assert "accuracy" in json.dumps(summary), (shown, summary)
+    finally:
+        store.close()

@@ -95,6 +95,51 @@ def test_admin_only_actions_are_refused_to_normal_users(locked):
     assert str(path).endswith("raw_tables.jsonl")
 
 
+def test_history_endpoints_answer_forged_ids_as_unknown_ones(locked):
+    """Through gradio_client, with two logins: bob lists, opens, renames and deletes nothing of alice's,
+    whatever id or browser key he sends; alice's own calls work. (Before the login lock-out test below,
+    which locks alice's name for a minute.)"""
+    import uuid
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from feedback_store.store import AssistantTurn, FeedbackStore
+
+    store = FeedbackStore(locked.data_dir / "playground.db")  # the server's database (WAL: shared)
+    try:
+        conv = store.create_conversation("alice")
+        question = store.add_message(conv, "user", "alice's private question")
+        store.add_assistant_message(
+            conv, question, AssistantTurn(content="alice's answer", model_version_id=None)
+        )
+    finally:
+        store.close()
+    bob = Client(locked.url, auth=("bob", BOB_PW), verbose=False)
+    alice = Client(locked.url, auth=("alice", ALICE_PW), verbose=False)
+    assert bob.predict("", None, api_name="/history_list") == []
+    assert bob.predict("private", "0" * 32, api_name="/history_list") == []  # a browser key changes nothing
+    answers = set()
+    for forged in (conv, uuid.uuid4().hex, "' OR '1'='1", "../" * 20):
+        for args, api in (
+            ((forged, None), "/history_open"),
+            ((forged, "bob's title", None), "/history_rename"),
+            ((forged, None), "/history_delete"),
+        ):
+            with pytest.raises(AppError) as info:
+                bob.predict(*args, api_name=api)
+            answers.add(str(info.value))
+    assert len(answers) == 1 and "No such conversation" in answers.pop()  # the same for all
+
+    [mine] = alice.predict("", None, api_name="/history_list")
+    assert mine["id"] == conv and mine["title"] == "alice's private question"
+    opened = alice.predict(conv, None, api_name="/history_open")
+    assert [m["content"] for m in opened["messages"]] == ["alice's private question", "alice's answer"]
+    assert alice.predict(conv, "Renamed", None, api_name="/history_rename")["title"] == "Renamed"
+    assert alice.predict(conv, None, api_name="/history_delete") == {"deleted": 1, "messages": 2}
+    assert alice.predict("", None, api_name="/history_list") == []
+
+
 def test_repeated_failed_logins_lock_the_name_for_a_while(locked):
     codes = [
         httpx.post(locked.url + "login", data={"username": "carol", "password": f"guess{i}"}).status_code

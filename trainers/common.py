@@ -194,10 +194,14 @@ def load_policy(config: CommonConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from models.gptq import prepare_for_training
+
     # fp32 weights even with bf16: the Trainer autocasts the matrix products, while the LoRA weights and
     # their optimiser state stay fp32 (bf16 LoRA updates of 1e-4 would round away).
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_dir)
     model = AutoModelForCausalLM.from_pretrained(config.base_model_dir, dtype=torch.float32)
+    # A GPTQ base trains its LoRA on the 4-bit weights; its CPU layers must stay differentiable.
+    prepare_for_training(model)
     if config.init_adapter:
         from peft import PeftModel
 

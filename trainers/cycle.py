@@ -32,6 +32,7 @@ from feedback_store.store import FeedbackStore
 from settings import TrainingSettings
 from trainers import registry
 from trainers.common import TrainingDataError
+from trainers.data import vote_count
 from trainers.gate import GateConfig
 from trainers.progress import ProgressCallback, Stages
 from trainers.run import TrainRequest, latest_reward_model, run_training, served_base
@@ -81,6 +82,8 @@ class CycleConfig:
     lora_layers: float = _DEFAULT["lora_layers"]
     bf16: str = _DEFAULT["bf16"]
     reward_warm_start: bool = _DEFAULT["reward_warm_start"]
+    dpo_loss: str = _DEFAULT["dpo_loss"]
+    label_smoothing: float = _DEFAULT["label_smoothing"]
     """The defaults of these are the settings' (``TrainingSettings``): one place for both."""
 
     @classmethod
@@ -108,6 +111,8 @@ class CycleConfig:
             lora_layers=t.lora_layers,
             bf16=t.bf16,
             reward_warm_start=t.reward_warm_start,
+            dpo_loss=t.dpo_loss,
+            label_smoothing=t.label_smoothing,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +132,11 @@ class CycleConfig:
         d["gate"] = GateConfig(**d.get("gate", {}))
         d["excluded_users"] = frozenset(d.get("excluded_users", ()))
         return cls(**d)
+
+
+def dpo_options(method: str, loss: str, label_smoothing: float) -> dict[str, Any]:
+    """``--dpo-loss`` and ``--label-smoothing`` as DPO's trainer options (other methods have neither)."""
+    return {"loss_type": loss, "label_smoothing": label_smoothing} if method == "dpo" else {}
 
 
 @dataclass
@@ -196,6 +206,7 @@ def _run(
     n_good = sum(1 for u in unpaired if u.label)
     counts = {
         "pairs": len(pairs),
+        "votes": vote_count(pairs),  # a ranking's pairs are one vote: DPO's data is one pair per vote
         "thumbs_up": n_good,
         "thumbs_down": len(unpaired) - n_good,
         "demonstrations": len(demos),
@@ -210,7 +221,7 @@ def _run(
         config.method
         if config.method != "auto"
         else registry.choose_method(
-            len(pairs), n_good, len(unpaired) - n_good, len(demos), config.min_pairs, config.min_unpaired
+            counts["votes"], n_good, len(unpaired) - n_good, len(demos), config.min_pairs, config.min_unpaired
         )
     )
     stages.within(f"{counts}; policy method: {method or 'none'}", 1.0)
@@ -222,7 +233,7 @@ def _run(
             registry.get("kto").min_examples if config.min_unpaired is None else config.min_unpaired
         )
         raise TrainingDataError(
-            f"not enough feedback to train: {counts['pairs']} preference pairs (need {min_pairs}), "
+            f"not enough feedback to train: {counts['votes']} preference votes (need {min_pairs}), "
             f"{len(unpaired)} thumbs (need {min_unpaired} with both kinds), {len(demos)} demonstrations "
             f"(need {registry.get('sft').min_examples})"
         )
@@ -265,6 +276,7 @@ def _run(
                 **speed,
                 "ptx_coef": config.ptx_coef,
                 "threads": threads.apply(),
+                **dpo_options(method, config.dpo_loss, config.label_smoothing),
                 **config.policy_overrides,
             },
             eval_prompts=config.gate.kl_prompts,

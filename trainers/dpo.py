@@ -3,6 +3,10 @@
 The reference is the base with the adapter disabled (no second copy of the model), or — when continuing
 from ``init_adapter`` — a frozen copy of that adapter (the previous policy). ``beta`` sets how far the
 policy may move from the reference: the KL penalty of RLHF in closed form.
+
+TRL's DPOTrainer has no per-example weight, so a vote's weight is honoured by sampling: each epoch
+holds one pair per vote (a ranking of K gives one of its C(K,2) pairs, not all of them), from
+``trainers.data.vote_epochs``; the trainer then runs one pass over those epochs.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, margin_metrics, require
-from trainers.data import PreferencePair, preference_rows, to_dataset
+from trainers.data import PreferencePair, preference_rows, to_dataset, vote_count, vote_epochs
 
 
 @dataclass
@@ -21,22 +25,34 @@ class DPOTrainConfig(PolicyConfig):
     learning_rate: float = 5e-5
     """LoRA needs a larger rate than full fine-tuning (TRL's default 1e-6 barely moves an adapter)."""
     loss_type: str = "sigmoid"
-    """"sigmoid" (DPO), "ipo", "hinge", ... any loss TRL's DPOTrainer accepts."""
+    """"sigmoid" (DPO), "ipo", "hinge", "robust", ... any loss TRL's DPOTrainer accepts (``--dpo-loss``)."""
+    label_smoothing: float = 0.0
+    """The probability that a vote is flipped: robust DPO with "robust", conservative DPO with "sigmoid"."""
     min_examples: int = 16
 
 
 def train_dpo(
     config: DPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
+    votes = vote_count(pairs)
     require(
-        len(pairs) >= config.min_examples,
-        f"{len(pairs)} preference pairs; DPO needs at least {config.min_examples}. "
+        votes >= config.min_examples,
+        f"{votes} preference votes; DPO needs at least {config.min_examples}. "
         "Collect more A/B votes, rankings or better answers.",
     )
     from trl import DPOConfig, DPOTrainer
 
+    examples = vote_epochs(pairs, config.num_epochs, config.seed)
+
     def args(common):
-        return DPOConfig(**common, beta=config.beta, max_length=config.max_length, loss_type=config.loss_type)
+        common = {**common, "num_train_epochs": 1.0}  # the epochs are in the data
+        return DPOConfig(
+            **common,
+            beta=config.beta,
+            max_length=config.max_length,
+            loss_type=config.loss_type,
+            label_smoothing=config.label_smoothing,
+        )
 
     def summarize(history, _trainer):
         return {**margin_metrics(history), "reward_accuracy_last": last_logged(history, "rewards/accuracies")}
@@ -46,8 +62,8 @@ def train_dpo(
         config,
         DPOTrainer,
         args,
-        to_dataset(preference_rows(pairs)),
-        examples=len(pairs),
+        to_dataset(preference_rows(examples)),
+        examples=len(examples),
         callbacks=callbacks,
         summarize=summarize,
     )

@@ -1,9 +1,11 @@
 """Reward model: TRL RewardTrainer with a LoRA sequence-classification head, trained on preference pairs
 with InstructGPT's pairwise loss -log sigmoid(r(chosen) - r(rejected)).
 
-Rankings arrive as their K*(K-1)/2 pairs, each weighted 1/C(K,2), so that one ranking weighs like one
-comparison (InstructGPT section 3.5); TRL's trainer has no per-example weights, so ``WeightedRewardTrainer``
-adds them (a weighted mean of the per-pair losses). ``RewardModel`` loads a trained adapter for scoring.
+Rankings arrive as their pairs (K*(K-1)/2 without ties; tied replies give none), each weighted 1/P,
+so that one ranking weighs like one comparison (InstructGPT section 3.5: 1/C(K,2) without ties); one
+user's different 1-7 scores on replies to the same prompt arrive the same way (source "score"). TRL's
+trainer has no per-example weights, so ``WeightedRewardTrainer`` adds them (a weighted mean of the
+per-pair losses). ``RewardModel`` loads a trained adapter for scoring.
 """
 
 from __future__ import annotations
@@ -97,7 +99,12 @@ def train_reward_model(
     from trl import RewardConfig
 
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_dir)
-    model = _quietly(AutoModelForSequenceClassification.from_pretrained, config.base_model_dir, num_labels=1)
+    model = _quietly(
+        AutoModelForSequenceClassification.from_pretrained,
+        config.base_model_dir,
+        num_labels=1,
+        **_cpu_float32(config.resolved_device()),
+    )
     peft_config = config.lora_config("SEQ_CLS", model.config.num_hidden_layers)
     if config.init_adapter:  # warm start: continue the previous cycle's reward model (score head included)
         from peft import PeftModel
@@ -149,6 +156,12 @@ def _quietly(load, *args, **kwargs):
         hf_logging.set_verbosity(verbosity)
 
 
+def _cpu_float32(device: str) -> dict[str, Any]:
+    """float32 weights on a CPU, whatever the checkpoint's dtype: a GPTQ checkpoint's is bfloat16, and on
+    this project's CPUs a bfloat16 LoRA step on it took 30-90 s where float32 took about 1 s."""
+    return {"dtype": torch.float32} if device == "cpu" else {}
+
+
 class RewardModel:
     """Scores (prompt, reply) pairs with a trained reward adapter. Higher is better."""
 
@@ -169,9 +182,17 @@ class RewardModel:
             raise FileNotFoundError(f"{adapter_dir} is not a reward-model adapter (no adapter_config.json)")
         base = str(base_model_dir or PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-        model = _quietly(AutoModelForSequenceClassification.from_pretrained, base, num_labels=1)
+        model = _quietly(
+            AutoModelForSequenceClassification.from_pretrained,
+            base,
+            num_labels=1,
+            **_cpu_float32("cuda" if torch.cuda.is_available() else "cpu"),
+        )
         model.config.pad_token_id = tokenizer.pad_token_id
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter_dir)
+        # PEFT cannot merge LoRA into GPTQ 4-bit layers: there the adapter stays a separate (slower) branch.
+        if getattr(model.config, "quantization_config", None) is None:
+            model = model.merge_and_unload()
         return cls(model, tokenizer, max_length)
 
     @classmethod

@@ -19,7 +19,7 @@ from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
 from trainers import registry
 from trainers.common import CommonConfig, TrainingDataError, TrainResult, read_metrics, write_metrics
-from trainers.data import cap_per_user, dedupe, split_heldout
+from trainers.data import cap_per_user, dedupe, one_pair_per_vote, split_heldout
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,15 @@ def served_base(model: str | None) -> Path:
 
 
 def hf_base_for(base: Path, data_dir: Path) -> Path:
-    """The trainers' copy of the base: the GGUF dequantized once (cached), or the HF directory itself."""
+    """The trainers' copy of the base: the GGUF dequantized once (cached), or the HF directory itself
+    (a GPTQ one too: adapters then train on its 4-bit weights, as it is served)."""
     if base.is_dir():
+        from models.hf_base import gptq_config_of
+
+        if gptq_config_of(base) is not None:
+            from models.gptq import prepare_environment
+
+            prepare_environment()  # before transformers imports GPTQModel
         return base
     from models.hf_base import ensure_hf_base
 
@@ -113,7 +120,8 @@ def _set_latest_reward_model(data_dir: Path, adapter_dir: Path) -> None:
 
 
 def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
-    """(train, held-out) examples for ``req.method``: filtered, deduplicated, capped per user, split by prompt."""
+    """(train, held-out) examples for ``req.method``: filtered, deduplicated, capped per user (a ranking
+    counts once), split by prompt; held-out pairs keep one pair per ranking or scored prompt."""
     filters = dict(since=req.since, user_id=req.user_id, exclude_flagged=req.hygiene)
     kind = registry.get(req.method).data
     if kind == "prompts":
@@ -128,7 +136,10 @@ def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
     excluded = req.excluded_users | (store.hygiene.excluded_users() if req.hygiene else frozenset())
     items = [i for i in items if i.user_id not in excluded]
     items = cap_per_user(dedupe(items), max_share=req.max_share_per_user)
-    return split_heldout(items, req.heldout_fraction)
+    train, heldout = split_heldout(items, req.heldout_fraction)
+    if kind == "pairs":  # measured on held-out pairs, a ranking is one vote, not C(K,2) of them
+        heldout = one_pair_per_vote(heldout)
+    return train, heldout
 
 
 def _config_for(method: str, **kwargs: Any) -> CommonConfig:
@@ -173,7 +184,8 @@ def run_training(
             kwargs.setdefault("init_adapter", init_adapter)
         elif req.reward_warm_start and (previous := latest_reward_model(req.data_dir)) is not None:
             kwargs.setdefault("init_adapter", str(previous))
-            train = warm_start_pairs(train, read_metrics(previous).get("data_until"))
+            minimum = int(req.overrides.get("min_examples", method.min_examples))
+            train = warm_start_pairs(train, read_metrics(previous).get("data_until"), minimum)
         if method.needs_reward_model:
             if reward_adapter is None:
                 raise TrainingDataError(
@@ -230,17 +242,18 @@ def run_training(
         store.close()
 
 
-def warm_start_pairs(pairs: Sequence, data_until: str | None) -> list:
+def warm_start_pairs(pairs: Sequence, data_until: str | None, minimum: int = 0) -> list:
     """What a warm-started reward model trains on: the pairs newer than those the previous one saw, and
     as many older ones spread over the rest (so that it does not forget them), instead of everything
-    again. All of them when the previous model did not record where it stopped."""
+    again; older ones fill up to ``minimum`` (the method's), so a few new votes still train. All of them
+    when the previous model did not record where it stopped."""
     from trainers.gate import spread_sample
 
     if not data_until:
         return list(pairs)
     new = [p for p in pairs if (p.created_at or "") > data_until]
     old = [p for p in pairs if (p.created_at or "") <= data_until]
-    return new + spread_sample(old, len(new))
+    return new + spread_sample(old, max(len(new), minimum - len(new)))
 
 
 def _replay_file(req: TrainRequest, store: FeedbackStore, version) -> Path:

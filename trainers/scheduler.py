@@ -1,12 +1,16 @@
 """The training scheduler: APScheduler 3 in the web process, training in a child process.
 
 - Runs in exactly one process (the server started by ``launch.py``); the job store is APScheduler's
-  in-memory one, so no job can die silently on a locked database (FACTS.md) — the schedule comes
+  in-memory one: a SQLAlchemy job store on the busy feedback database died silently once "database
+  is locked" lasted over 5 s (no job ran again), so none is used — the schedule comes
   from the settings at each start, and the history lives in ``training_runs``.
 - A scheduled trigger starts a cycle only when at least ``min_new_feedback`` feedback events arrived
   since the last finished cycle; "run now" (UI, ``trigger_now``) skips that check.
 - Never two cycles at once: ``max_instances=1, coalesce=True`` for the scheduled job, a lock for
   triggers that race inside this process, and the database's one-running-row index across processes.
+- Retention (``--retention-days``): a daily job, first run at start, deletes old conversations through
+  ``store.conversations.delete_older_than`` (the same hard delete as a user's, so their feedback
+  leaves training) and scrubs the run copies under ``DATA_DIR/runs``.
 - The cycle runs as ``python -m trainers.worker`` with ``nice`` and capped threads (OMP/MKL/torch), so
   chat keeps its cores; the job thread waits for it and tells it, with a signal, whenever the server
   turns idle (no reply for ``idle_after`` seconds: train on all cores) or busy again (``threads``,
@@ -29,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from feedback_store.conversations import Deletion
 from feedback_store.runs import RunInProgress
 from feedback_store.store import FeedbackStore
 from settings import TrainingSettings
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_ID = "training-cycle"
+RETENTION_JOB_ID = "retention"
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,14 @@ class TrainingScheduler:
                 else IntervalTrigger(minutes=self.config.every, timezone=UTC)
             )
             self._scheduler.add_job(self._job, trigger, args=["schedule"], id=JOB_ID, replace_existing=True)
+        if self.config.retention_days:
+            self._scheduler.add_job(
+                self.apply_retention,
+                IntervalTrigger(hours=24, timezone=UTC),
+                id=RETENTION_JOB_ID,
+                next_run_time=datetime.now(UTC),
+                replace_existing=True,
+            )
         self._scheduler.start()
 
     def shutdown(self) -> None:
@@ -112,6 +126,17 @@ class TrainingScheduler:
         if proc is not None and proc.poll() is None:
             proc.terminate()  # the cycle records itself as killed; the deployed version is untouched
         self._store.close()
+
+    def apply_retention(self, now: datetime | None = None) -> Deletion | None:
+        """Delete conversations older than ``retention_days`` (None when retention is off)."""
+        if not self.config.retention_days:
+            return None
+        done = self._store.conversations.delete_older_than(
+            self.config.retention_days, now=now, scrub_dirs=[self.cycle.data_dir / "runs"]
+        )
+        if done.conversations:
+            log.info("retention (%g days): deleted %s", self.config.retention_days, done.describe())
+        return done
 
     # -- triggers ------------------------------------------------------------------------------------
     def trigger_now(self, trigger: str = "manual") -> str:
@@ -128,7 +153,7 @@ class TrainingScheduler:
 
     def run_now_and_wait(self, trigger: str = "manual") -> int | None:
         """Run one cycle now (the same child process as a scheduled one) and wait for it; returns the
-        run id, or None when another cycle holds the run row. For drivers such as benchmarks.loop."""
+        run id, or None when another cycle holds the run row. For drivers such as the simulated-user loop."""
         return self._job(trigger)
 
     def _job(self, trigger: str) -> int | None:

@@ -22,6 +22,7 @@ CATEGORIES: dict[str, str] = {
     "harmful_advice": "dangerous or illegal instructions",
     "prompt_injection": "a prompt-injection or jailbreak attempt",
     "unsafe": "unsafe content (model judge)",
+    "reported": "reported by users as harmful",  # patterns added from reports (moderation/review.py)
 }
 # The InstructGPT flag (feedback_store.feedback.INSTRUCTGPT_FLAGS) each category corresponds to.
 INSTRUCTGPT_FLAG: dict[str, str] = {
@@ -41,7 +42,8 @@ def category_label(name: str) -> str:
 class Match:
     category: str
     text: str  # the matched text, as written
-    rule: str  # which rule matched (e.g. "word 'bomb'", "pattern 3", "model judge")
+    rule: str  # which rule matched (e.g. "word list", "pattern 3", "model judge")
+    pattern: str = ""  # the rule as written in its rules file (a pattern's regex, the word matched)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class ModerationResult:
         }
         if self.matches:
             out["matches"] = [
-                {"category": m.category, "text": m.text[:80], "rule": m.rule} for m in self.matches[:10]
+                {"category": m.category, "text": m.text[:80], "rule": m.rule}
+                | ({"pattern": m.pattern[:300]} if m.pattern else {})
+                for m in self.matches[:10]
             ]
         if self.detail:
             out["detail"] = self.detail

@@ -14,6 +14,7 @@ import re
 
 from models.base import ChatMessage, GenerationError, SamplingParams
 from models.service import ModelService
+from playground.messages import with_system
 from playground.moderation.base import Kind, Match, ModerationResult
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,7 @@ class ModelJudge:
     def messages(self, text: str) -> list[ChatMessage]:
         # the marker look-alikes are defanged so the text cannot close its own fence
         fenced = text[: self.max_chars].replace("<<<", "‹‹‹").replace(">>>", "›››")
-        return [
-            ChatMessage(role="system", content=SYSTEM),
-            ChatMessage(role="user", content=QUESTION.format(text=fenced)),
-        ]
+        return with_system(SYSTEM, [ChatMessage(role="user", content=QUESTION.format(text=fenced))])
 
     def moderate(self, text: str, *, kind: Kind = "input") -> ModerationResult:
         if not text or not text.strip():

@@ -5,12 +5,19 @@
 Text is normalised before matching (NFKC, case folded, zero-width characters removed, whitespace
 collapsed, curly quotes straightened) and matched a second time with leetspeak undone, so "k1ll" and
 "ｋｉｌｌ" count as "kill". Allow-lists catch benign uses ("kill the process", "bath bomb"): a match that
-overlaps an allowed span is ignored.
+overlaps an allowed span is ignored. Each match records the rule that fired as written in its file
+(``Match.pattern``), so the Dashboard's review queue can show it.
+
+``ReloadingRules`` is the moderator a server runs: the same rules, re-read from the operator's file on
+``reload()`` (the review queue calls it after writing an accepted change), so a change takes effect
+without a restart; a file that does not load leaves the running rules in place.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import tomllib
 import unicodedata
 from collections.abc import Iterable
@@ -20,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from playground.moderation.base import Kind, Match, ModerationResult
+
+log = logging.getLogger(__name__)
 
 BUILTIN_RULES = "rules.toml"
 ACTIONS = ("block", "mark")
@@ -40,6 +49,13 @@ def normalise(text: str) -> str:
     return _SPACES.sub(" ", text)
 
 
+def text_variants(text: str) -> list[str]:
+    """What the rules match: the normalised text, and again with leetspeak undone if that differs."""
+    plain = normalise(text)
+    undone = plain.translate(_LEET)
+    return [plain] if undone == plain else [plain, undone]
+
+
 @dataclass
 class CategoryRules:
     name: str
@@ -57,7 +73,7 @@ class _Compiled:
     name: str
     block: bool
     applies_to: tuple[str, ...]
-    rules: tuple[tuple[str, re.Pattern], ...]  # (rule description, regex)
+    rules: tuple[tuple[str, str, re.Pattern], ...]  # (rule description, as written, regex)
     allow: tuple[re.Pattern, ...]
     allow_output: tuple[re.Pattern, ...]
 
@@ -82,24 +98,32 @@ class RuleModerator:
     @classmethod
     def from_files(cls, *paths: str | Path | None) -> RuleModerator:
         """The built-in rules merged with each existing file of ``paths`` (None entries are skipped)."""
-        builtin = resources.files("playground.moderation").joinpath(BUILTIN_RULES).read_text(encoding="utf-8")
-        data = _parse(builtin, BUILTIN_RULES)
-        categories: dict[str, CategoryRules] = {}
-        lists: dict[str, list[str]] = {}
-        _merge(categories, lists, data, BUILTIN_RULES)
+        sources: list[tuple[str, str]] = []
         for path in paths:
             if path is None:
                 continue
             path = Path(path)
             try:
-                text = path.read_text(encoding="utf-8")
+                sources.append((path.read_text(encoding="utf-8"), str(path)))
             except (OSError, UnicodeDecodeError) as exc:
                 raise ModerationConfigError(f"cannot read the moderation file {path}: {exc}") from exc
-            _merge(categories, lists, _parse(text, str(path)), str(path))
+        return cls.from_texts(*sources)
+
+    @classmethod
+    def from_texts(cls, *sources: tuple[str, str]) -> RuleModerator:
+        """The built-in rules merged with each (TOML text, where it comes from) of ``sources``: how a
+        proposed rules file is checked before it is written."""
+        builtin = resources.files("playground.moderation").joinpath(BUILTIN_RULES).read_text(encoding="utf-8")
+        data = _parse(builtin, BUILTIN_RULES)
+        categories: dict[str, CategoryRules] = {}
+        lists: dict[str, list[str]] = {}
+        _merge(categories, lists, data, BUILTIN_RULES)
+        for text, where in sources:
+            _merge(categories, lists, _parse(text, where), where)
         try:
             return cls(categories, lists)
         except ModerationConfigError as exc:  # a bad regex: say which files were merged
-            files = ", ".join(str(p) for p in paths if p is not None) or BUILTIN_RULES
+            files = ", ".join(where for _, where in sources) or BUILTIN_RULES
             raise ModerationConfigError(f"{files}: {exc}") from None
 
     def _expand(self, pattern: str) -> str:
@@ -120,10 +144,10 @@ class RuleModerator:
                     f"categories.{c.name}.{where}: not a valid regular expression ({exc}): {pattern!r}"
                 ) from exc
 
-        rules: list[tuple[str, re.Pattern]] = []
+        rules: list[tuple[str, str, re.Pattern]] = []
         if c.words:
-            rules.append(("word list", re.compile(_word_regex(c.words))))
-        rules.extend((f"pattern {i + 1}", compile_(p, f"patterns[{i}]")) for i, p in enumerate(c.patterns))
+            rules.append(("word list", "", re.compile(_word_regex(c.words))))
+        rules.extend((f"pattern {i + 1}", p, compile_(p, f"patterns[{i}]")) for i, p in enumerate(c.patterns))
         return _Compiled(
             c.name,
             c.action == "block",
@@ -139,8 +163,7 @@ class RuleModerator:
             return ModerationResult(False, moderator=self.name)
         if len(text) > MAX_CHARS:
             text = text[: MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2 :]
-        plain = normalise(text)
-        variants = [plain] if plain.translate(_LEET) == plain else [plain, plain.translate(_LEET)]
+        variants = text_variants(text)
         matches: list[Match] = []
         for cat in self._compiled:
             if kind not in cat.applies_to:
@@ -157,11 +180,40 @@ class RuleModerator:
         allows = cat.allow + (cat.allow_output if kind == "output" else ())
         for text in variants:
             allowed = [m.span() for a in allows for m in a.finditer(text)]
-            for rule, regex in cat.rules:
+            for rule, written, regex in cat.rules:
                 for m in regex.finditer(text):
                     if not any(start < m.end() and m.start() < end for start, end in allowed):
-                        return Match(cat.name, m.group(0), rule)
+                        # a word list names the word that matched (the list may be long)
+                        return Match(cat.name, m.group(0), rule, written or m.group(0))
         return None
+
+
+class ReloadingRules:
+    """The rule-based moderator of a running server: the built-in rules merged with the operator's
+    file ``path`` (read if it exists), swapped for a fresh copy by ``reload()``. Moderation reads the
+    current copy without a lock (one attribute read); reloads are serialised."""
+
+    name = RuleModerator.name
+
+    def __init__(self, path: str | Path | None):
+        self.path = None if path is None else Path(path)
+        self._lock = threading.Lock()
+        self.current = self._load()
+
+    def _load(self) -> RuleModerator:
+        exists = self.path is not None and self.path.exists()
+        return RuleModerator.from_files(self.path if exists else None)
+
+    def reload(self) -> RuleModerator:
+        """Re-read the files; raises ModerationConfigError (the running rules stay) if they do not load."""
+        with self._lock:
+            fresh = self._load()
+            self.current = fresh
+        log.info("moderation rules reloaded from %s", self.path or BUILTIN_RULES)
+        return fresh
+
+    def moderate(self, text: str, *, kind: Kind = "input") -> ModerationResult:
+        return self.current.moderate(text, kind=kind)
 
 
 # -- the rules file ------------------------------------------------------------------------------------

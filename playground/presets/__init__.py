@@ -9,7 +9,7 @@ and the runner that executes a preset against the model service (``runner``).
 """
 
 from playground.presets.events import Event
-from playground.presets.runner import PresetRun, RunCancelled, interleave, run_preset
+from playground.presets.runner import PresetRun, RunCancelled, run_preset
 from playground.presets.schema import (
     BUILTIN_DIR,
     Example,
@@ -30,7 +30,6 @@ __all__ = [
     "PresetRun",
     "RunCancelled",
     "format_examples",
-    "interleave",
     "load_preset_file",
     "load_presets",
     "parse_examples",

@@ -24,7 +24,7 @@ ICONS = {
 def apply_event(turn: Any, event: Event) -> None:
     """Fold one event into a streaming reply (an object with ``content`` and an ``info`` dict)."""
     if event.kind == "answer":
-        turn.content = event.text if event.data.get("replace") else turn.content + event.text
+        turn.content = event.answer_after(turn.content)
     elif event.kind == "partial":
         pending = turn.info.get("pending")
         if not pending or pending.get("title") != event.title:

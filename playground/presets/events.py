@@ -33,6 +33,13 @@ class Event:
         if self.kind not in TRACE_KINDS + STREAM_KINDS:
             raise ValueError(f"unknown event kind {self.kind!r}")
 
+    def answer_after(self, answer: str) -> str:
+        """The answer so far once this event is applied: an ``answer`` chunk extends it, or rewrites it
+        when marked ``replace`` (e.g. after answer extraction); every other kind leaves it as it was."""
+        if self.kind != "answer":
+            return answer
+        return self.text if self.data.get("replace") else answer + self.text
+
     @property
     def in_trace(self) -> bool:
         return self.kind in TRACE_KINDS

@@ -17,6 +17,7 @@ import gradio as gr
 
 from models.base import ChatMessage, SamplingParams
 from models.service import ModelService
+from playground.access import AccessPolicy
 from playground.presets.library import PresetLibrary
 from playground.presets.runner import PresetRun
 from playground.presets.schema import Preset, PresetError, format_examples, parse_examples
@@ -61,10 +62,10 @@ def control_values(preset: Preset, default_system_prompt: str) -> list[Any]:
 
 
 class PresetPanel:
-    def __init__(self, library: PresetLibrary, default_system_prompt: str, access: Any = None):
+    def __init__(self, library: PresetLibrary, default_system_prompt: str, *, access: AccessPolicy):
         self.library = library
         self.default_system_prompt = default_system_prompt
-        self.access = access  # playground.access.AccessPolicy: the knowledge base is shared, admins add to it
+        self.access = access  # the knowledge base is shared: only admins add to it
 
     # -- logic (no Gradio components needed) ---------------------------------------------------------
     def start(
@@ -132,9 +133,7 @@ class PresetPanel:
         return f"{kb.count()} notes indexed for `search[...]`.{where}"
 
     def add_notes(self, files, request: gr.Request = None):
-        if self.access is not None and (
-            why := self.access.admin_refusal(request, "Adding to the shared knowledge base")
-        ):
+        if why := self.access.admin_refusal(request, "Adding to the shared knowledge base"):
             gr.Warning(why)
             return self.knowledge_status(), None
         kb, user_dir = self.library.knowledge, self.library.knowledge_user_dir

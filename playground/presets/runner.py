@@ -8,7 +8,7 @@ A ``PresetRun`` runs its technique on a worker thread and hands ``Event``s to wh
   never mixes two versions inside one run.
 - ``cancel()`` (the Stop button) cancels every generation in flight, which gives their model
   instances back to the pool at the next token; the run then ends with what it had.
-- Runs are independent: two of them stream at the same time (see ``interleave``).
+- Runs are independent: two of them stream at the same time (``playground.replies.Interleaved``).
 """
 
 from __future__ import annotations
@@ -83,6 +83,10 @@ class RunContext:
 
 
 class PresetRun(Iterator[Event]):
+    """``preset`` started on ``messages`` (the last one is the user's question). ``params`` are the final
+    sampling parameters (``preset.sampling(base)`` merges a preset's own); ``examples`` replace the
+    preset's; ``tools`` default to the calculator and the clock."""
+
     def __init__(
         self,
         preset: Preset,
@@ -136,16 +140,6 @@ class PresetRun(Iterator[Event]):
         if self._consumed_end:
             raise StopIteration
         return self._take(self._queue.get())
-
-    def poll(self, timeout: float | None = 0.0) -> Event | None:
-        """The next event, or None if none arrives within ``timeout``; StopIteration at the end."""
-        if self._consumed_end:
-            raise StopIteration
-        try:
-            item = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
-        except queue.Empty:
-            return None
-        return self._take(item)
 
     def _take(self, item: Any) -> Event:
         if item is _END:
@@ -341,45 +335,4 @@ class PresetRun(Iterator[Event]):
         )
 
 
-def run_preset(
-    preset: Preset,
-    messages: Sequence[ChatMessage],
-    params: SamplingParams,
-    service: ModelService,
-    *,
-    tools: Mapping[str, Tool] | None = None,
-    examples: Sequence[Example] | None = None,
-    version_id: int | None = None,
-) -> PresetRun:
-    """Start ``preset`` on ``messages`` (the last one is the user's question). ``params`` are the final
-    sampling parameters (``preset.sampling(base)`` merges a preset's own); ``examples`` replace the
-    preset's; ``tools`` default to the calculator and the clock."""
-    return PresetRun(preset, messages, params, service, tools=tools, examples=examples, version_id=version_id)
-
-
-def interleave(runs: Sequence[PresetRun], poll_s: float = 0.05) -> Iterator[tuple[int, Event]]:
-    """Events of several runs as they come, tagged with the run's index. A run that fails simply
-    ends (its ``error`` says why); the others go on."""
-    live = list(range(len(runs)))
-    while live:
-        got_any = False
-        for i in list(live):
-            try:
-                while (event := runs[i].poll(0)) is not None:
-                    got_any = True
-                    yield i, event
-            except StopIteration:
-                live.remove(i)
-            except Exception:  # the run's error stays on runs[i].error
-                live.remove(i)
-        if live and not got_any:
-            try:
-                event = runs[live[0]].poll(poll_s)
-            except StopIteration:
-                live.pop(0)
-                continue
-            except Exception:
-                live.pop(0)
-                continue
-            if event is not None:
-                yield live[0], event
+run_preset = PresetRun  # the documented way to start a run: construct one

@@ -119,11 +119,11 @@ def test_k4_ranking_is_validated_and_stored_once(server, page):
     page.wait_for_selector("#rank-save:not([disabled])", timeout=180_000)
     assert page.locator("#rank-reply-3").is_visible() and not page.locator("#rank-reply-4").is_visible()
 
-    for i, r in enumerate([1, 1, 3, 4]):  # rank 1 twice: refused server-side
+    for i, r in [(0, 1), (2, 3), (3, 4)]:  # reply 2 left without a rank: refused server-side
         pick(page, i, r)
     page.locator("#rank-save").click()
     wait_for_text(page, "#rank-saved", "Not saved")
-    assert "each rank once" in page.locator("#rank-saved").inner_text()
+    assert "Give every reply a rank" in page.locator("#rank-saved").inner_text()
     db = db_of(server)
     assert db.execute("SELECT COUNT(*) FROM rankings").fetchone()[0] == 0
 
@@ -146,3 +146,11 @@ def test_k4_ranking_is_validated_and_stored_once(server, page):
         pairs[0].chosen == shown[0] and pairs[0].rejected == shown[1]
     )  # reply 1 ranked first, reply 2 second
     assert all(p.weight == pytest.approx(1 / 6) for p in pairs)
+
+    # Ties are allowed (InstructGPT's y_D > y_C > y_A = y_B): replies 1 and 2 share rank 1.
+    pick(page, 1, 1)
+    page.locator("#rank-save").click()
+    wait_for_text(page, "#rank-saved", "5 preference pairs (tied replies give none)")
+    assert db.execute("SELECT COUNT(*) FROM rankings").fetchone()[0] == 1
+    ranks = db.execute("SELECT rank FROM ranking_items ORDER BY position").fetchall()
+    assert [r[0] for r in ranks] == [1, 1, 2, 3]

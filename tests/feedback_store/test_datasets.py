@@ -77,7 +77,7 @@ def test_unpaired_feedback_from_thumbs(tree):
     s, r = tree.store, tree.replies
     s.feedback.record_feedback(r[0], "alice", thumbs=1, reasons=["accurate"], score=6)
     s.feedback.record_feedback(r[2], "alice", thumbs=-1, reasons=["incorrect"])
-    s.feedback.record_feedback(r[3], "alice", score=2)  # a score alone is no label
+    s.feedback.record_feedback(r[3], "alice", score=4)  # a neutral score alone is no label
     got = datasets.unpaired_feedback(s)
     assert [(e.completion, e.label) for e in got] == [("Paris.", True), ("Lyon.", False)]
     assert got[0].reasons == ("accurate",) and got[0].score == 6 and got[0].version_id == tree.v1

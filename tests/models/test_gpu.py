@@ -1,6 +1,7 @@
-"""GPU paths of the transformers backend: a GPTQ 4-bit checkpoint made here with GPTQModel and served
-through transformers + GPTQModel, bitsandbytes NF4, and bf16 on CUDA. Skipped, with the reason, on a
-machine without CUDA or without the `gpu` extra (`pip install -e .[gpu]`)."""
+"""GPU paths of the transformers backend: the GPTQ 4-bit checkpoint of the CPU tests (the same
+``gptq_base_dir`` fixture, ``models/gptq.py``: quantized on the GPU when there is one) served through
+transformers + GPTQModel's GPU kernels, bitsandbytes NF4, and bf16 on CUDA. Skipped, with the reason, on
+a machine without CUDA or without the extras (``scripts/setup.sh --gptq``, ``pip install -e .[gpu]``)."""
 
 import importlib.util
 
@@ -34,36 +35,13 @@ def needs(*modules: str) -> None:
             pytest.skip(f"{module} is not installed: pip install -e .[gpu]")
 
 
-CALIBRATION = [
-    f"{topic} is a subject many people ask about. Here is a short, clear explanation of {topic}, written for a "
-    f"curious reader who wants the main facts without jargon, followed by a question and its answer."
-    for topic in (
-        "Photosynthesis", "The French Revolution", "Prime numbers", "The water cycle", "Volcanoes", "Jazz music",
-        "The immune system", "Black holes", "Democracy", "Climate", "Electricity", "The Roman Empire",
-        "Plate tectonics", "Machine learning", "Chess openings", "The human heart",
-    )
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def gptq_dir(hf_base_dir, tmp_path_factory):
-    needs("gptqmodel", "optimum")
-    from gptqmodel import GPTQModel, QuantizeConfig
-
-    out = tmp_path_factory.mktemp("gptq") / "smollm2-gptq-4bit"
-    model = GPTQModel.load(str(hf_base_dir), QuantizeConfig(bits=4, group_size=32))
-    model.quantize(CALIBRATION * 4, batch_size=4)
-    model.save(str(out))
-    del model
-    return out
-
-
-def test_gptq_checkpoint_is_served_through_transformers(gptq_dir):
-    choice = choose_backend(str(gptq_dir))
+def test_gptq_checkpoint_is_served_through_transformers(gptq_base_dir):
+    choice = choose_backend(str(gptq_base_dir))
     assert choice.backend == "hf" and choice.gptq
-    model = load_chat_model(str(gptq_dir))
+    model = load_chat_model(str(gptq_base_dir))
     try:
         assert model.base.quantization == "gptq" and model.base.device == "cuda"
+        assert "GPTQ 4-bit" in model.display_name
         g = model.stream(QUESTION, SamplingParams(temperature=0, max_new_tokens=24))
         chunks = list(g)
         assert chunks and g.result.completion_tokens > 0 and g.result.text == "".join(chunks)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from models.base import ModelLoadError, SamplingParams
-from models.hf import GPTQ_NEEDS_GPU, NF4_NEEDS_GPU, HFBase, HFChatModel, ensure_hf_base, gptq_config_of
+from models.hf import NF4_NEEDS_GPU, HFBase, HFChatModel, ensure_hf_base, gptq_config_of
 from settings import DEFAULT_SYSTEM_PROMPT
 
 QUESTION = [
@@ -116,7 +116,9 @@ def _fake_checkpoint(tmp_path, hf_base_dir, **extra_config):
     return d
 
 
-def test_gptq_checkpoint_on_cpu_says_what_it_needs(tmp_path, hf_base_dir):
+def test_a_gptq_group_size_the_cpu_kernel_cannot_use_is_refused_before_loading(tmp_path, hf_base_dir):
+    """GPTQ serves on the CPU (tests/models/test_gptq.py), but a group size that does not divide a layer's
+    input width fails only at the first token there: the load says so, and what to re-quantize with."""
     import torch
 
     if torch.cuda.is_available():
@@ -127,13 +129,14 @@ def test_gptq_checkpoint_on_cpu_says_what_it_needs(tmp_path, hf_base_dir):
     assert gptq_config_of(d)["bits"] == 4
     with pytest.raises(ModelLoadError) as info:
         HFChatModel.load(d)
-    assert GPTQ_NEEDS_GPU in str(info.value)
+    message = str(info.value)
+    assert "does not divide the hidden size 576" in message and "--group-size 64" in message
     legacy = tmp_path / "legacy"
     legacy.mkdir()
     (legacy / "config.json").write_text((hf_base_dir / "config.json").read_text())
     (legacy / "quantize_config.json").write_text('{"bits": 4, "group_size": 128, "desc_act": false}')
     assert gptq_config_of(legacy)["group_size"] == 128
-    with pytest.raises(ModelLoadError, match="GPTQ checkpoints need a CUDA GPU"):
+    with pytest.raises(ModelLoadError, match="cannot be served on the CPU"):
         HFBase(legacy)
 
 
@@ -176,13 +179,15 @@ def test_output_constraints_are_refused_not_ignored(hf_model, store):
     from models.base import UnsupportedParameter
     from models.service import ModelService
     from playground.openai_api import OpenAIAPI
+    from playground.safety import Safety
     from settings import Settings
 
     with pytest.raises(UnsupportedParameter, match="transformers backend cannot") as caught:
         hf_model.stream(QUESTION, SamplingParams(json_schema='{"type": "object"}'))
     assert caught.value.param == "json_schema"
     base = store.versions.ensure_base(hf_model.model_id)
-    api = OpenAIAPI(Settings(), store, ModelService(hf_model, base.id, base.name))
+    service = ModelService(hf_model, base.id, base.name)
+    api = OpenAIAPI(Settings(), store, service, safety=Safety.from_settings(Settings(), store, service))
     http = TestClient(FastAPI(routes=api.routes()))
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
     for extra, param in (

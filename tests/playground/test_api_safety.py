@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from models.service import ModelService
 from playground.openai_api import OpenAIAPI
+from playground.safety import Safety
 from settings import DEFAULT_SYSTEM_PROMPT, Settings
 
 QUESTION = [
@@ -27,7 +28,8 @@ def make_api(embedded_model, store, tmp_path):
     service = ModelService(embedded_model, base.id, base.name)  # not closed: the model is the session's
 
     def make(**settings) -> tuple[OpenAIAPI, TestClient]:
-        api = OpenAIAPI(Settings(data_dir=tmp_path, **settings), store, service)
+        config = Settings(data_dir=tmp_path, **settings)
+        api = OpenAIAPI(config, store, service, safety=Safety.from_settings(config, store, service))
         return api, TestClient(FastAPI(routes=api.routes()))
 
     return make

@@ -13,9 +13,10 @@ from models.service import ModelService
 from playground.compare import CompareTab, presets_mode, samples_mode, versions_mode
 from playground.dashboard import EMPTY, DashboardTab
 from playground.feedback_ui import WAIT_FOR_REPLY, FeedbackPanel, thumbs_value
-from playground.rank import order_from_ranks
+from playground.rank import order_from_ranks, ranking_from_ranks
+from playground.replies import Interleaved
+from playground.safety import Safety
 from playground.session import ChatSession, Turn
-from playground.streams import Interleaved
 from settings import Settings
 
 
@@ -43,7 +44,7 @@ def test_thumbs_value():
 
 def test_like_handler_upserts_and_refuses_a_streaming_reply(store):
     session, (_, reply) = chat(store)
-    panel = FeedbackPanel(store)
+    panel = FeedbackPanel(store, Safety(store))
     for _ in range(2):  # Gradio fires a custom option twice
         out = panel.on_like(
             session, None, LikeData(None, {"index": 1, "value": "Lyon.", "liked": "Incorrect"}), None
@@ -62,7 +63,7 @@ def test_like_handler_upserts_and_refuses_a_streaming_reply(store):
 
 def test_panel_save_writes_feedback_and_a_better_answer(store):
     session, (_, reply) = chat(store)
-    panel = FeedbackPanel(store)
+    panel = FeedbackPanel(store, Safety(store))
     args = (session, None, "down", ["incorrect"], ["clear"], 2, ["harmful_advice"], " wrong ", "Paris.")
     for _ in range(2):
         target, status = panel.save(*args, None)
@@ -87,8 +88,11 @@ def test_order_from_ranks():
     assert order_from_ranks(["2", "1", "3", None, None], [10, 11, 12]) == [11, 10, 12]
     with pytest.raises(ValueError, match="missing: reply 2"):
         order_from_ranks(["1", None, "2"], [10, 11, 12])
-    with pytest.raises(ValueError, match="Rank 1 is used by replies 1 and 3"):
-        order_from_ranks(["1", "2", "1"], [10, 11, 12])
+    # ties are allowed (InstructGPT's y_D > y_C > y_A = y_B), tied replies in display order; a ranking
+    # where every reply ties is refused
+    assert ranking_from_ranks(["1", "2", "1"], [10, 11, 12]) == ([10, 12, 11], [1, 1, 2])
+    with pytest.raises(ValueError, match="Every reply has rank 1: give at least two different ranks"):
+        order_from_ranks(["1", "1", "1"], [10, 11, 12])
     with pytest.raises(ValueError, match="ranks 1 to 2"):
         order_from_ranks(["1", "3"], [10, 11])
 
@@ -129,7 +133,8 @@ def test_samples_mode_streams_two_different_seeds(service):
 def test_versions_mode_needs_two_loaded_versions(service, store):
     mode = versions_mode(service)
     assert "Only one model version" in mode.unavailable()
-    tab = CompareTab(Settings(), store, service)
+    settings = Settings()
+    tab = CompareTab(settings, store, service, safety=Safety.from_settings(settings, store, service))
     _a, _b, note, go = tab.on_mode("versions")
     assert "Only one model version" in note and go["interactive"] is False
     with pytest.raises(ValueError, match="two different"):
@@ -144,15 +149,20 @@ def test_presets_mode_streams_two_techniques_and_stores_their_traces(service, st
     assert {"plain", "zero-shot-cot"} <= {value for _, value in mode.choices()}
     with pytest.raises(ValueError, match="two different"):
         mode.make_pair("plain", "plain", SamplingParams())
-    tab = CompareTab(Settings(), store, service, presets=library)
+    settings = Settings()
+    tab = CompareTab(
+        settings, store, service, presets=library, safety=Safety.from_settings(settings, store, service)
+    )
     steps = list(
         tab.run(
+            None,  # the request
             "What is 2 + 3?",
             "presets",
             "plain",
             "zero-shot-cot",
             False,
             "",
+            None,  # no browser key: the session's anonymous id
             0.7,
             0.95,
             40,
@@ -160,7 +170,6 @@ def test_presets_mode_streams_two_techniques_and_stores_their_traces(service, st
             1.1,
             5,
             "",
-            None,
         )
     )
     state = steps[-1][2]
@@ -178,7 +187,7 @@ def test_presets_mode_streams_two_techniques_and_stores_their_traces(service, st
 
 
 def test_dashboard_empty_then_filled(store):
-    dash = DashboardTab(store, bootstrap_rounds=20)
+    dash = DashboardTab(store, safety=Safety(store), bootstrap_rounds=20)
     assert dash.refresh()[0] == EMPTY
     v1 = store.versions.ensure_base("m.gguf", name="base").id
     with store.write() as db:

@@ -15,12 +15,14 @@ from hypothesis import strategies as st
 
 from feedback_store.store import FeedbackStore
 from feedback_store.text import clean_input
-from playground.chat import MAX_MESSAGE_CHARS, ChatTab
+from playground.chat import ChatTab
 from playground.moderation.rules import ModerationConfigError, RuleModerator
 from playground.openai_api import APIError, OpenAIAPI
 from playground.presets.schema import PresetError, load_preset_file
 from playground.presets.techniques.common import fill
 from playground.presets.techniques.defended import DefendedOptions, defended_prompt, markers
+from playground.replies import MAX_MESSAGE_CHARS
+from playground.safety import Safety
 from playground.session import ChatSession
 from settings import Settings
 from tests.hostile import PAYLOADS, hostile_text, json_values
@@ -45,7 +47,8 @@ def test_chat_messages_are_stored_once_cleaned_or_refused(texts):
         store = FeedbackStore(Path(tmp) / "p.db")
         try:
             # submit() needs no model: the service is only used to reply
-            tab = ChatTab(Settings(data_dir=Path(tmp), rate_limit_chat="off"), store, service=None)
+            config = Settings(data_dir=Path(tmp), rate_limit_chat="off")
+            tab = ChatTab(config, store, None, safety=Safety.from_settings(config, store))
             session = ChatSession()
             request = gr.Request(username="fuzz", session_hash="h" * 16, client={"host": "127.0.0.1"})
             expected = 0

@@ -4,7 +4,8 @@ from models.base import SamplingParams
 from models.service import ModelService
 from playground.lab import ATTACKS, LAB_SYSTEM_PROMPT, SECRET, LabTab, markers_found, plain_messages, verdict
 from playground.presets.library import PresetLibrary
-from playground.presets.runner import interleave
+from playground.replies import Interleaved
+from playground.safety import Safety
 
 
 def test_three_kinds_of_attack_are_offered():
@@ -28,12 +29,12 @@ def test_plain_prompt_is_a_naive_concatenation():
     assert msgs == [{"role": "system", "content": "sys"}, {"role": "user", "content": "Summarise:\n\ntext"}]
 
 
-def test_an_attack_runs_through_both_presets_at_once(embedded_model):
+def test_an_attack_runs_through_both_presets_at_once(embedded_model, store):
     service = ModelService(embedded_model, 1, "base")
-    lab = LabTab(PresetLibrary(), service, concurrency_limit=2, concurrency_id="generate")
+    lab = LabTab(PresetLibrary(), service, concurrency=2, safety=Safety(store))
     attack = ATTACKS[0]
     runs = lab.start(LAB_SYSTEM_PROMPT, attack.instruction, attack.payload, temperature=0.0)
-    seen = {i for i, event in interleave(runs) if event.kind == "answer"}
+    seen = {i for i, event in Interleaved(runs) if event.kind == "answer"}
     plain, defended = runs
     assert seen == {0, 1} and plain.error is None and defended.error is None
     assert plain.preset.id == "plain" and defended.preset.id == "defended"

@@ -211,11 +211,15 @@ def test_busy_server_answers_503(embedded_model, store):
 
     from models.service import ModelService
     from playground.openai_api import OpenAIAPI
+    from playground.safety import Safety
     from settings import Settings
 
     base = store.versions.ensure_base(embedded_model.model_id)
     service = ModelService(embedded_model, base.id, base.name)  # not closed: the model is the session's
-    api = OpenAIAPI(Settings(), store, service, max_pending=1)
+    settings = Settings()
+    api = OpenAIAPI(
+        settings, store, service, safety=Safety.from_settings(settings, store, service), max_pending=1
+    )
     app = FastAPI(routes=api.routes())
     body = {
         "model": "playground",

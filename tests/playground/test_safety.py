@@ -8,10 +8,11 @@ from gradio import LikeData
 
 from models.service import ModelService
 from playground.access import SHARE_WITHOUT_AUTH, AccessPolicy, share_refusal
-from playground.chat import MAX_MESSAGE_CHARS, ChatTab
+from playground.chat import ChatTab
 from playground.dashboard import DashboardTab
 from playground.feedback_ui import FEEDBACK_OPTIONS, REPORT_OPTIONS, FeedbackPanel
 from playground.ratelimit import RateLimiter, parse_limit
+from playground.replies import MAX_MESSAGE_CHARS
 from playground.safety import Safety
 from playground.safety_dashboard import SafetyPanel
 from playground.session import ChatSession
@@ -84,7 +85,7 @@ def service(embedded_model, store):
 @pytest.fixture
 def chat(store, service, tmp_path):
     settings = Settings(data_dir=tmp_path, rate_limit_chat="3/minute", rate_limit_feedback="50/minute")
-    return ChatTab(settings, store, service)
+    return ChatTab(settings, store, service, safety=Safety.from_settings(settings, store, service))
 
 
 def send(tab: ChatTab, session: ChatSession, text: str, req=None):
@@ -165,7 +166,8 @@ def test_hostile_messages(chat, store):
 def test_flagged_reply_is_withheld_and_reports_are_stored(store, service, tmp_path):
     rules = tmp_path / "moderation.toml"  # a rule the model's answer is sure to trip
     rules.write_text('[categories.test_block]\nwords = ["paris"]\napplies_to = ["output"]\n')
-    tab = ChatTab(Settings(data_dir=tmp_path), store, service)
+    settings = Settings(data_dir=tmp_path)
+    tab = ChatTab(settings, store, service, safety=Safety.from_settings(settings, store, service))
     session = ChatSession()
     send(tab, session, "What is the capital of France?", request("127.0.0.1"))
     reply(tab, session, DEFAULT_SYSTEM_PROMPT)  # greedy: "The capital of France is Paris."

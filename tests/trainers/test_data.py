@@ -2,6 +2,8 @@
 
 from dataclasses import replace
 
+import pytest
+
 from tests.trainers.conftest import synthetic_pairs
 from trainers.best_of_n import select_best
 from trainers.data import (
@@ -94,4 +96,92 @@ def test_training_data_leaves_out_rate_limited_and_excluded_users(tmp_path):
     assert users(hygiene=False) == {f"user{i}" for i in range(6)}
     store.hygiene.set_user_flag("user1", excluded=False, reason="false alarm", set_by="admin")  # trusted
     assert "user1" in users()
+    store.close()
+
+
+def ranking(rid: int, k: int, user: str = "r", created: str = "2026-11-01") -> list[PreferencePair]:
+    """The C(K,2) pairs of one ranking of K replies, weighted 1/C(K,2), as the store expands them."""
+    prompt = [{"role": "user", "content": f"ranked {rid}"}]
+    n = k * (k - 1) // 2
+    return [
+        PreferencePair(
+            prompt,
+            f"reply {i}",
+            f"reply {j}",
+            source="ranking",
+            user_id=user,
+            created_at=created,
+            weight=1 / n,
+            chosen_message_id=100 * rid + i,
+            rejected_message_id=100 * rid + j,
+            ranking_id=rid,
+        )
+        for i in range(k)
+        for j in range(i + 1, k)
+    ]
+
+
+def test_cap_per_user_counts_a_ranking_once():
+    ranker = ranking(1, 9, user="ranker")  # 36 pairs, one vote
+    voters = [
+        PreferencePair([{"role": "user", "content": f"v{i}"}], "a", "b", user_id=f"v{i}") for i in range(3)
+    ]
+    kept = cap_per_user(ranker + voters, max_share=0.25, min_per_user=1)
+    assert len(kept) == 39  # 4 votes; the ranking is 1 of them, under any cap: all of it stays
+    many = [p for rid in range(10) for p in ranking(rid, 4, user="ranker", created=f"2026-11-{rid + 1:02d}")]
+    kept = cap_per_user(many + voters, max_share=0.25, min_per_user=1)  # 13 votes: at most 3 per user
+    assert {p.ranking_id for p in kept if p.user_id == "ranker"} == {7, 8, 9}  # the latest, whole
+    assert sum(1 for p in kept if p.user_id == "ranker") == 18
+
+
+def test_vote_epochs_gives_dpo_one_pair_per_ranking_per_epoch():
+    from trainers.data import vote_count, vote_epochs
+
+    singles = synthetic_pairs(5)
+    pairs = singles + ranking(1, 4) + ranking(2, 3)
+    assert vote_count(pairs) == 7
+    one = vote_epochs(pairs, epochs=1, seed=3)
+    assert len(one) == 7 and sum(1 for p in one if p.ranking_id == 1) == 1
+    assert all(p.weight == 1.0 for p in one)
+    six = vote_epochs(pairs, epochs=6, seed=3)
+    assert len(six) == 42
+    drawn = [(p.chosen, p.rejected) for p in six if p.ranking_id == 1]
+    assert len(set(drawn)) == 6  # six epochs see all six pairs of the 4-ranking, none twice
+    assert vote_epochs(pairs, epochs=6, seed=3) == six  # deterministic for a seed
+    assert len(vote_epochs(pairs, epochs=1.5, seed=3)) == 7 + 4  # half of the second epoch (3.5 -> 4)
+    with pytest.raises(ValueError):
+        vote_epochs(pairs, epochs=0)
+
+
+def test_one_pair_per_vote_is_stable_as_data_grows():
+    from trainers.data import one_pair_per_vote
+
+    pairs = synthetic_pairs(3) + ranking(1, 5)
+    kept = one_pair_per_vote(pairs)
+    assert len(kept) == 4 and kept[:3] == pairs[:3] and kept[3].weight == 1.0
+    grown = one_pair_per_vote(ranking(7, 3) + pairs + synthetic_pairs(2, seed=9))
+    assert [p for p in grown if p.ranking_id == 1] == [kept[3]]
+
+
+def test_heldout_pairs_count_a_ranking_once(tmp_path):
+    """The gate's and the reward model's held-out pairs come from ``load_examples``: one pair per
+    ranking, weight 1, so a ranking of 9 is one held-out vote, not 36."""
+    from feedback_store.store import AssistantTurn, FeedbackStore
+    from trainers.run import TrainRequest, load_examples
+
+    store = FeedbackStore(tmp_path / "db.sqlite")
+    base = store.versions.ensure_base("m.gguf")
+    conv = store.create_conversation("alice", source="rank")
+    q = store.add_message(conv, "user", "Rank these.")
+    ids = [
+        store.add_assistant_message(conv, q, AssistantTurn(content=f"reply {i}", model_version_id=base.id))
+        for i in range(9)
+    ]
+    store.feedback.record_ranking(ids, "alice")
+    req = TrainRequest(method="dpo", db_path=tmp_path / "db.sqlite", data_dir=tmp_path, heldout_fraction=1.0)
+    train, heldout = load_examples(store, req)
+    assert train == [] and len(heldout) == 1 and heldout[0].weight == 1.0
+    train, heldout = load_examples(store, replace(req, heldout_fraction=0.0))
+    assert len(train) == 36 and heldout == []  # training keeps every pair, each weighted 1/36
+    assert all(p.weight == pytest.approx(1 / 36) for p in train)
     store.close()

@@ -61,7 +61,10 @@ def seed_votes(store: FeedbackStore, model, n_prompts: int) -> list[tuple[str, s
 
 
 @pytest.fixture(scope="module")
-def cycle(tmp_path_factory, hf_base_dir, embedded_model):
+def cycle(tmp_path_factory, hf_base_dir):
+    from models.embedded import embedded_model_path
+    from models.llamacpp import LlamaCppChatModel
+
     data = data_dir_with_base(tmp_path_factory.mktemp("gate"), hf_base_dir)
     config = cycle_config(
         data,
@@ -72,7 +75,11 @@ def cycle(tmp_path_factory, hf_base_dir, embedded_model):
         replay="text",
     )
     store = FeedbackStore(config.db_path)
-    answers = seed_votes(store, embedded_model, n_prompts=160)  # about 20 held out: the gate's evidence
+    model = LlamaCppChatModel(embedded_model_path(), pool_size=1, n_threads=2)  # its own: the session's
+    try:  # shared one may have been swapped out by an earlier test
+        answers = seed_votes(store, model, n_prompts=160)  # about 20 held out: the gate's evidence
+    finally:
+        model.close()
     run = store.runs.start("test", config.to_dict())
     code = run_cycle_for(config, run.id)
     yield {"store": store, "config": config, "run": store.runs.get(run.id), "code": code, "answers": answers}

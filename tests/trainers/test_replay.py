@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 from trainers import replay
 from trainers.gate import FACTS, HARMFUL_REQUESTS
 
-TASKS = ROOT / "benchmarks" / "tasks"
+TASKS = ROOT / "simulation" / "tasks"
 STOP = set(
     [
         "a",

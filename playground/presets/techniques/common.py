@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from models.base import ChatMessage
+from playground.messages import split_system, with_system
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -32,13 +33,9 @@ class Conversation:
 
     @classmethod
     def from_messages(cls, messages: Sequence[ChatMessage]) -> Conversation:
-        msgs = list(messages)
+        system, msgs = split_system(list(messages))
         if not msgs or msgs[-1]["role"] != "user":
             raise ValueError("a preset needs a conversation that ends with a user message")
-        system = None
-        if msgs[0]["role"] == "system":
-            system = msgs[0]["content"]
-            msgs = msgs[1:]
         if any(m["role"] == "system" for m in msgs):
             raise ValueError("only the first message may be a system message")
         return cls(
@@ -56,15 +53,10 @@ class Conversation:
         after: Sequence[ChatMessage] = (),
     ) -> list[ChatMessage]:
         """system (the conversation's unless given) + examples + history + ``user`` + ``after``."""
-        sys_text = self.system if system is None else system
-        out: list[ChatMessage] = []
-        if sys_text and sys_text.strip():
-            out.append(ChatMessage(role="system", content=sys_text.strip()))
-        out.extend(examples)
-        out.extend(self.history)
-        out.append(ChatMessage(role="user", content=user))
-        out.extend(after)
-        return out
+        return with_system(
+            self.system if system is None else system,
+            [*examples, *self.history, ChatMessage(role="user", content=user), *after],
+        )
 
 
 def example_turns(pairs: Sequence[tuple[str, str]]) -> list[ChatMessage]:

@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.base import ChatMessage
 from playground.presets.answers import extract_answer
@@ -36,19 +36,24 @@ class ZeroShotCotOptions(BaseModel):
     answer_max_tokens: int = Field(64, ge=1, le=1024, description="token budget of the extraction step")
 
 
+def _needs_both_parts(value: str) -> str:
+    missing = sorted({"reasoning", "answer"} - set(placeholders(value)))
+    if missing:
+        raise ValueError("must contain " + " and ".join("{" + m + "}" for m in missing))
+    return value
+
+
+# How an example's reasoning and answer are written (both must have a place in it).
+AnswerFormat = Annotated[
+    str,
+    AfterValidator(_needs_both_parts),
+    Field(description="how each example's reasoning and answer are written"),
+]
+
+
 class FewShotCotOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    answer_format: str = Field(
-        DEFAULT_ANSWER_FORMAT, description="how each example's reasoning and answer are written"
-    )
-
-    @field_validator("answer_format")
-    @classmethod
-    def _needs_both_parts(cls, value: str) -> str:
-        missing = sorted({"reasoning", "answer"} - set(placeholders(value)))
-        if missing:
-            raise ValueError("must contain " + " and ".join("{" + m + "}" for m in missing))
-        return value
+    answer_format: AnswerFormat = DEFAULT_ANSWER_FORMAT
 
 
 def with_trigger(template: str, question: str, trigger: str) -> str:

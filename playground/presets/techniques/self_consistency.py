@@ -12,13 +12,14 @@ import random
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from playground.presets.answers import answer_key, extract_answer, majority_vote
-from playground.presets.techniques.common import Conversation, fill, placeholders
+from playground.presets.techniques.common import Conversation, fill
 from playground.presets.techniques.cot import (
     DEFAULT_ANSWER_FORMAT,
     DEFAULT_TRIGGER,
+    AnswerFormat,
     cot_example_turns,
     with_trigger,
 )
@@ -31,20 +32,10 @@ class SelfConsistencyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     samples: int = Field(5, ge=2, le=16, description="chain-of-thought replies to sample and vote over")
     trigger: str = Field(DEFAULT_TRIGGER, min_length=1, description="used when the preset has no examples")
-    answer_format: str = Field(
-        DEFAULT_ANSWER_FORMAT, description="how each example's reasoning and answer are written"
-    )
+    answer_format: AnswerFormat = DEFAULT_ANSWER_FORMAT
     sample_temperature: float = Field(
         0.7, gt=0, le=2, description="used when the chosen temperature is 0 (greedy samples would all agree)"
     )
-
-    @field_validator("answer_format")
-    @classmethod
-    def _needs_both_parts(cls, value: str) -> str:
-        missing = sorted({"reasoning", "answer"} - set(placeholders(value)))
-        if missing:
-            raise ValueError("must contain " + " and ".join("{" + m + "}" for m in missing))
-        return value
 
 
 def vote_summary(counts: dict[str, int], valid: int, total: int) -> str:

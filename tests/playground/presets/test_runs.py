@@ -8,8 +8,9 @@ import pytest
 
 from models.base import GenerationError, SamplingParams
 from models.service import ModelService
-from playground.presets import BUILTIN_DIR, Example, interleave, load_presets, run_preset
+from playground.presets import BUILTIN_DIR, Example, load_presets, run_preset
 from playground.presets.answers import answer_key
+from playground.replies import Interleaved
 from playground.tools import default_tools
 from playground.tools.knowledge import KnowledgeBase
 
@@ -149,7 +150,7 @@ def test_two_runs_stream_at_the_same_time(presets, service):
         run_preset(presets["plain"], [{"role": "user", "content": "Name three colours."}], params, service),
         run_preset(presets["zero-shot-cot"], QUESTION, params, service),
     ]
-    order = [i for i, event in interleave(runs) if event.kind in ("answer", "partial")]
+    order = [i for i, event in Interleaved(runs) if event.kind in ("answer", "partial")]
     assert runs[0].answer and runs[1].answer
     assert all(r.error is None for r in runs)
     # Both produced text before either had finished: the index switches back and forth.

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.simulation.labelers import BradleyTerryLabeler, LabelStats
-from benchmarks.simulation.measure import Evaluator, Measurement
-from benchmarks.simulation.oracles import make_oracle
-from benchmarks.simulation.tasks import capability_tasks, prompt_set
-from benchmarks.simulation.users import EventMix, RoundFeedback, SimulatedUsers
+from simulation.labelers import BradleyTerryLabeler, LabelStats
+from simulation.measure import Evaluator, Measurement
+from simulation.oracles import make_oracle
+from simulation.tasks import capability_tasks, prompt_set
+from simulation.users import EventMix, RoundFeedback, SimulatedUsers
 from trainers.gate import GateConfig
 
 Log = Callable[[str], None]
@@ -107,7 +107,7 @@ def feedback_summary(fb: RoundFeedback, before: LabelStats, after: LabelStats) -
 def summary(
     base: Measurement, final: Measurement, minutes: float, loop_minutes: float | None = None
 ) -> dict[str, Any]:
-    """The figures the issue asks for on the last line; ``loop_minutes`` is the rounds themselves
+    """The headline figures, on the last line; ``loop_minutes`` is the rounds themselves
     (users' feedback and training cycles) without the benchmark's own measurements."""
     return {
         "gold_base": round(base.gold, 4),

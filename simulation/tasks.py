@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 TASK_FILES = {
     "sentiment": TASKS_DIR / "loop_sentiment.jsonl",
     "facts": TASKS_DIR / "loop_facts.jsonl",

@@ -14,8 +14,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from benchmarks.simulation.oracles import Oracle
-from benchmarks.simulation.tasks import Task
+from simulation.oracles import Oracle
+from simulation.tasks import Task
 
 
 def sigmoid(x: float) -> float:

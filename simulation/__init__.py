@@ -2,7 +2,7 @@
 the model (Gao et al. 2022, "Scaling laws for reward model overoptimization"; the DPO paper's controlled
 sentiment generation).
 
-- ``tasks``: the prompt sets (data files in ``benchmarks/tasks/loop_*.jsonl``) and their fixed
+- ``tasks``: the prompt sets (data files in ``simulation/tasks/loop_*.jsonl``) and their fixed
   train / held-out split.
 - ``oracles``: gold rewards (VADER sentiment; concise answers that contain the requested fact).
 - ``labelers``: Bradley-Terry / Plackett-Luce labelers that turn a gold reward into noisy thumbs,
@@ -14,5 +14,6 @@ sentiment generation).
 - ``rounds``: the round bookkeeping and the loop (feedback -> scheduler cycle -> gate -> deploy).
 - ``plots``: gold reward against KL per method, proxy against gold.
 
-``python -m benchmarks.loop`` is the command; the Dashboard shows its latest plot.
+``python -m simulation`` is the command (``simulation.cli``; ``python -m benchmarks.loop`` is the same
+with ``--quick``); the Dashboard runs it and shows its latest plot.
 """

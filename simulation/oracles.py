@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from benchmarks.simulation.tasks import Task
+from simulation.tasks import Task
 from trainers.gate import FactCheck
 
 _WORD = re.compile(r"\w+", re.UNICODE)

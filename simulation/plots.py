@@ -2,7 +2,7 @@
 filled = deployed, hollow = rejected by the gate), and the reward model's proxy gain next to the gold
 gain against KL (Gao et al. 2022: over-optimisation is the proxy still rising while the gold falls).
 
-Results are the JSON files ``benchmarks.loop`` writes (one per oracle and method, the latest run of
+Results are the JSON files ``simulation.cli`` writes (one per oracle and method, the latest run of
 each); ``results_dir/latest.png`` is what the Dashboard shows.
 """
 

@@ -21,11 +21,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from benchmarks.simulation.labelers import BradleyTerryLabeler
-from benchmarks.simulation.tasks import Task
 from feedback_store.store import FeedbackStore
 from models.base import GenerationResult, SamplingParams
 from models.service import ModelService
+from simulation.labelers import BradleyTerryLabeler
+from simulation.tasks import Task
 
 EVENT_KINDS = ("thumbs", "votes", "rankings")
 
@@ -100,7 +100,7 @@ class SimulatedUsers:
         n_users: int = 8,
         seed: int = 0,
     ):
-        from playground.chat import turn_record  # the tabs' own record of a generated reply
+        from playground.replies import turn_record  # the tabs' own record of a generated reply
 
         self._turn_record = turn_record
         self.store = store

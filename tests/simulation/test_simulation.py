@@ -8,12 +8,12 @@ import random
 
 import pytest
 
-from benchmarks.simulation.labelers import BradleyTerryLabeler, LabelStats
-from benchmarks.simulation.measure import Measurement, win_rate
-from benchmarks.simulation.oracles import ConciseFactOracle, VaderOracle, make_oracle
-from benchmarks.simulation.plots import align_zero, curve
-from benchmarks.simulation.rounds import feedback_summary, summary
-from benchmarks.simulation.tasks import (
+from simulation.labelers import BradleyTerryLabeler, LabelStats
+from simulation.measure import Measurement, win_rate
+from simulation.oracles import ConciseFactOracle, VaderOracle, make_oracle
+from simulation.plots import align_zero, curve
+from simulation.rounds import feedback_summary, summary
+from simulation.tasks import (
     TASK_FILES,
     Task,
     capability_tasks,
@@ -22,7 +22,7 @@ from benchmarks.simulation.tasks import (
     prompt_set,
     split,
 )
-from benchmarks.simulation.users import EventMix, RoundFeedback
+from simulation.users import EventMix, RoundFeedback
 from trainers.gate import FACTS, FactCheck
 
 

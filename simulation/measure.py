@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.simulation.oracles import Oracle
-from benchmarks.simulation.tasks import Task
 from models.base import SamplingParams
 from models.service import ModelService
+from simulation.oracles import Oracle
+from simulation.tasks import Task
 from trainers.gate import FactCheck
 
 KL_SAMPLING = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
