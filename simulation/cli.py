@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from simulation.oracles import ORACLES
+from simulation.oracles import ORACLES, make_oracle
 from simulation.users import EventMix
 
 METHODS = ("dpo", "kto", "rl", "best_of_n")
@@ -57,6 +57,12 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--oracle", choices=sorted(ORACLES), default="vader", help="the simulated users' gold preference"
+    )
+    p.add_argument(
+        "--oracle-file",
+        metavar="PATH.py:ClassName",
+        help="your own gold preference instead of --oracle: a class with name, prompt_set, "
+        "thumbs_threshold and score(task, reply) (docs/loop.md)",
     )
     p.add_argument("--method", choices=METHODS, default="dpo", help="the cycle's policy method")
     p.add_argument("--rounds", type=int, default=3)
@@ -115,10 +121,10 @@ def build_config(args: argparse.Namespace):
 
     data_dir = Path(args.data_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    spec = args.oracle_file or args.oracle
+    name = make_oracle(spec).name  # a broken oracle file fails here, before anything runs
     work = (
-        Path(args.work_dir)
-        if args.work_dir
-        else data_dir / "loop" / "runs" / f"{args.oracle}-{args.method}-{stamp}"
+        Path(args.work_dir) if args.work_dir else data_dir / "loop" / "runs" / f"{name}-{args.method}-{stamp}"
     )
     policy = dict(DEFAULT_POLICY[args.method])
     reward = dict(DEFAULT_REWARD)
@@ -139,7 +145,7 @@ def build_config(args: argparse.Namespace):
     return LoopConfig(
         work_dir=work,
         hf_cache=Path(getattr(args, "hf_cache", None) or data_dir / "hf-base"),
-        oracle=args.oracle,
+        oracle=spec,
         method=args.method,
         rounds=args.rounds,
         feedback_per_round=args.feedback_per_round,
@@ -196,7 +202,11 @@ def run(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from simulation.rounds import run_loop
 
-    config = build_config(args)
+    try:
+        config = build_config(args)
+    except ValueError as exc:  # an oracle file that does not load, a task file that does not parse
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"oracle {config.oracle}, method {config.method}: {config.rounds} rounds x {config.feedback_per_round} "
         f"feedback events ({config.mix}); work directory {config.work_dir}",
@@ -209,7 +219,7 @@ def run(
             shutil.rmtree(config.work_dir / sub, ignore_errors=True)
     print(f"plot: {png}")
     before_json()
-    print(json.dumps({"oracle": config.oracle, "method": config.method, **result["summary"]}))
+    print(json.dumps({"oracle": result["oracle"], "method": config.method, **result["summary"]}))
     idle = [r for r in result["rounds"] if r["decision"] in (None, "no_candidate")]
     for r in idle:
         print(

@@ -200,7 +200,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
         samples_per_prompt=config.samples_per_prompt,
     )
     result: dict[str, Any] = {
-        "oracle": config.oracle,
+        "oracle": oracle.name,
         "method": config.method,
         "config": config.to_dict(),
         "prompts": {"train": len(prompts.train), "heldout": len(heldout), "capability": len(capability)},

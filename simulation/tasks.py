@@ -101,10 +101,20 @@ def split(name: str, tasks: Sequence[Task], fraction: float = HELDOUT_FRACTION) 
 
 
 def prompt_set(name: str, fraction: float = HELDOUT_FRACTION) -> PromptSet:
-    """One of the bundled prompt sets (``sentiment`` or ``facts``), split."""
-    if name not in TASK_FILES:
-        raise ValueError(f"unknown prompt set {name!r}; choose one of {sorted(TASK_FILES)}")
-    return split(name, load_tasks(TASK_FILES[name]), fraction)
+    """One of the bundled prompt sets (``sentiment`` or ``facts``) or a task file (``.jsonl``), split."""
+    if name in TASK_FILES:
+        return split(name, load_tasks(TASK_FILES[name]), fraction)
+    if not name.endswith(".jsonl") or not Path(name).is_file():
+        raise ValueError(
+            f"unknown prompt set {name!r}; choose one of {sorted(TASK_FILES)} or a .jsonl task file"
+        )
+    ps = split(Path(name).stem, load_tasks(name), fraction)
+    if not ps.train or not ps.heldout:
+        raise ValueError(
+            f"{name}: {len(ps.train)} training and {len(ps.heldout)} held-out prompts; the loop needs both "
+            f"(about {HELDOUT_FRACTION:.0%} of the groups are held out: add prompts)"
+        )
+    return ps
 
 
 def capability_tasks() -> list[Task]:

@@ -133,6 +133,60 @@ def test_make_oracle_refuses_unknown_names():
         make_oracle("helpfulness")
 
 
+def test_the_documented_example_oracle_plugs_in_with_its_own_prompts():
+    oracle = make_oracle("examples/polite_oracle.py:PoliteOracle")
+    ps = prompt_set(oracle.prompt_set)  # the task file next to the oracle, split by its groups
+    assert oracle.name == "polite" and ps.train and ps.heldout
+    assert not {t.group for t in ps.train} & {t.group for t in ps.heldout}
+    task = ps.heldout[0]
+    assert oracle.score(task, "Thank you, I am happy to help.") > oracle.score(task, "Whatever, obviously.")
+
+
+GOOD = """
+class Gold:
+    name = "mine"
+    prompt_set = "{prompt_set}"
+    thumbs_threshold = 0.2
+
+    def score(self, task, reply):
+        return {score}
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "spec", "message"),
+    [
+        (None, "missing.py:Gold", "does not exist"),
+        ("x = 1", "oracle.py:Gold", "has no class 'Gold'"),
+        ("class Gold:\n    name = 'x'", "oracle.py:Gold", "lacks prompt_set, thumbs_threshold, score"),
+        ("raise RuntimeError('boom')", "oracle.py:Gold", "importing .* failed: RuntimeError: boom"),
+        (GOOD.format(prompt_set="nope.jsonl", score=1.0), "oracle.py:Gold", "neither a bundled set"),
+        ("class Gold:\n    def __init__(self, x): pass", "oracle.py:Gold", "made with no arguments"),
+    ],
+)
+def test_a_broken_oracle_file_says_what_is_wrong(tmp_path, source, spec, message):
+    if source is not None:
+        (tmp_path / "oracle.py").write_text(source)
+    with pytest.raises(ValueError, match=message):
+        make_oracle(str(tmp_path / spec))
+
+
+def test_a_plugged_oracle_must_score_with_finite_numbers(tmp_path):
+    (tmp_path / "oracle.py").write_text(GOOD.format(prompt_set="sentiment", score="float('nan')"))
+    oracle = make_oracle(f"{tmp_path / 'oracle.py'}:Gold")
+    assert (oracle.name, oracle.prompt_set, oracle.thumbs_threshold) == ("mine", "sentiment", 0.2)
+    with pytest.raises(ValueError, match="finite number"):
+        oracle.score(Task("t", "Hi"), "Hello")
+
+
+def test_the_loop_command_refuses_a_broken_oracle_file_before_it_runs(tmp_path, capsys):
+    from simulation.cli import main
+
+    code = main(["--oracle-file", f"{tmp_path}/none.py:Gold", "--data-dir", str(tmp_path)])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "loop").exists()
+
+
 # -- labelers ----------------------------------------------------------------------------------------
 class FixedOracle:
     """Gold = the number written in the reply (so tests control it exactly)."""
