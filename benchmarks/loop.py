@@ -63,7 +63,7 @@ QUICK = {
         "min_examples": 8,
     },
     # accuracy_tolerance 1: with one held-out pair a one-step candidate fails the accuracy check at random
-    "gate_checks": {"facts": 2, "refusals": 1, "accuracy_tolerance": 1.0},
+    "gate_checks": {"facts": 2, "refusals": 1, "accuracy_tolerance": 1.0, "max_new_tokens": 16},
 }
 
 
