@@ -63,7 +63,13 @@ QUICK = {
         "min_examples": 8,
     },
     # preference_margin 0.5 never vetoes: with one held-out pair a one-step candidate fails it at random
-    "gate_checks": {"facts": 2, "refusals": 1, "preference_margin": 0.5, "kl_prompts": 2},
+    "gate_checks": {
+        "facts": 2,
+        "refusals": 1,
+        "preference_margin": 0.5,
+        "kl_prompts": 2,
+        "max_new_tokens": 16,
+    },
 }
 
 

@@ -29,9 +29,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from simulation.oracles import ORACLES
+from simulation.oracles import ORACLES, make_oracle
 from simulation.users import EventMix
+from trainers.gate import GateConfig
 
 METHODS = ("dpo", "kto", "rl", "best_of_n")
 # Feedback each method learns from: DPO and the reward model from pairs, KTO from thumbs (plus some
@@ -58,6 +60,12 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
     p.add_argument(
         "--oracle", choices=sorted(ORACLES), default="vader", help="the simulated users' gold preference"
     )
+    p.add_argument(
+        "--oracle-file",
+        metavar="PATH.py:ClassName",
+        help="your own gold preference instead of --oracle: a class with name, prompt_set, "
+        "thumbs_threshold and score(task, reply) (docs/loop.md)",
+    )
     p.add_argument("--method", choices=METHODS, default="dpo", help="the cycle's policy method")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument(
@@ -82,16 +90,21 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
     p.add_argument("--reward-max-steps", type=int, help="reward-model optimiser steps per round")
     p.add_argument("--lr", type=float, help="policy learning rate")
     p.add_argument("--beta", type=float, help="policy KL strength (DPO/KTO beta, RLOO beta)")
-    p.add_argument("--gate-min-win-rate", type=float, default=0.5)
-    p.add_argument("--gate-kl-budget", type=float, default=8.0)
+    # The gate is the product's (trainers.gate, the server's --gate-* defaults) unless a flag says otherwise;
+    # any override is printed in the table's header and stored with the result.
+    default = GateConfig()
+    p.add_argument(
+        "--gate-min-win-rate", type=float, help=f"unset: the product's default ({default.min_win_rate})"
+    )
+    p.add_argument("--gate-kl-budget", type=float, help=f"unset: the product's default ({default.kl_budget})")
     p.add_argument(
         "--gate-max-regressions",
         type=int,
-        default=1,
-        help="facts or refusals a candidate may lose (1: with a 135M model one of 16 greedy answers flips "
-        "under almost any adapter; capability is measured separately on 40 other questions)",
+        help=f"lost facts or refusals let through; unset: the product's default ({default.max_regressions})",
     )
-    p.add_argument("--gate-eval-prompts", type=int, default=12)
+    p.add_argument(
+        "--gate-eval-prompts", type=int, help=f"unset: the product's default ({default.eval_prompts})"
+    )
     p.add_argument("--heldout-limit", type=int, help="measure on at most this many held-out prompts")
     p.add_argument("--capability-limit", type=int, help="at most this many capability questions")
     p.add_argument("--seed", type=int, default=0)
@@ -109,16 +122,26 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
     return p
 
 
+def gate_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The gate settings this run changes from the product's defaults (flags given, quick sizes)."""
+    flags = {
+        "min_win_rate": args.gate_min_win_rate,
+        "kl_budget": args.gate_kl_budget,
+        "max_regressions": args.gate_max_regressions,
+        "eval_prompts": args.gate_eval_prompts,
+    }
+    return {**{k: v for k, v in flags.items() if v is not None}, **getattr(args, "gate_checks", {})}
+
+
 def build_config(args: argparse.Namespace):
     from simulation.rounds import LoopConfig
-    from trainers.gate import GateConfig
 
     data_dir = Path(args.data_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    spec = args.oracle_file or args.oracle
+    name = make_oracle(spec).name  # a broken oracle file fails here, before anything runs
     work = (
-        Path(args.work_dir)
-        if args.work_dir
-        else data_dir / "loop" / "runs" / f"{args.oracle}-{args.method}-{stamp}"
+        Path(args.work_dir) if args.work_dir else data_dir / "loop" / "runs" / f"{name}-{args.method}-{stamp}"
     )
     policy = dict(DEFAULT_POLICY[args.method])
     reward = dict(DEFAULT_REWARD)
@@ -139,7 +162,7 @@ def build_config(args: argparse.Namespace):
     return LoopConfig(
         work_dir=work,
         hf_cache=Path(getattr(args, "hf_cache", None) or data_dir / "hf-base"),
-        oracle=args.oracle,
+        oracle=spec,
         method=args.method,
         rounds=args.rounds,
         feedback_per_round=args.feedback_per_round,
@@ -152,14 +175,8 @@ def build_config(args: argparse.Namespace):
         seed=args.seed,
         reward_overrides=reward,
         policy_overrides=policy,
-        gate=GateConfig(
-            min_win_rate=args.gate_min_win_rate,
-            kl_budget=args.gate_kl_budget,
-            max_regressions=args.gate_max_regressions,
-            eval_prompts=args.gate_eval_prompts,
-            max_new_tokens=args.max_new_tokens,
-            **getattr(args, "gate_checks", {}),
-        ),
+        gate=GateConfig(**gate_overrides(args)),
+        gate_overrides=gate_overrides(args),
         heldout_limit=args.heldout_limit,
         capability_limit=args.capability_limit,
     )
@@ -196,12 +213,18 @@ def run(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from simulation.rounds import run_loop
 
-    config = build_config(args)
+    try:
+        config = build_config(args)
+    except ValueError as exc:  # an oracle file that does not load, a task file that does not parse
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"oracle {config.oracle}, method {config.method}: {config.rounds} rounds x {config.feedback_per_round} "
         f"feedback events ({config.mix}); work directory {config.work_dir}",
         flush=True,
     )
+    changed = ", ".join(f"{k}={v}" for k, v in config.gate_overrides.items())
+    print(f"gate: {'overrides of the product default: ' + changed if changed else 'the product default'}")
     result = run_loop(config, log=lambda line: print(line, flush=True))
     png = publish(result, Path(args.data_dir) / "loop")
     if not args.keep_adapters:  # adapters are ~10 MB each per round; the figures are in the JSON
@@ -209,7 +232,7 @@ def run(
             shutil.rmtree(config.work_dir / sub, ignore_errors=True)
     print(f"plot: {png}")
     before_json()
-    print(json.dumps({"oracle": config.oracle, "method": config.method, **result["summary"]}))
+    print(json.dumps({"oracle": result["oracle"], "method": config.method, **result["summary"]}))
     idle = [r for r in result["rounds"] if r["decision"] in (None, "no_candidate")]
     for r in idle:
         print(

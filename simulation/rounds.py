@@ -53,6 +53,8 @@ class LoopConfig:
     reward_overrides: dict[str, Any] = field(default_factory=dict)
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
+    gate_overrides: dict[str, Any] = field(default_factory=dict)
+    """What ``gate`` changes from the product's default gate (shown with the figures)."""
     heldout_limit: int | None = None
     """Measure on at most this many held-out prompts (quick runs and tests)."""
     capability_limit: int | None = None
@@ -200,7 +202,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
         samples_per_prompt=config.samples_per_prompt,
     )
     result: dict[str, Any] = {
-        "oracle": config.oracle,
+        "oracle": oracle.name,
         "method": config.method,
         "config": config.to_dict(),
         "prompts": {"train": len(prompts.train), "heldout": len(heldout), "capability": len(capability)},

@@ -103,6 +103,7 @@ def sandbox(tmp_path_factory, hf_base_dir):
         {"chosen": "\n\nHuman: Name a colour.\n\nAssistant: Blue.", "rejected": "\n\nHuman: Name a colour.\n\nAssistant: No."},
     ]  # fmt: skip
     (work / "hh.jsonl").write_text("".join(json.dumps(row) + "\n" for row in hh), encoding="utf-8")
+    (work / "examples").symlink_to(ROOT / "examples", target_is_directory=True)  # a clone has them
     (work / "users.txt").write_text("alice:wonderland-42\nbob:builder-42\n", encoding="utf-8")
     (work / "my_preset.toml").write_text(
         'id = "mine"\nname = "Mine"\ntechnique = "zero_shot"\n', encoding="utf-8"

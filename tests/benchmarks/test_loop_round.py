@@ -35,6 +35,11 @@ def test_cli_defaults_and_overrides(tmp_path):
     assert config.mix.counts(200) == {"thumbs": 80, "votes": 100, "rankings": 20}
     kto = build_config(parse_args(["--data-dir", str(tmp_path), "--method", "kto"]))
     assert kto.mix.thumbs > kto.mix.votes and kto.mix.rankings == 0
+    # the product's default gate unless a flag changes it, and then the change is recorded
+    assert config.gate == GateConfig() and config.gate_overrides == {}
+    loose = build_config(parse_args(["--data-dir", str(tmp_path), "--gate-min-win-rate", "0.4"]))
+    assert loose.gate.min_win_rate == 0.4 and loose.gate_overrides == {"min_win_rate": 0.4}
+    assert loose.gate.kl_budget == GateConfig().kl_budget
 
 
 @pytest.mark.slow

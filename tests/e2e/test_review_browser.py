@@ -109,8 +109,11 @@ def test_an_admin_accepts_a_proposal_and_the_filter_changes_without_restart(serv
         assert "minecraft" in (server.data_dir / "moderation.toml").read_text()
 
         page.get_by_role("tab", name="Chat").click()
-        answer = send(page, GAME)  # the same server process: answered now
-        assert "not sent to the model" not in answer and "Minecraft" in answer
+        answer = send(page, GAME)  # the same server process: the message reaches the model now
+        # The entry allows this use of "kill" in the question only; a sampled reply that says "kill" in
+        # another way is still the output filter's to withhold, so either outcome shows a model reply.
+        assert "not sent to the model" not in answer
+        assert "Minecraft" in answer or "Reply withheld" in answer, answer
     finally:
         context.close()
     store = FeedbackStore(server.data_dir / "playground.db")

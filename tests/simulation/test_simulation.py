@@ -37,11 +37,47 @@ def test_prompt_sets_have_200_prompts_split_stably(name):
     assert [t.id for t in again.heldout] == [t.id for t in ps.heldout]  # a fixed rule, not a draw
 
 
-def test_the_split_depends_on_the_id_only():
+def test_the_split_depends_on_the_group_or_else_the_id_only():
     tasks = [Task(f"x-{i}", "same prompt") for i in range(400)]
     ps = split("x", tasks, 0.2)
     assert {t.id for t in ps.heldout} == {t.id for t in tasks if is_heldout(t.id, 0.2)}
     assert 50 < len(ps.heldout) < 110
+    grouped = [Task(f"y-{i}", f"prompt {i}", group=f"g{i // 4}") for i in range(400)]
+    ps = split("y", grouped, 0.2)
+    held = {t.group for t in ps.heldout}
+    assert held and not held & {t.group for t in ps.train}  # a group is on one side, whole
+    assert {t.group for t in ps.heldout} == {t.group for t in grouped if is_heldout(t.group, 0.2)}
+
+
+def _content_words(prompt: str) -> frozenset[str]:
+    import re
+
+    instructions = set(
+        re.findall(
+            r"\w+",
+            "a an the of to this and i my me about your you it is was write describe tell few sentences "
+            "short review give what did think continue movie honest opinion",
+        )
+    )
+    return frozenset(re.findall(r"[a-z']+", prompt.lower())) - instructions
+
+
+@pytest.mark.parametrize("name", ["sentiment", "facts"])
+def test_no_near_duplicates_straddle_the_split(name):
+    """Two prompts that share most of their content words (one review opening with two endings) are
+    never one trained on and one held out: the held-out figure would measure memory. Factual questions
+    from one template about different things ("spoken in Austria" / "in Germany") are not duplicates;
+    a rewording of one question (most of its words and the same answers) would be."""
+    ps = prompt_set(name)
+    train = [(t, _content_words(t.prompt)) for t in ps.train]
+    for held in ps.heldout:
+        words = _content_words(held.prompt)
+        for t, other in train:
+            overlap = len(words & other) / max(1, len(words | other))
+            rewording = set(held.answers) == set(t.answers) and overlap >= 0.8
+            assert (overlap < 0.6 or held.answers) and not rewording, (
+                f"held-out {held.id} {held.prompt!r} ~ trained {t.id} {t.prompt!r}"
+            )
 
 
 def test_fact_sets_are_disjoint_and_answerable():
@@ -95,6 +131,60 @@ def test_make_oracle_refuses_unknown_names():
     assert make_oracle("concise").prompt_set == "facts"
     with pytest.raises(ValueError, match="unknown oracle"):
         make_oracle("helpfulness")
+
+
+def test_the_documented_example_oracle_plugs_in_with_its_own_prompts():
+    oracle = make_oracle("examples/polite_oracle.py:PoliteOracle")
+    ps = prompt_set(oracle.prompt_set)  # the task file next to the oracle, split by its groups
+    assert oracle.name == "polite" and ps.train and ps.heldout
+    assert not {t.group for t in ps.train} & {t.group for t in ps.heldout}
+    task = ps.heldout[0]
+    assert oracle.score(task, "Thank you, I am happy to help.") > oracle.score(task, "Whatever, obviously.")
+
+
+GOOD = """
+class Gold:
+    name = "mine"
+    prompt_set = "{prompt_set}"
+    thumbs_threshold = 0.2
+
+    def score(self, task, reply):
+        return {score}
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "spec", "message"),
+    [
+        (None, "missing.py:Gold", "does not exist"),
+        ("x = 1", "oracle.py:Gold", "has no class 'Gold'"),
+        ("class Gold:\n    name = 'x'", "oracle.py:Gold", "lacks prompt_set, thumbs_threshold, score"),
+        ("raise RuntimeError('boom')", "oracle.py:Gold", "importing .* failed: RuntimeError: boom"),
+        (GOOD.format(prompt_set="nope.jsonl", score=1.0), "oracle.py:Gold", "neither a bundled set"),
+        ("class Gold:\n    def __init__(self, x): pass", "oracle.py:Gold", "made with no arguments"),
+    ],
+)
+def test_a_broken_oracle_file_says_what_is_wrong(tmp_path, source, spec, message):
+    if source is not None:
+        (tmp_path / "oracle.py").write_text(source)
+    with pytest.raises(ValueError, match=message):
+        make_oracle(str(tmp_path / spec))
+
+
+def test_a_plugged_oracle_must_score_with_finite_numbers(tmp_path):
+    (tmp_path / "oracle.py").write_text(GOOD.format(prompt_set="sentiment", score="float('nan')"))
+    oracle = make_oracle(f"{tmp_path / 'oracle.py'}:Gold")
+    assert (oracle.name, oracle.prompt_set, oracle.thumbs_threshold) == ("mine", "sentiment", 0.2)
+    with pytest.raises(ValueError, match="finite number"):
+        oracle.score(Task("t", "Hi"), "Hello")
+
+
+def test_the_loop_command_refuses_a_broken_oracle_file_before_it_runs(tmp_path, capsys):
+    from simulation.cli import main
+
+    code = main(["--oracle-file", f"{tmp_path}/none.py:Gold", "--data-dir", str(tmp_path)])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "loop").exists()
 
 
 # -- labelers ----------------------------------------------------------------------------------------
