@@ -12,6 +12,7 @@ and they get the replay term against the alignment tax like every policy method.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,11 @@ class SimPOTrainConfig(PolicyConfig):
     min_examples: int = 16
 
 
+def _experimental() -> None:
+    """TRL warns on every import from trl.experimental; these two are chosen knowingly (see above)."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
 def _examples(config: PolicyConfig, pairs: Sequence[PreferencePair], method: str) -> list[PreferencePair]:
     votes = vote_count(pairs)
     require(
@@ -58,6 +64,7 @@ def train_orpo(
     config: ORPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
     examples = _examples(config, pairs, "ORPO")
+    _experimental()
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     def args(common):
@@ -80,6 +87,7 @@ def train_simpo(
     config: SimPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
     examples = _examples(config, pairs, "SimPO")
+    _experimental()
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     def args(common):
