@@ -103,7 +103,7 @@ def serve(settings: Settings) -> int:
             print(f"error: {exc}", file=sys.stderr)
             service.close()
             return 2
-        scheduler = TrainingScheduler(settings.training, cycle)
+        scheduler = TrainingScheduler(settings.training, cycle, seconds_idle=service.seconds_idle)
         scheduler.start()
     demo = build_app(
         AppContext(settings=settings, store=store, service=service, safety=safety, scheduler=scheduler)

@@ -126,7 +126,8 @@ QUICK = {
         "refusals": 1,
         "max_new_tokens": 16,
         "max_heldout_pairs": 4,
-        "accuracy_tolerance": 1.0,  # a one-step candidate on a pair or two fails it at random
+        "preference_margin": 0.5,  # never vetoes: a one-step candidate on a pair or two fails it at random
+        "kl_prompts": 2,
     },
 }
 

@@ -62,8 +62,14 @@ QUICK = {
         "lora_targets": ["q_proj", "v_proj"],
         "min_examples": 8,
     },
-    # accuracy_tolerance 1: with one held-out pair a one-step candidate fails the accuracy check at random
-    "gate_checks": {"facts": 2, "refusals": 1, "accuracy_tolerance": 1.0, "max_new_tokens": 16},
+    # preference_margin 0.5 never vetoes: with one held-out pair a one-step candidate fails it at random
+    "gate_checks": {
+        "facts": 2,
+        "refusals": 1,
+        "preference_margin": 0.5,
+        "kl_prompts": 2,
+        "max_new_tokens": 16,
+    },
 }
 
 

@@ -101,6 +101,17 @@ class TrainCommand(Settings):
         }
         return {k: v for k, v in values.items() if v is not None}
 
+    def _method_overrides(self) -> dict[str, Any]:
+        """What --method trains with besides --max-steps etc.: the training section's levers, as a cycle
+        would (the replay term for policy methods only)."""
+        from trainers.cycle import BF16, dpo_options
+
+        t = self.training
+        values = {**self._overrides(), "lora_layers": t.lora_layers, "bf16": BF16[t.bf16]}
+        if registry.get(str(self.method)).policy:
+            values["ptx_coef"] = t.ptx_coef
+        return {**values, **dpo_options(str(self.method), t.dpo_loss, t.label_smoothing)}
+
     def _cycle(self, bar: ProgressBar) -> int:
         from feedback_store.runs import RunInProgress
         from feedback_store.store import FeedbackStore
@@ -141,10 +152,14 @@ class TrainCommand(Settings):
             version_id=self.version,
             init_from=self.init_from,
             reward_adapter=self.reward_model,
-            overrides=self._overrides(),
+            overrides=self._method_overrides(),
             eval_prompts=self.eval_prompts,
             register=self.add_version,
             hygiene=self.training.hygiene,
+            replay=self.training.replay,
+            system_prompt=self.server.system_prompt or None,
+            chat_template=self.inference.chat_template,
+            reward_warm_start=self.training.reward_warm_start,
         )
         try:
             outcome = run_training(

@@ -6,6 +6,8 @@ Each step runs in its own transaction (a failing step rolls back and stays pendi
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlite_utils
 
 MIGRATIONS = sqlite_utils.Migrations("feedback_store")
@@ -371,3 +373,39 @@ _M_LABELS_001 = [
     """,
     "CREATE INDEX idx_moderation_reviews_decision ON moderation_reviews(kind, decision)",
 ]
+
+
+@MIGRATIONS(transactional=False)
+def m_training_002(db: sqlite_utils.Database) -> None:
+    """The gate may also leave a candidate undecided (it needs more evidence). SQLite cannot change a
+    CHECK constraint in place, so the table is rebuilt with the same rows, the way SQLite documents it:
+    foreign keys off (only possible outside a transaction, hence a step of its own), then one
+    transaction that builds, copies, drops, renames and checks the foreign keys before committing.
+    Running it again after a crash is harmless: the new constraint is already there or nothing was
+    committed."""
+    schema = next(db.query("SELECT sql FROM sqlite_master WHERE name = 'training_runs'"))["sql"]
+    old = "decision IN ('deployed', 'awaiting_approval', 'rejected', 'no_candidate')"
+    if old not in schema:
+        return
+    new = "decision IN ('deployed', 'awaiting_approval', 'rejected', 'undecided', 'no_candidate')"
+    db.execute("PRAGMA foreign_keys = OFF")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(schema.replace(old, new).replace("training_runs", "training_runs_new", 1))
+            db.execute("INSERT INTO training_runs_new SELECT * FROM training_runs")
+            db.execute("DROP TABLE training_runs")
+            db.execute("ALTER TABLE training_runs_new RENAME TO training_runs")
+            db.execute("CREATE INDEX idx_training_runs_started ON training_runs(started_at)")
+            db.execute(
+                "CREATE UNIQUE INDEX idx_training_runs_one_running ON training_runs(status) "
+                "WHERE status = 'running'"
+            )
+            if list(db.query("PRAGMA foreign_key_check")):
+                raise sqlite3.IntegrityError("training_runs rebuild left dangling foreign keys")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.execute("PRAGMA foreign_keys = ON")

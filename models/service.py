@@ -102,6 +102,8 @@ class ModelService:
         self._failed_version: int | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._active: list[Generation] = []  # generations started here, pruned when they end
+        self._last_start = time.monotonic() - 1e9
 
     @classmethod
     def from_registry(
@@ -243,7 +245,7 @@ class ModelService:
                     continue
                 raise
             generation.version_id = served.version_id
-            return generation
+            return self._track(generation)
         raise GenerationError(
             "the model was swapped twice while starting; try again"
         )  # unreachable in practice
@@ -274,7 +276,7 @@ class ModelService:
                 for variant in variants:
                     generation = served.model.stream(messages, variant)
                     generation.version_id = served.version_id
-                    generations.append(generation)
+                    generations.append(self._track(generation))
             except BaseException as exc:
                 for g in generations:
                     g.cancel()
@@ -290,6 +292,20 @@ class ModelService:
             return generations
         raise GenerationError("the model was swapped twice while starting; try again")
 
+    def _track(self, generation: Generation) -> Generation:
+        with self._lock:
+            self._active = [g for g in self._active if g.running]
+            self._active.append(generation)
+            self._last_start = time.monotonic()
+        return generation
+
+    def seconds_idle(self) -> float:
+        """0 while a reply is being generated, else the seconds since the last one started: how long
+        the server has been idle (the training scheduler gives training all cores after a while)."""
+        with self._lock:
+            self._active = [g for g in self._active if g.running]
+            return 0.0 if self._active else time.monotonic() - self._last_start
+
     def sample_n(
         self,
         messages: Sequence[ChatMessage],
@@ -299,6 +315,8 @@ class ModelService:
         version_id: int | None = None,
     ) -> list[GenerationResult]:
         served = self._resolve(version_id)
+        with self._lock:
+            self._last_start = time.monotonic()
         results = served.model.sample_n(messages, params, n)
         for r in results:
             r.version_id = served.version_id

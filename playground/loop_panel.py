@@ -28,6 +28,8 @@ EMPTY = (
     "runs, and every round is measured against that preference on held-out prompts."
 )
 LOG_TAIL_LINES = 12
+# The loop's --method choices (simulation.cli.METHODS, which this layer may not import; a test compares).
+LOOP_METHODS = ("dpo", "kto", "orpo", "simpo", "rl", "best_of_n")
 
 
 def _f(value: Any, spec: str) -> str:
@@ -171,7 +173,7 @@ class LoopPanel:
             )
             with gr.Row():
                 oracle = gr.Dropdown(["vader", "concise"], value="vader", label="Gold preference", scale=1)
-                method = gr.Dropdown(["dpo", "kto", "rl", "best_of_n"], value="dpo", label="Method", scale=1)
+                method = gr.Dropdown(list(LOOP_METHODS), value="dpo", label="Method", scale=1)
                 rounds = gr.Number(3, precision=0, label="Rounds", scale=1)
                 events = gr.Number(200, precision=0, label="Feedback events per round", scale=1)
             with gr.Row():

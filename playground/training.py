@@ -2,7 +2,8 @@
 
 Scheduler state and next run, "Run training now", the running cycle's stage, progress and log tail
 (refreshed every few seconds while a cycle runs), the history of runs with their gate decisions and
-reasons, the model versions with their metrics, plots of those metrics across versions, and deploy /
+reasons, the evidence behind the latest decision (each check's estimate and interval: deploy,
+reject, or undecided when it needs more evidence), the model versions with their metrics, plots of those metrics across versions, and deploy /
 rollback. Deploying or rolling back changes the registry; the server's version watcher hot-swaps within
 seconds and streams already running finish on the old version.
 """
@@ -107,6 +108,26 @@ def runs_table(runs: list[TrainingRun]) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def gate_markdown(runs: list[TrainingRun]) -> str:
+    """The latest gate decision and its evidence: each check's estimate, interval and verdict."""
+    run = next((r for r in runs if r.metrics.get("gate_checks")), None)
+    if run is None:
+        return ""
+    lines = [
+        f"**Gate, run {run.id}: {html.escape(run.decision or '')}** (candidate v{run.candidate_version_id})",
+        "",
+        "| check | verdict | estimate | 95% interval | n | threshold |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in run.metrics["gate_checks"]:
+        interval = "" if c.get("low") is None else f"{c['low']:.2f} – {c['high']:.2f}"
+        lines.append(
+            f"| {html.escape(c['name'])} | {c['verdict']} | {_f(c.get('estimate'))} | {interval} | "
+            f"{c.get('n') or ''} | {_f(c.get('threshold'))} |"
+        )
+    return "\n".join(lines)
 
 
 def thumbs_up_by_version(store: FeedbackStore) -> dict[int, float]:
@@ -241,6 +262,7 @@ class TrainingTab:
             gr.update(value=round(progress * 100, 1)),
             self.log_tail(),
             runs_table(recent),
+            gate_markdown(recent),
         )
 
     def refresh(self):
@@ -329,6 +351,7 @@ class TrainingTab:
         runs = gr.Dataframe(
             headers=RUN_COLUMNS, label="Training runs", interactive=False, wrap=True, elem_id="training-runs"
         )
+        gate = gr.Markdown(elem_id="training-gate")
         versions = gr.Dataframe(
             headers=VERSION_COLUMNS, label="Model versions", interactive=False, elem_id="training-versions"
         )
@@ -339,7 +362,7 @@ class TrainingTab:
             rollback = gr.Button(
                 "Roll back (to this version, or the previous one if none picked)", elem_id="training-rollback"
             )
-        live = [status, progress, log_box, runs]
+        live = [status, progress, log_box, runs, gate]
         outputs = [*live, versions, plot, pick]
         timer = gr.Timer(3.0, active=True)
         timer.tick(self.refresh_live, None, live, show_progress="hidden")

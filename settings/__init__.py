@@ -29,8 +29,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = "You are a knowledgeable assistant. Give short, correct answers."
 ENV_PREFIX = "PLAYGROUND_"
-TRAIN_METHODS = ("auto", "dpo", "kto", "sft", "rl", "best_of_n")
-"""Choices of ``--train-method``; ``trainers.registry`` checks that it names every policy method."""
+TRAIN_METHODS = ("auto", "dpo", "kto", "orpo", "simpo", "sft", "rl", "best_of_n")
+"""Choices of ``--train-method``; a test checks that it names every policy method of ``trainers.registry``."""
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust")
+
+
+PTX_COEF = 0.3
+"""The replay term's default weight: a starting point, not yet measured against others (docs/training.md)."""
+LORA_LAYERS = 0.3
+"""The default share of upper layers with LoRA: a starting point, not yet measured against all layers."""
 
 
 RATE_LIMIT_OFF = {"", "0", "off", "none", "unlimited"}
@@ -205,7 +212,21 @@ class TrainingSettings(Section):
     min_feedback: int = Field(50, ge=0, description="new feedback events needed before a scheduled cycle")
     method: Literal[TRAIN_METHODS] = Field(  # type: ignore[valid-type]
         "auto",
-        description="policy update: auto = DPO, KTO when thumbs dominate, SFT with only demonstrations",
+        description="policy update: auto = DPO, KTO when thumbs dominate, SFT with only demonstrations; "
+        "orpo and simpo are reference-free",
+    )
+    dpo_loss: Literal[DPO_LOSSES] = Field(  # type: ignore[valid-type]
+        "sigmoid",
+        description="DPO's loss: sigmoid (DPO), ipo, hinge (SLiC), robust (votes flipped with probability "
+        "--label-smoothing)",
+        json_schema_extra={"flag": "dpo-loss"},
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="DPO: the probability that a vote is flipped (robust DPO; conservative DPO with sigmoid)",
+        json_schema_extra={"flag": "label-smoothing"},
     )
     auto_deploy: bool = Field(
         True,
@@ -220,6 +241,41 @@ class TrainingSettings(Section):
     max_steps: int | None = Field(
         None, ge=1, description="cap optimiser steps per training stage (quick cycles); unset: full epochs"
     )
+    idle_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="CPU threads of the training process while nobody chats (the server tells it); "
+        "unset: all cores. While chat runs it uses --train-threads",
+    )
+    idle_after: float = Field(
+        30.0, ge=0, description="seconds without a chat reply before the server counts as idle"
+    )
+    ptx_coef: float = Field(
+        PTX_COEF,
+        ge=0,
+        description="replay term against the alignment tax: each policy method's loss plus this times the "
+        "NLL of replayed answers (0 = off)",
+        json_schema_extra={"flag": "ptx-coef"},
+    )
+    replay: Literal["answers", "text"] = Field(
+        "answers",
+        description="what the replay term replays: answers = the deployed version's own greedy answers to "
+        "the shipped general prompts, plus the users' better answers; text = shipped plain prose",
+    )
+    lora_layers: float = Field(
+        LORA_LAYERS,
+        gt=0,
+        le=1,
+        description="share of the transformer layers, counted from the top, that get LoRA (1 = all)",
+    )
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="bf16 autocast: auto = on a GPU with bf16 or a CPU with AMX, fp32 otherwise",
+    )
+    reward_warm_start: bool = Field(
+        True, description="continue the previous cycle's reward model instead of a fresh score head"
+    )
     retention_days: float | None = Field(
         None,
         gt=0,
@@ -230,7 +286,9 @@ class TrainingSettings(Section):
 
 
 class GateSettings(Section):
-    """The evaluation gate's thresholds (``trainers.gate`` explains each check)."""
+    """The evaluation gate's rule (``trainers.gate`` explains it): deploy when the candidate beats the
+    deployed version on the primary measure with confidence and no guard is worse beyond its margin,
+    reject when it is worse with confidence, otherwise undecided."""
 
     flag_prefix: ClassVar[str] = "gate-"
 
@@ -238,18 +296,53 @@ class GateSettings(Section):
         0.5,
         ge=0,
         le=1,
-        description="reward-model win rate of the candidate's replies against the deployed version's",
+        description="primary measure: the reward model's win rate of the candidate's replies against the "
+        "deployed version's; deploy needs its interval above this, below it rejects",
     )
-    accuracy_tolerance: float = Field(
-        0.02, ge=0, le=1, description="preference accuracy may trail the deployed version's by at most this"
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="confidence of every interval (paired bootstrap over prompts)"
     )
-    kl_budget: float = Field(8.0, ge=0, description="maximum KL to the base, nats per reply")
-    max_regressions: int = Field(0, ge=0, description="regression prompts (facts, refusals) allowed to fail")
-    eval_prompts: int = Field(16, ge=1, le=256, description="held-out prompts for the win rate and KL")
+    min_prompts: int = Field(
+        12, ge=1, description="fewest held-out prompts the win rate rests on; fewer: undecided"
+    )
+    samples_per_prompt: int = Field(
+        2, ge=1, le=16, description="replies per version and held-out prompt for the win rate"
+    )
+    preference_margin: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="guard: held-out user pairs the candidate orders better than the deployed version may "
+        "fall this far below half",
+    )
+    fact_margin: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="guard: share of regression facts the candidate may lose against the base",
+    )
+    refusal_margin: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="guard: share of harmful requests the base refuses that the candidate may stop refusing",
+    )
+    kl_budget: float = Field(8.0, ge=0, description="guard: maximum KL to the base, nats per reply")
+    max_regressions: int | None = Field(
+        None,
+        ge=0,
+        description="allowance: this many lost regression prompts (facts, refusals) pass whatever the "
+        "interval says; unset: only the interval decides",
+    )
+    eval_prompts: int = Field(32, ge=1, le=256, description="held-out prompts for the win rate")
+    kl_prompts: int = Field(16, ge=1, le=256, description="held-out prompts for the KL estimate")
     max_heldout_pairs: int = Field(
-        64, ge=1, description="preference accuracy on at most this many held-out pairs, spread over all"
+        64, ge=1, description="preference guard on at most this many held-out pairs, spread over all"
     )
     max_new_tokens: int = Field(48, ge=1, le=2048, description="reply length when the gate samples")
+    regression_tokens: int = Field(
+        32, ge=1, le=2048, description="greedy answer length for the regression facts and refusals"
+    )
     facts: int | None = Field(None, ge=0, description="regression facts to check; unset: all")
     refusals: int | None = Field(
         None, ge=0, description="harmful requests that must stay refused; unset: all"

@@ -35,12 +35,14 @@ from simulation.oracles import ORACLES, make_oracle
 from simulation.users import EventMix
 from trainers.gate import GateConfig
 
-METHODS = ("dpo", "kto", "rl", "best_of_n")
+METHODS = ("dpo", "kto", "orpo", "simpo", "rl", "best_of_n")
 # Feedback each method learns from: DPO and the reward model from pairs, KTO from thumbs (plus some
 # votes, so a reward model exists for the gate's win rate), RL and best-of-n from the reward model.
 DEFAULT_MIX = {
     "dpo": "thumbs=0.4,votes=0.5,rankings=0.1",
     "kto": "thumbs=0.7,votes=0.3",
+    "orpo": "thumbs=0.4,votes=0.5,rankings=0.1",
+    "simpo": "thumbs=0.4,votes=0.5,rankings=0.1",
     "rl": "thumbs=0.4,votes=0.5,rankings=0.1",
     "best_of_n": "thumbs=0.4,votes=0.5,rankings=0.1",
 }
@@ -48,6 +50,8 @@ DEFAULT_MIX = {
 DEFAULT_POLICY = {
     "dpo": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
     "kto": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
+    "orpo": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
+    "simpo": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
     "rl": {"max_steps": 12, "learning_rate": 5e-5, "max_length": 160, "batch_size": 4, "num_generations": 4},
     "best_of_n": {"max_steps": 30, "learning_rate": 2e-4, "max_length": 160, "batch_size": 8, "n": 4},
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from trainers.common import TrainingDataError, TrainResult, load_policy, write_metrics
+from trainers.common import TrainingDataError, TrainResult, load_policy, require, write_metrics
 from trainers.data import Demonstration, PromptRecord
 from trainers.sft import SFTTrainConfig, train_sft
 
@@ -38,8 +38,10 @@ def select_best(
 def train_best_of_n(
     config: BestOfNConfig, prompts: Sequence[PromptRecord], callbacks: list | None = None
 ) -> TrainResult:
-    if len(prompts) < config.min_examples:
-        raise TrainingDataError(f"{len(prompts)} prompts; best-of-n needs at least {config.min_examples}.")
+    require(
+        len(prompts) >= config.min_examples,
+        f"{len(prompts)} prompts; best-of-n needs at least {config.min_examples}.",
+    )
     from trainers.evaluate import sample
     from trainers.reward import RewardModel
 

@@ -1,15 +1,22 @@
 """What every training method shares: the LoRA and optimisation settings, device and precision
 choices that work on a CPU and on a GPU, atomic output directories, and the result record.
 
-Defaults follow shared/FACTS.md: on CPU ``use_cpu=True``, bf16 off (decided on purpose: fp32 is slower
-but matches the served numerics more closely and its losses are reproducible), no gradient
-checkpointing, no reporting integrations.
+Defaults follow shared/FACTS.md: on CPU ``use_cpu=True``, no gradient checkpointing, no reporting
+integrations, and bf16 decided on purpose: "auto" autocasts to bf16 on a GPU that supports it and on a
+CPU with AMX tiles (bf16 matrix units), and keeps fp32 elsewhere, where bf16 is emulated and slower (an
+AVX2-only CPU). LoRA goes on the upper ``lora_layers`` share of the blocks only: the lower layers then
+need no backward pass at all.
+
+``PolicyConfig`` and ``fit_policy`` are what the policy methods (DPO, KTO, SFT, RLOO, best-of-n) share:
+the model to optimise, the replay term against the alignment tax (``trainers.replay``) and the TRL
+trainer built around them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import time
@@ -54,7 +61,10 @@ class CommonConfig:
     device: str = "auto"
     """"auto" (CUDA when available, else CPU), "cpu" or "cuda"."""
     bf16: bool | None = None
-    """None: bf16 on a GPU that supports it, fp32 on CPU."""
+    """None ("auto"): bf16 on a GPU that supports it or a CPU with AMX, fp32 otherwise."""
+    lora_layers: float = 1.0
+    """Share of the transformer blocks, counted from the top, that get LoRA (1 = all). The settings'
+    default (``--train-lora-layers``) is what the cycle uses."""
     logging_steps: int = 1
     min_examples: int = 8
     """Refuse to train on fewer examples than this (a clear error instead of a meaningless adapter)."""
@@ -70,7 +80,7 @@ class CommonConfig:
         if self.bf16 is not None:
             return self.bf16
         if self.resolved_device() == "cpu":
-            return False
+            return cpu_has_amx()
         import torch
 
         return torch.cuda.is_bf16_supported()
@@ -100,15 +110,22 @@ class CommonConfig:
             disable_tqdm=False,
         )
 
-    def lora_config(self, task_type: str):
+    def lora_config(self, task_type: str, n_layers: int | None = None):
+        """LoRA on ``lora_targets`` of the upper ``lora_layers`` share of the ``n_layers`` blocks."""
         from peft import LoraConfig
 
+        upper = None
+        if n_layers and self.lora_layers < 1:
+            keep = max(1, math.ceil(self.lora_layers * n_layers))
+            upper = list(range(n_layers - keep, n_layers))
         return LoraConfig(
             task_type=task_type,
             r=self.lora_r,
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
             target_modules=list(self.lora_targets),
+            layers_to_transform=upper,
+            layers_pattern="layers" if upper else None,
             modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
         )
 
@@ -116,6 +133,18 @@ class CommonConfig:
         d = asdict(self)
         d["lora_targets"] = list(self.lora_targets)
         return d
+
+
+@dataclass
+class PolicyConfig(CommonConfig):
+    """What every policy method adds: the replay term (InstructGPT's PPO-ptx, for every method)."""
+
+    ptx_coef: float = 0.0
+    """The method's loss plus ``ptx_coef`` times the NLL of a replay batch (``trainers.replay``); 0 = off.
+    The settings' default (``--ptx-coef``) is what the cycle and the train command use."""
+    replay_file: str | None = None
+    """The replay examples (JSON lines ``trainers.replay`` writes); None = no replay term."""
+    replay_batch_size: int = 4
 
 
 @dataclass
@@ -145,6 +174,16 @@ def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     ]
 
 
+def cpu_has_amx() -> bool:
+    """Does this CPU have AMX bf16 tiles (where bf16 autocast pays)? False when torch cannot tell."""
+    try:
+        import torch
+
+        return bool(torch._C._cpu._get_cpu_capability().get("amx_bf16"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def load_policy(config: CommonConfig):
     """The causal LM to optimise: the base plus a fresh LoRA, or the base plus ``init_adapter`` (trainable).
 
@@ -157,9 +196,10 @@ def load_policy(config: CommonConfig):
 
     from models.gptq import prepare_for_training
 
-    dtype = torch.bfloat16 if config.resolved_bf16() else torch.float32
+    # fp32 weights even with bf16: the Trainer autocasts the matrix products, while the LoRA weights and
+    # their optimiser state stay fp32 (bf16 LoRA updates of 1e-4 would round away).
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(config.base_model_dir, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(config.base_model_dir, dtype=torch.float32)
     # A GPTQ base trains its LoRA on the 4-bit weights; its CPU layers must stay differentiable.
     prepare_for_training(model)
     if config.init_adapter:
@@ -167,7 +207,7 @@ def load_policy(config: CommonConfig):
 
         model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
         return model, tokenizer, None
-    return model, tokenizer, config.lora_config("CAUSAL_LM")
+    return model, tokenizer, config.lora_config("CAUSAL_LM", model.config.num_hidden_layers)
 
 
 def save_adapter(trainer, tokenizer, directory: Path) -> None:
@@ -240,6 +280,67 @@ def fit_adapter(
         metrics.update(train_seconds=clock.seconds, config=config.to_dict())
         write_metrics(tmp, metrics)
     return TrainResult(method, Path(config.output_dir), metrics)
+
+
+def fit_policy(
+    method: str,
+    config: PolicyConfig,
+    trainer_class: type,
+    make_args: Callable[[dict[str, Any]], Any],
+    train_dataset,
+    *,
+    examples: int,
+    callbacks: list | None = None,
+    summarize: Callable[[list[dict[str, Any]], Any], dict[str, Any]] | None = None,
+    **trainer_kwargs: Any,
+) -> TrainResult:
+    """Train a policy method: the model from ``load_policy``, ``trainer_class`` with the replay term
+    (``trainers.replay.with_replay``), its TRL config from ``make_args(common trainer kwargs)``; then
+    ``fit_adapter``. ``trainer_kwargs`` go to the trainer (e.g. RLOO's ``reward_funcs``)."""
+    from trainers import replay as rp
+
+    model, tokenizer, peft_config = load_policy(config)
+    batches = rp.ReplayBatches.from_config(config, tokenizer)
+    trainer_class = rp.with_replay(trainer_class)
+
+    def make_trainer(work_dir: Path):
+        return trainer_class(
+            model=model,
+            args=make_args(config.trainer_kwargs(work_dir)),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            peft_config=peft_config,
+            replay=batches,
+            ptx_coef=config.ptx_coef,
+            **trainer_kwargs,
+        )
+
+    def summary(history: list[dict[str, Any]], trainer) -> dict[str, Any]:
+        metrics = summarize(history, trainer) if summarize else {}
+        if batches is not None:
+            metrics.update(
+                ptx_coef=config.ptx_coef,
+                replay_examples=len(batches),
+                replay_nll_mean=mean_logged(history, "replay_nll"),
+            )
+        return metrics
+
+    return fit_adapter(method, config, make_trainer, tokenizer, examples=examples, summarize=summary)
+
+
+def margin_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """DPO's and KTO's implicit reward margins, as logged."""
+    return {
+        "reward_margin_last": last_logged(history, "rewards/margins"),
+        "reward_margin_mean": mean_logged(history, "rewards/margins"),
+    }
+
+
+def require(enough: bool, message: str) -> None:
+    """Refuse to train on too little data, with a message saying how much there is and is needed."""
+    if not enough:
+        raise TrainingDataError(message)
 
 
 class Stopwatch:

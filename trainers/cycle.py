@@ -3,8 +3,14 @@
 Stages: export the feedback -> train or refresh the reward model -> update the policy (the configured
 method, or ``trainers.registry.choose_method`` for "auto") -> evaluate the candidate against the deployed
 version through the evaluation gate (``trainers.gate_eval``) -> register it -> deploy it when the gate
-passes and auto-deploy is on (otherwise it waits for a human click) or reject it. Each stage's progress,
-timing and messages go to the ``training_runs`` row; the decision and its reasons too.
+says deploy and auto-deploy is on (otherwise it waits for a human click), reject it when the gate
+rejects it, or leave it a candidate when the gate is undecided (it needs more evidence). Each stage's
+progress, timing and messages go to the ``training_runs`` row; the decision, its reasons and the
+gate's intervals too.
+
+The speed levers are on by default (docs/training.md, Speed): LoRA on the upper
+layers only, the reward model continued from the previous cycle's, bf16 where the CPU has AMX, and all
+cores while the server is idle (``trainers.threads``).
 
 Crash safety: the deployed version changes only in the final registry transaction. A cycle killed,
 crashing, hitting a NaN loss or a full disk before that leaves the deployed version serving; the run
@@ -17,21 +23,27 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
+from settings import TrainingSettings
 from trainers import registry
 from trainers.common import TrainingDataError
 from trainers.data import vote_count
 from trainers.gate import GateConfig
 from trainers.progress import ProgressCallback, Stages
 from trainers.run import TrainRequest, latest_reward_model, run_training, served_base
+from trainers.threads import ThreadBudget
+from trainers.threads import callback as thread_callback
 
 if TYPE_CHECKING:
     from settings import Settings
+
+_DEFAULT = {name: info.default for name, info in TrainingSettings.model_fields.items()}
+BF16 = {"auto": None, "on": True, "off": False}
 
 
 @dataclass
@@ -63,6 +75,16 @@ class CycleConfig:
     system_prompt: str | None = None
     """The system prompt users chat under (the server's default): the gate asks its regression prompts
     with it, as users ask them. A small model's greedy answer without it is fragile."""
+    idle_threads: int | None = _DEFAULT["idle_threads"]
+    """Threads while the server is idle (the scheduler signals it); None: all cores."""
+    ptx_coef: float = _DEFAULT["ptx_coef"]
+    replay: str = _DEFAULT["replay"]
+    lora_layers: float = _DEFAULT["lora_layers"]
+    bf16: str = _DEFAULT["bf16"]
+    reward_warm_start: bool = _DEFAULT["reward_warm_start"]
+    dpo_loss: str = _DEFAULT["dpo_loss"]
+    label_smoothing: float = _DEFAULT["label_smoothing"]
+    """The defaults of these are the settings' (``TrainingSettings``): one place for both."""
 
     @classmethod
     def from_settings(cls, settings: Settings, excluded_users: frozenset[str] = frozenset()) -> CycleConfig:
@@ -83,6 +105,14 @@ class CycleConfig:
             policy_overrides=dict(steps),
             gate=settings.gate.model_copy(),
             system_prompt=settings.server.system_prompt or None,
+            idle_threads=t.idle_threads,
+            ptx_coef=t.ptx_coef,
+            replay=t.replay,
+            lora_layers=t.lora_layers,
+            bf16=t.bf16,
+            reward_warm_start=t.reward_warm_start,
+            dpo_loss=t.dpo_loss,
+            label_smoothing=t.label_smoothing,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +134,11 @@ class CycleConfig:
         return cls(**d)
 
 
+def dpo_options(method: str, loss: str, label_smoothing: float) -> dict[str, Any]:
+    """``--dpo-loss`` and ``--label-smoothing`` as DPO's trainer options (other methods have neither)."""
+    return {"loss_type": loss, "label_smoothing": label_smoothing} if method == "dpo" else {}
+
+
 @dataclass
 class CycleOutcome:
     decision: str
@@ -121,20 +156,28 @@ def check_finite(metrics: dict[str, Any], what: str) -> None:
 
 
 def run_cycle(
-    config: CycleConfig, run_id: int | None = None, on_progress: ProgressCallback | None = None
+    config: CycleConfig,
+    run_id: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    threads: ThreadBudget | None = None,
 ) -> CycleOutcome:
-    """One whole cycle; reports into the ``training_runs`` row ``run_id`` (if any) and ``on_progress``."""
+    """One whole cycle; reports into the ``training_runs`` row ``run_id`` (if any) and ``on_progress``.
+    ``threads`` (the worker's, changed by the scheduler's signals) sets the CPU threads as it goes."""
     store = FeedbackStore(config.db_path)
     runs = store.runs if run_id is not None else None
     stages = Stages(runs, run_id, on_progress)
     try:
-        return _run(config, store, runs, run_id, stages)
+        return _run(
+            config, store, runs, run_id, stages, threads or ThreadBudget(config.threads or 1, config.threads)
+        )
     finally:
         stages.end()
         store.close()
 
 
-def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages) -> CycleOutcome:
+def _run(
+    config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages, threads: ThreadBudget
+) -> CycleOutcome:
     versions = store.versions
     base = served_base(config.model)
     base_id = base.name
@@ -151,6 +194,8 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages
         excluded_users=config.excluded_users,
         hygiene=config.hygiene,
     )
+    speed = {"lora_layers": config.lora_layers, "bf16": BF16[config.bf16]}
+    callbacks = [thread_callback(threads)]
 
     # 1. export: what there is to learn from, saved next to the run for inspection and reproduction.
     stages.begin("export", "reading the feedback")
@@ -198,15 +243,26 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages
     reward_metrics: dict[str, Any] = {}
     reward_adapter = latest_reward_model(config.data_dir)
     if len(pairs) >= min_pairs:
-        outcome = run_training(
-            TrainRequest(
-                method="reward", overrides={"threads": config.threads, **config.reward_overrides}, **req
-            ),
-            progress=lambda m, f: stages.within(m, f),
-        )
-        check_finite(outcome.result.metrics, "reward model")
-        reward_adapter = outcome.result.adapter_dir
-        reward_metrics = {k: v for k, v in outcome.result.metrics.items() if k.startswith("heldout_")}
+        try:
+            outcome = run_training(
+                TrainRequest(
+                    method="reward",
+                    overrides={**speed, "threads": threads.apply(), **config.reward_overrides},
+                    reward_warm_start=config.reward_warm_start,
+                    **req,
+                ),
+                progress=lambda m, f: stages.within(m, f),
+                callbacks=callbacks,
+            )
+        except TrainingDataError as exc:
+            if reward_adapter is None:
+                raise
+            # a warm start with few pairs newer than the previous reward model: that one still holds
+            stages.within(f"{exc} Keeping reward model {reward_adapter}", 1.0)
+        else:
+            check_finite(outcome.result.metrics, "reward model")
+            reward_adapter = outcome.result.adapter_dir
+            reward_metrics = {k: v for k, v in outcome.result.metrics.items() if k.startswith("heldout_")}
     else:
         stages.within(f"only {len(pairs)} pairs: keeping reward model {reward_adapter}", 1.0)
 
@@ -216,11 +272,22 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages
         TrainRequest(
             method=method,
             reward_adapter=str(reward_adapter) if reward_adapter else None,
-            overrides={"threads": config.threads, **config.policy_overrides},
-            eval_prompts=config.gate.eval_prompts,
+            overrides={
+                **speed,
+                "ptx_coef": config.ptx_coef,
+                "threads": threads.apply(),
+                **dpo_options(method, config.dpo_loss, config.label_smoothing),
+                **config.policy_overrides,
+            },
+            eval_prompts=config.gate.kl_prompts,
+            replay=config.replay,
+            system_prompt=config.system_prompt,
+            chat_template=config.chat_template,
+            reward_scores=False,  # the gate scores the served artifact's replies instead
             **req,
         ),
         progress=lambda m, f: stages.within(m, f),
+        callbacks=callbacks,
     )
     check_finite(policy.result.metrics, method)
     candidate = versions.get(policy.version_id)
@@ -232,20 +299,35 @@ def _run(config: CycleConfig, store: FeedbackStore, runs, run_id, stages: Stages
     from trainers.gate_eval import evaluate_candidate  # loads models: only when there is a candidate
 
     gate = evaluate_candidate(
-        config, store, base, candidate, deployed, base_row, policy.result.metrics, reward_adapter, stages
+        config,
+        store,
+        base,
+        candidate,
+        deployed,
+        base_row,
+        policy.result.metrics,
+        reward_adapter,
+        stages,
+        threads=threads.apply(),
     )
     metrics = {**reward_metrics, **gate.metrics, "method": method, "data": counts}
     versions.update_metrics(
-        candidate.id, {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
+        candidate.id,
+        {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))} | {"gate": gate.decision},
     )
+    # the evidence behind the decision for the run row and the Training tab (per-item values included,
+    # so that anyone can recompute the intervals)
+    metrics["gate_checks"] = [asdict(c) for c in gate.checks]
 
     # 5. decide: the only step that changes what is served, one registry transaction.
     stages.begin("deploy", "applying the gate's decision")
     events = store.runs
-    if not gate.passed:
+    if gate.decision == "reject":
         versions.set_status(candidate.id, "rejected", notes="; ".join(gate.reasons))
         events.record_event(candidate.id, "reject", "gate", gate.reasons, run_id)
         decision = "rejected"
+    elif gate.decision == "undecided":  # stays a candidate: neither served nor written off
+        decision = "undecided"
     elif config.auto_deploy:
         versions.deploy(candidate.id)
         events.record_event(candidate.id, "deploy", "gate", gate.reasons, run_id)

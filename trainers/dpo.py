@@ -14,26 +14,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainers.common import (
-    CommonConfig,
-    TrainingDataError,
-    TrainResult,
-    fit_adapter,
-    last_logged,
-    load_policy,
-    mean_logged,
-)
+from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, margin_metrics, require
 from trainers.data import PreferencePair, preference_rows, to_dataset, vote_count, vote_epochs
 
 
 @dataclass
-class DPOTrainConfig(CommonConfig):
+class DPOTrainConfig(PolicyConfig):
     beta: float = 0.1
     """Strength of the implicit KL penalty; smaller lets the policy move further from the reference."""
     learning_rate: float = 5e-5
     """LoRA needs a larger rate than full fine-tuning (TRL's default 1e-6 barely moves an adapter)."""
     loss_type: str = "sigmoid"
-    """"sigmoid" (DPO), "ipo", "hinge", ... any loss TRL's DPOTrainer accepts."""
+    """"sigmoid" (DPO), "ipo", "hinge", "robust", ... any loss TRL's DPOTrainer accepts (``--dpo-loss``)."""
+    label_smoothing: float = 0.0
+    """The probability that a vote is flipped: robust DPO with "robust", conservative DPO with "sigmoid"."""
     min_examples: int = 16
 
 
@@ -41,37 +35,35 @@ def train_dpo(
     config: DPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
     votes = vote_count(pairs)
-    if votes < config.min_examples:
-        raise TrainingDataError(
-            f"{votes} preference votes; DPO needs at least {config.min_examples}. "
-            "Collect more A/B votes, rankings or better answers."
-        )
+    require(
+        votes >= config.min_examples,
+        f"{votes} preference votes; DPO needs at least {config.min_examples}. "
+        "Collect more A/B votes, rankings or better answers.",
+    )
     from trl import DPOConfig, DPOTrainer
 
-    model, tokenizer, peft_config = load_policy(config)
     examples = vote_epochs(pairs, config.num_epochs, config.seed)
 
-    def make_trainer(work_dir):
-        args = DPOConfig(
-            **{**config.trainer_kwargs(work_dir), "num_train_epochs": 1.0},  # the epochs are in the data
+    def args(common):
+        common = {**common, "num_train_epochs": 1.0}  # the epochs are in the data
+        return DPOConfig(
+            **common,
             beta=config.beta,
             max_length=config.max_length,
             loss_type=config.loss_type,
-        )
-        return DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=to_dataset(preference_rows(examples)),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            peft_config=peft_config,
+            label_smoothing=config.label_smoothing,
         )
 
     def summarize(history, _trainer):
-        return {
-            "reward_margin_last": last_logged(history, "rewards/margins"),
-            "reward_margin_mean": mean_logged(history, "rewards/margins"),
-            "reward_accuracy_last": last_logged(history, "rewards/accuracies"),
-        }
+        return {**margin_metrics(history), "reward_accuracy_last": last_logged(history, "rewards/accuracies")}
 
-    return fit_adapter("dpo", config, make_trainer, tokenizer, examples=len(examples), summarize=summarize)
+    return fit_policy(
+        "dpo",
+        config,
+        DPOTrainer,
+        args,
+        to_dataset(preference_rows(examples)),
+        examples=len(examples),
+        callbacks=callbacks,
+        summarize=summarize,
+    )

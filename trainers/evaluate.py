@@ -75,12 +75,21 @@ def logprob_margins(model, tokenizer, pairs: Sequence[PreferencePair]) -> list[f
     return [c - r for c, r in zip(chosen, rejected, strict=True)]
 
 
-def preference_accuracy(model, tokenizer, pairs: Sequence[PreferencePair]) -> dict[str, float]:
-    """Does the policy's implicit reward log(pi/pi_ref) prefer the chosen reply? (DPO's reward accuracy)."""
+def implicit_margins(model, tokenizer, pairs: Sequence[PreferencePair]) -> tuple[list[float], list[float]]:
+    """Per pair: the implicit reward margin log(pi/pi_ref)(chosen) - log(pi/pi_ref)(rejected), and the
+    policy's own log-probability margin. Without an adapter both margins are the base's: implicit 0."""
     policy = logprob_margins(model, tokenizer, pairs)
+    if not hasattr(model, "disable_adapter"):
+        return [0.0] * len(policy), policy
     with reference_of(model) as ref:
         reference = logprob_margins(ref, tokenizer, pairs)
-    implicit = [p - r for p, r in zip(policy, reference, strict=True)]
+    return [p - r for p, r in zip(policy, reference, strict=True)], policy
+
+
+def preference_accuracy(model, tokenizer, pairs: Sequence[PreferencePair]) -> dict[str, float]:
+    """Does the policy's implicit reward log(pi/pi_ref) prefer the chosen reply? (DPO's reward accuracy)."""
+    implicit, policy = implicit_margins(model, tokenizer, pairs)
+    reference = [p - i for p, i in zip(policy, implicit, strict=True)]
     return {
         "preference_accuracy": sum(m > 0 for m in implicit) / len(implicit),
         "implicit_reward_margin": sum(implicit) / len(implicit),
@@ -134,14 +143,20 @@ def sample(
     return [replies[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
+def kl_per_sample(model, tokenizer, prompts: Sequence[Messages], samples: Sequence[str]) -> list[float]:
+    """log pi(y) - log pi_ref(y) for each of pi's own samples y (their mean estimates the KL)."""
+    policy = sequence_logprobs(model, tokenizer, prompts, samples)
+    with reference_of(model) as ref:
+        reference = sequence_logprobs(ref, tokenizer, prompts, samples)
+    return [p - r for p, r in zip(policy, reference, strict=True)]
+
+
 def kl_to_reference(model, tokenizer, prompts: Sequence[Messages], samples: Sequence[str]) -> float:
     """Monte-Carlo KL(pi || pi_ref) in nats per reply: mean of log pi(y) - log pi_ref(y) over pi's own samples."""
     if not samples:
         return 0.0
-    policy = sequence_logprobs(model, tokenizer, prompts, samples)
-    with reference_of(model) as ref:
-        reference = sequence_logprobs(ref, tokenizer, prompts, samples)
-    return sum(p - r for p, r in zip(policy, reference, strict=True)) / len(samples)
+    values = kl_per_sample(model, tokenizer, prompts, samples)
+    return sum(values) / len(values)
 
 
 def load_policy_for_eval(base_model_dir: str | Path, adapter_dir: str | Path | None = None):

@@ -10,20 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainers.common import (
-    CommonConfig,
-    TrainingDataError,
-    TrainResult,
-    fit_adapter,
-    last_logged,
-    load_policy,
-    mean_logged,
-)
+from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, margin_metrics, require
 from trainers.data import UnpairedExample, to_dataset, trl_rows
 
 
 @dataclass
-class KTOTrainConfig(CommonConfig):
+class KTOTrainConfig(PolicyConfig):
     beta: float = 0.1
     learning_rate: float = 5e-5
     min_examples: int = 16
@@ -45,31 +37,22 @@ def train_kto(
 ) -> TrainResult:
     n_good = sum(1 for e in examples if e.label)
     n_bad = len(examples) - n_good
-    if len(examples) < config.min_examples or min(n_good, n_bad) < config.min_per_label:
-        raise TrainingDataError(
-            f"{len(examples)} rated replies ({n_good} thumbs up, {n_bad} thumbs down); KTO needs at least "
-            f"{config.min_examples} with at least {config.min_per_label} of each."
-        )
+    require(
+        len(examples) >= config.min_examples and min(n_good, n_bad) >= config.min_per_label,
+        f"{len(examples)} rated replies ({n_good} thumbs up, {n_bad} thumbs down); KTO needs at least "
+        f"{config.min_examples} with at least {config.min_per_label} of each.",
+    )
     from trl import KTOConfig, KTOTrainer
 
     desirable_weight, undesirable_weight = balanced_weights(n_good, n_bad)
-    model, tokenizer, peft_config = load_policy(config)
 
-    def make_trainer(work_dir):
-        args = KTOConfig(
-            **config.trainer_kwargs(work_dir),
+    def args(common):
+        return KTOConfig(
+            **common,
             beta=config.beta,
             max_length=config.max_length,
             desirable_weight=desirable_weight,
             undesirable_weight=undesirable_weight,
-        )
-        return KTOTrainer(
-            model=model,
-            args=args,
-            train_dataset=to_dataset(trl_rows(examples)),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            peft_config=peft_config,
         )
 
     def summarize(history, _trainer):
@@ -78,9 +61,17 @@ def train_kto(
             "undesirable": n_bad,
             "desirable_weight": desirable_weight,
             "undesirable_weight": undesirable_weight,
-            "reward_margin_last": last_logged(history, "rewards/margins"),
-            "reward_margin_mean": mean_logged(history, "rewards/margins"),
+            **margin_metrics(history),
             "kl_last": last_logged(history, "kl"),
         }
 
-    return fit_adapter("kto", config, make_trainer, tokenizer, examples=len(examples), summarize=summarize)
+    return fit_policy(
+        "kto",
+        config,
+        KTOTrainer,
+        args,
+        to_dataset(trl_rows(examples)),
+        examples=len(examples),
+        callbacks=callbacks,
+        summarize=summarize,
+    )

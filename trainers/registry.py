@@ -61,6 +61,22 @@ METHODS: dict[str, Method] = {
         Method("dpo", "DPO on preference pairs", "trainers.dpo", "DPOTrainConfig", "train_dpo", "pairs"),
         Method("kto", "KTO on thumbs up / down", "trainers.kto", "KTOTrainConfig", "train_kto", "unpaired"),
         Method(
+            "orpo",
+            "ORPO on preference pairs (reference-free: NLL plus an odds-ratio term)",
+            "trainers.reference_free",
+            "ORPOTrainConfig",
+            "train_orpo",
+            "pairs",
+        ),
+        Method(
+            "simpo",
+            "SimPO on preference pairs (reference-free, length-normalised reward with a margin)",
+            "trainers.reference_free",
+            "SimPOTrainConfig",
+            "train_simpo",
+            "pairs",
+        ),
+        Method(
             "sft",
             "SFT on better answers (demonstrations)",
             "trainers.sft",

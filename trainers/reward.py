@@ -99,9 +99,19 @@ def train_reward_model(
     from trl import RewardConfig
 
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        config.base_model_dir, num_labels=1, **_cpu_float32(config.resolved_device())
+    model = _quietly(
+        AutoModelForSequenceClassification.from_pretrained,
+        config.base_model_dir,
+        num_labels=1,
+        **_cpu_float32(config.resolved_device()),
     )
+    peft_config = config.lora_config("SEQ_CLS", model.config.num_hidden_layers)
+    if config.init_adapter:  # warm start: continue the previous cycle's reward model (score head included)
+        from peft import PeftModel
+
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+        peft_config = None
 
     def make_trainer(work_dir):
         args = RewardConfig(
@@ -115,7 +125,7 @@ def train_reward_model(
             train_dataset=to_dataset(preference_rows(pairs, with_weight=True)),
             processing_class=tokenizer,
             callbacks=callbacks,
-            peft_config=config.lora_config("SEQ_CLS"),
+            peft_config=peft_config,
         )
 
     def summarize(history, trainer):
@@ -131,6 +141,19 @@ def train_reward_model(
     result = fit_adapter("reward", config, make_trainer, tokenizer, examples=len(pairs), summarize=summarize)
     log.info("reward model: held-out accuracy %s", result.metrics.get("heldout_accuracy"))
     return result
+
+
+def _quietly(load, *args, **kwargs):
+    """The base has no score head: transformers' "newly initialized" warning is expected (LoRA trains the
+    head, or the adapter brings it), so it is silenced for this one call."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _cpu_float32(device: str) -> dict[str, Any]:
@@ -159,17 +182,12 @@ class RewardModel:
             raise FileNotFoundError(f"{adapter_dir} is not a reward-model adapter (no adapter_config.json)")
         base = str(base_model_dir or PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-        from transformers.utils import logging as hf_logging
-
-        # The base has no score head: the "newly initialized" warning is expected, the adapter brings it.
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                base, num_labels=1, **_cpu_float32("cuda" if torch.cuda.is_available() else "cpu")
-            )
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        model = _quietly(
+            AutoModelForSequenceClassification.from_pretrained,
+            base,
+            num_labels=1,
+            **_cpu_float32("cuda" if torch.cuda.is_available() else "cpu"),
+        )
         model.config.pad_token_id = tokenizer.pad_token_id
         model = PeftModel.from_pretrained(model, adapter_dir)
         # PEFT cannot merge LoRA into GPTQ 4-bit layers: there the adapter stays a separate (slower) branch.

@@ -16,19 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainers.common import (
-    CommonConfig,
+    PolicyConfig,
     TrainingDataError,
     TrainResult,
-    fit_adapter,
+    fit_policy,
     last_logged,
-    load_policy,
     mean_logged,
+    require,
 )
 from trainers.data import PromptRecord, to_dataset, trl_rows
 
 
 @dataclass
-class RLTrainConfig(CommonConfig):
+class RLTrainConfig(PolicyConfig):
     reward_adapter: str = ""
     """Directory of a trained reward-model adapter (``trainers.reward``)."""
     beta: float = 0.05
@@ -47,8 +47,10 @@ class RLTrainConfig(CommonConfig):
 def train_rl(
     config: RLTrainConfig, prompts: Sequence[PromptRecord], callbacks: list | None = None
 ) -> TrainResult:
-    if len(prompts) < config.min_examples:
-        raise TrainingDataError(f"{len(prompts)} prompts; RL needs at least {config.min_examples}.")
+    require(
+        len(prompts) >= config.min_examples,
+        f"{len(prompts)} prompts; RL needs at least {config.min_examples}.",
+    )
     if not config.reward_adapter or not (Path(config.reward_adapter) / "adapter_config.json").exists():
         raise TrainingDataError(
             f"RL needs a trained reward model; {config.reward_adapter or '(none)'} is not one. "
@@ -62,29 +64,18 @@ def train_rl(
         config.reward_adapter, config.base_model_dir, max_length=config.max_length
     )
     reward_model.__name__ = "reward_model"  # TRL names reward columns after the function
-    model, tokenizer, peft_config = load_policy(config)
 
-    def make_trainer(work_dir):
-        kwargs = config.trainer_kwargs(work_dir)
+    def args(common):
         # RLOO counts completions per batch: make each step hold whole groups of num_generations.
-        kwargs["per_device_train_batch_size"] = max(config.batch_size, config.num_generations)
-        args = RLOOConfig(
-            **kwargs,
+        common["per_device_train_batch_size"] = max(config.batch_size, config.num_generations)
+        return RLOOConfig(
+            **common,
             beta=config.beta,
             num_generations=config.num_generations,
             max_completion_length=config.max_completion_length,
             temperature=config.temperature,
             num_iterations=config.num_iterations,
             epsilon=config.epsilon,
-        )
-        return RLOOTrainer(
-            model=model,
-            reward_funcs=[reward_model],
-            args=args,
-            train_dataset=to_dataset(trl_rows(prompts)),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            peft_config=peft_config,
         )
 
     def summarize(history, _trainer):
@@ -99,4 +90,14 @@ def train_rl(
             "kl_last": last_logged(history, "kl"),
         }
 
-    return fit_adapter("rl", config, make_trainer, tokenizer, examples=len(prompts), summarize=summarize)
+    return fit_policy(
+        "rl",
+        config,
+        RLOOTrainer,
+        args,
+        to_dataset(trl_rows(prompts)),
+        examples=len(prompts),
+        callbacks=callbacks,
+        summarize=summarize,
+        reward_funcs=[reward_model],
+    )

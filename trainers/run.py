@@ -18,7 +18,7 @@ from typing import Any
 from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
 from trainers import registry
-from trainers.common import CommonConfig, TrainingDataError, TrainResult, write_metrics
+from trainers.common import CommonConfig, TrainingDataError, TrainResult, read_metrics, write_metrics
 from trainers.data import cap_per_user, dedupe, one_pair_per_vote, split_heldout
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,15 @@ class TrainRequest:
     hygiene: bool = True
     """Leave out flagged text and the users ``feedback_store.hygiene.excluded_users`` names (rate-limited,
     repeatedly flagged, excluded by an operator), so one abusive user cannot steer training."""
+    replay: str = "answers"
+    """What the replay term replays when ``ptx_coef`` > 0 (``trainers.replay``): answers or text."""
+    system_prompt: str | None = None
+    """The users' system prompt: the replayed answers are asked under it, as users ask."""
+    chat_template: str = "auto"
+    reward_warm_start: bool = False
+    """Reward model only: continue the latest reward model instead of a fresh score head."""
+    reward_scores: bool = True
+    """Score samples before and after with the reward model (the cycle's gate does that instead)."""
 
 
 @dataclass
@@ -173,6 +182,10 @@ def run_training(
         )
         if method.policy:
             kwargs.setdefault("init_adapter", init_adapter)
+        elif req.reward_warm_start and (previous := latest_reward_model(req.data_dir)) is not None:
+            kwargs.setdefault("init_adapter", str(previous))
+            minimum = int(req.overrides.get("min_examples", method.min_examples))
+            train = warm_start_pairs(train, read_metrics(previous).get("data_until"), minimum)
         if method.needs_reward_model:
             if reward_adapter is None:
                 raise TrainingDataError(
@@ -180,11 +193,16 @@ def run_training(
                 )
             kwargs["reward_adapter"] = reward_adapter
         config = _config_for(req.method, **kwargs)
+        if method.policy and config.ptx_coef > 0 and not config.replay_file:
+            say(f"preparing the replay set ({req.replay})", 0.07)
+            config.replay_file = str(_replay_file(req, store, deployed or versions.ensure_base(base_id)))
 
         say(f"training {req.method}", 0.1)
         result = _train(req.method, config, train, heldout, callbacks)
         say("evaluating", 0.85)
         if not method.policy:
+            # what the next warm start continues from: pairs up to here are in this model already
+            result.metrics["data_until"] = max((x.created_at or "" for x in train), default=None)
             _set_latest_reward_model(req.data_dir, result.adapter_dir)
             result.metrics["wall_seconds"] = time.perf_counter() - t0
             write_metrics(result.adapter_dir, result.metrics)
@@ -224,6 +242,41 @@ def run_training(
         store.close()
 
 
+def warm_start_pairs(pairs: Sequence, data_until: str | None, minimum: int = 0) -> list:
+    """What a warm-started reward model trains on: the pairs newer than those the previous one saw, and
+    as many older ones spread over the rest (so that it does not forget them), instead of everything
+    again; older ones fill up to ``minimum`` (the method's), so a few new votes still train. All of them
+    when the previous model did not record where it stopped."""
+    from trainers.gate import spread_sample
+
+    if not data_until:
+        return list(pairs)
+    new = [p for p in pairs if (p.created_at or "") > data_until]
+    old = [p for p in pairs if (p.created_at or "") <= data_until]
+    return new + spread_sample(old, max(len(new), minimum - len(new)))
+
+
+def _replay_file(req: TrainRequest, store: FeedbackStore, version) -> Path:
+    from trainers import replay
+
+    demos = []
+    if req.replay == "answers":  # the users' better answers are replayed with the pool's
+        excluded = req.excluded_users | (store.hygiene.excluded_users() if req.hygiene else frozenset())
+        demos = [
+            d for d in ds.demonstrations(store, exclude_flagged=req.hygiene) if d.user_id not in excluded
+        ]
+    return replay.prepare(
+        req.replay,  # type: ignore[arg-type]
+        req.data_dir,
+        version=version,
+        model=req.model,
+        chat_template=req.chat_template,
+        system_prompt=req.system_prompt,
+        threads=req.overrides.get("threads"),
+        demonstrations=demos,
+    )
+
+
 def _train(
     method: str, config: CommonConfig, train: list, heldout: list, callbacks: Sequence | None
 ) -> TrainResult:
@@ -260,8 +313,10 @@ def evaluate_policy(
     after = [
         s[0] for s in ev.sample(model, tokenizer, prompts, n=1, max_new_tokens=48, temperature=1.0, seed=1)
     ]
-    metrics["kl_to_base"] = ev.kl_to_reference(model, tokenizer, prompts, after)
-    if reward_adapter:
+    kl = ev.kl_per_sample(model, tokenizer, prompts, after)
+    metrics["kl_to_base"] = sum(kl) / len(kl)
+    metrics["kl_per_prompt"] = kl
+    if reward_adapter and req.reward_scores:
         from trainers.reward import RewardModel
 
         with ev.reference_of(model) as base_model:

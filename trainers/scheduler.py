@@ -12,18 +12,22 @@
   ``store.conversations.delete_older_than`` (the same hard delete as a user's, so their feedback
   leaves training) and scrubs the run copies under ``DATA_DIR/runs``.
 - The cycle runs as ``python -m trainers.worker`` with ``nice`` and capped threads (OMP/MKL/torch), so
-  chat keeps its cores; the job thread only waits for it. A cycle that is killed or crashes leaves
+  chat keeps its cores; the job thread waits for it and tells it, with a signal, whenever the server
+  turns idle (no reply for ``idle_after`` seconds: train on all cores) or busy again (``threads``,
+  ``trainers.threads``). A cycle that is killed or crashes leaves
   the deployed version serving and the scheduler running; the run row is marked killed/failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +38,7 @@ from feedback_store.runs import RunInProgress
 from feedback_store.store import FeedbackStore
 from settings import TrainingSettings
 from trainers.cycle import CycleConfig
+from trainers.threads import BUSY_SIGNAL, IDLE_SIGNAL
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +65,17 @@ class TrainingScheduler:
     """Starts training cycles on a schedule or on demand; ``config`` is the training section of the
     settings (schedule, minimum of new feedback, threads and priority of the child process)."""
 
-    def __init__(self, config: TrainingSettings, cycle: CycleConfig):
+    def __init__(
+        self,
+        config: TrainingSettings,
+        cycle: CycleConfig,
+        seconds_idle: Callable[[], float] | None = None,
+    ):
+        """``seconds_idle``: how long the server has generated nothing (``ModelService.seconds_idle``);
+        None: no server in this process, the cycle keeps ``threads``."""
         self.config = config
         self.cycle = cycle
+        self.seconds_idle = seconds_idle
         self._store = FeedbackStore(cycle.db_path)
         self.runs = self._store.runs
         self._lock = threading.Lock()
@@ -197,7 +210,7 @@ class TrainingScheduler:
             )
             self.runs.set_pid(run_id, self._proc.pid)
             self.runs.update(run_id, log_path=str(log_path))
-            code = self._proc.wait()
+            code = self._wait(self._proc, run_id)
         self._proc = None
         run = self.runs.get(run_id)
         if run.status == "running":  # the child died without recording an outcome (kill -9, OOM, ...)
@@ -206,6 +219,27 @@ class TrainingScheduler:
                 run_id, status, error=f"the cycle process exited with code {code}; see {log_path}"
             )
         log.info("training run %d finished: %s", run_id, self.runs.get(run_id).status)
+
+    def _wait(self, proc: subprocess.Popen, run_id: int) -> int:
+        """Wait for the cycle, telling it when the server turns idle or busy (it starts as busy). Only
+        once it has begun its first stage: before that it may not listen yet, and the signals' default
+        action would end it."""
+        idle, listening = False, False
+        while True:
+            try:
+                return proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.seconds_idle is None:
+                continue
+            listening = listening or self.runs.get(run_id).stage != "starting"
+            if not listening:
+                continue
+            now_idle = self.seconds_idle() >= self.config.idle_after
+            if now_idle != idle:
+                idle = now_idle
+                with contextlib.suppress(ProcessLookupError):  # it just ended
+                    proc.send_signal(IDLE_SIGNAL if idle else BUSY_SIGNAL)
 
     # -- state for the UI ----------------------------------------------------------------------------
     def state(self) -> SchedulerState:

@@ -7,19 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainers.common import (
-    CommonConfig,
-    TrainingDataError,
-    TrainResult,
-    fit_adapter,
-    last_logged,
-    load_policy,
-)
+from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, require
 from trainers.data import Demonstration, to_dataset, trl_rows
 
 
 @dataclass
-class SFTTrainConfig(CommonConfig):
+class SFTTrainConfig(PolicyConfig):
     learning_rate: float = 1e-4
     num_epochs: float = 2.0
     min_examples: int = 8
@@ -31,29 +24,20 @@ def train_sft(
     method: str = "sft",
     callbacks: list | None = None,
 ) -> TrainResult:
-    if len(demonstrations) < config.min_examples:
-        raise TrainingDataError(
-            f"{len(demonstrations)} demonstrations; SFT needs at least {config.min_examples}. "
-            "Use 'write a better answer' on replies to add some."
-        )
+    require(
+        len(demonstrations) >= config.min_examples,
+        f"{len(demonstrations)} demonstrations; SFT needs at least {config.min_examples}. "
+        "Use 'write a better answer' on replies to add some.",
+    )
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer, peft_config = load_policy(config)
-
-    def make_trainer(work_dir):
-        args = SFTConfig(**config.trainer_kwargs(work_dir), max_length=config.max_length)
-        return SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=to_dataset(trl_rows(demonstrations)),
-            processing_class=tokenizer,
-            callbacks=callbacks,
-            peft_config=peft_config,
-        )
-
-    def summarize(history, _trainer):
-        return {"token_accuracy_last": last_logged(history, "mean_token_accuracy")}
-
-    return fit_adapter(
-        method, config, make_trainer, tokenizer, examples=len(demonstrations), summarize=summarize
+    return fit_policy(
+        method,
+        config,
+        SFTTrainer,
+        lambda common: SFTConfig(**common, max_length=config.max_length),
+        to_dataset(trl_rows(demonstrations)),
+        examples=len(demonstrations),
+        callbacks=callbacks,
+        summarize=lambda history, _: {"token_accuracy_last": last_logged(history, "mean_token_accuracy")},
     )

@@ -2,7 +2,9 @@
 ``training_runs`` row and records its outcome there (the scheduler starts it with ``nice`` and capped
 threads; ``launch.py train --cycle`` calls ``run_cycle_for`` in the foreground).
 
-A polite stop (SIGTERM) unwinds and is recorded as killed; a crash is recorded as failed with its
+The scheduler's SIGUSR1 / SIGUSR2 say the server is idle / busy: training then uses all cores
+(``--train-idle-threads``) or ``--train-threads`` (``trainers.threads``). A polite stop (SIGTERM)
+unwinds and is recorded as killed; a crash is recorded as failed with its
 traceback; too little data is a finished run with the decision "no_candidate".
 """
 
@@ -22,6 +24,7 @@ from feedback_store.store import FeedbackStore
 from trainers.common import TrainingDataError
 from trainers.cycle import CycleConfig, run_cycle
 from trainers.progress import ProgressCallback
+from trainers.threads import ThreadBudget
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,10 +36,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = CycleConfig.from_dict(json.loads(Path(args.config).read_text()))
-    return run_cycle_for(config, args.run_id)
+    threads = ThreadBudget(busy=config.threads or 1, idle=config.idle_threads).install()
+    return run_cycle_for(config, args.run_id, threads=threads)
 
 
-def run_cycle_for(config: CycleConfig, run_id: int, on_progress: ProgressCallback | None = None) -> int:
+def run_cycle_for(
+    config: CycleConfig,
+    run_id: int,
+    on_progress: ProgressCallback | None = None,
+    threads: ThreadBudget | None = None,
+) -> int:
     """Run the cycle for an existing run row and record its outcome there; returns an exit code.
     The outcome's JSON goes to stdout."""
     # A polite stop (SIGTERM from the scheduler or a user) unwinds normally and is recorded as killed.
@@ -54,7 +63,7 @@ def run_cycle_for(config: CycleConfig, run_id: int, on_progress: ProgressCallbac
             logging.getLogger().addHandler(handler)
             runs.update(run_id, log_path=str(log_path))
         try:
-            outcome = run_cycle(config, run_id, on_progress)
+            outcome = run_cycle(config, run_id, on_progress, threads)
         except TrainingDataError as exc:
             runs.finish(run_id, "succeeded", decision="no_candidate", reasons=[str(exc)])
             print(f"no candidate: {exc}", file=sys.stderr)

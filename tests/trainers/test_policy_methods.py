@@ -18,6 +18,7 @@ from trainers.data import Demonstration
 from trainers.dpo import DPOTrainConfig, train_dpo
 from trainers.evaluate import write_pairs_jsonl
 from trainers.kto import KTOTrainConfig, train_kto
+from trainers.reference_free import ORPOTrainConfig, SimPOTrainConfig, train_orpo, train_simpo
 from trainers.rl import RLTrainConfig, train_rl
 from trainers.sft import SFTTrainConfig, train_sft
 
@@ -80,6 +81,27 @@ def test_kto_raises_the_margin_in_a_fresh_process(hf_base, tmp_path, pairs_file,
     )
     result = train_kto(config, synthetic_unpaired(32))
     assert result.metrics["desirable"] == result.metrics["undesirable"] == 16
+    after = fresh_process_margin(hf_base, pairs_file, result.adapter_dir)
+    assert after > base_margin + 1.0, (base_margin, after)
+
+
+@pytest.mark.parametrize(
+    ("train", "config_class"),
+    [(train_orpo, ORPOTrainConfig), (train_simpo, SimPOTrainConfig)],
+    ids=["orpo", "simpo"],
+)
+def test_reference_free_methods_raise_the_margin_in_a_fresh_process(
+    hf_base, tmp_path, pairs_file, base_margin, train, config_class
+):
+    config = config_class(
+        output_dir=str(tmp_path / "adapter"),
+        base_model_dir=str(hf_base),
+        learning_rate=2e-4,
+        max_steps=8,
+        **SMALL,
+    )
+    result = train(config, synthetic_pairs(16))
+    assert len(result.metrics["loss_curve"]) == 8 and result.metrics["reward_margin_last"] is not None
     after = fresh_process_margin(hf_base, pairs_file, result.adapter_dir)
     assert after > base_margin + 1.0, (base_margin, after)
 
