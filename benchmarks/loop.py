@@ -3,6 +3,7 @@ real product for a few rounds of iterative deployment, and every round is measur
 
     python -m benchmarks.loop --oracle vader --rounds 3 --feedback-per-round 200
     python -m benchmarks.loop --oracle concise --method kto --rounds 2
+    python -m benchmarks.loop --oracle vader --rounds 3 --seeds 3   # mean and 95% interval over 3 seeds
     python -m benchmarks.loop --quick        # one tiny round, every stage, in a temporary DATA_DIR
 
 Each round: the simulated users chat with the deployed version on training prompts and give thumbs,
@@ -42,6 +43,7 @@ __all__ = ["build_config", "main", "parse_args", "publish"]
 # with one step): feedback through the tabs' calls, a cycle, the gate, the deploy, the swap, measuring.
 QUICK = {
     "rounds": 1,
+    "seeds": 1,
     "feedback_per_round": 32,  # the default mix's 16 votes + 3 rankings: DPO's minimum of 16 votes
     "max_new_tokens": 16,
     "samples_per_prompt": 1,
@@ -73,7 +75,7 @@ QUICK = {
 }
 
 
-CAPS = ("rounds", "feedback_per_round")  # held at the quick values even when typed larger
+CAPS = ("rounds", "feedback_per_round", "seeds")  # held at the quick values even when typed larger
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

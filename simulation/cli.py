@@ -111,7 +111,14 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
     )
     p.add_argument("--heldout-limit", type=int, help="measure on at most this many held-out prompts")
     p.add_argument("--capability-limit", type=int, help="at most this many capability questions")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the simulated users' seed (prompts, labels, samples)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="repeat the whole loop with seeds SEED, SEED+1, ...; the last line then reports each figure's "
+        "mean and 95%% interval over them",
+    )
     p.add_argument(
         "--data-dir",
         default=os.environ.get("PLAYGROUND_DATA_DIR", "data"),
@@ -215,13 +222,77 @@ def run(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.seeds < 1:
+        print("error: --seeds must be at least 1", file=sys.stderr)
+        return 2
+    summaries, idle_rounds = [], 0
+    for seed in range(args.seed, args.seed + args.seeds):
+        one = argparse.Namespace(**{**vars(args), "seed": seed})
+        if args.seeds > 1 and args.work_dir:
+            one.work_dir = f"{args.work_dir}-seed{seed}"
+        code, summary, idle = _run_one(one, before_json if args.seeds == 1 else lambda: None)
+        if code:
+            return code
+        summaries.append({"seed": seed, **summary})
+        idle_rounds += idle
+    if args.seeds > 1:
+        pooled = aggregate(summaries)
+        print(_seeds_table(summaries))
+        loop_dir = Path(args.data_dir) / "loop" / "results"
+        loop_dir.mkdir(parents=True, exist_ok=True)
+        (loop_dir / f"{summaries[0]['oracle']}-{args.method}-seeds.json").write_text(
+            json.dumps(pooled, indent=2)
+        )
+        before_json()
+        print(json.dumps(pooled))
+    return 1 if idle_rounds and every_round_trains else 0
+
+
+FIGURES = ("gold_base", "gold_final", "win_rate_final", "kl_final", "capability_base", "capability_final",
+           "minutes", "loop_minutes")  # fmt: skip
+
+
+def aggregate(summaries: Sequence[dict[str, Any]], confidence: float = 0.95) -> dict[str, Any]:
+    """Each figure's mean over the seeds and its ``confidence`` interval (Student's t: few seeds, an
+    unknown spread), with the runs themselves."""
+    from scipy import stats
+
+    out: dict[str, Any] = {
+        "oracle": summaries[0]["oracle"],
+        "method": summaries[0]["method"],
+        "seeds": [s["seed"] for s in summaries],
+    }
+    for key in FIGURES:
+        values = [float(s[key]) for s in summaries if s.get(key) is not None]
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        out[f"{key}_mean"] = round(mean, 4)
+        if len(values) > 1:
+            sem = stats.sem(values)
+            half = 0.0 if sem == 0 else float(stats.t.ppf((1 + confidence) / 2, len(values) - 1) * sem)
+            out[f"{key}_ci95"] = [round(mean - half, 4), round(mean + half, 4)]
+    out["runs"] = list(summaries)
+    return out
+
+
+def _seeds_table(summaries: Sequence[dict[str, Any]]) -> str:
+    keys = ("win_rate_final", "gold_final", "kl_final", "capability_final", "loop_minutes")
+    lines = ["seed " + " ".join(k.rjust(16) for k in keys)]
+    for s in summaries:
+        lines.append(f"{s['seed']:>4} " + " ".join(f"{s.get(k)!s:>16}" for k in keys))
+    return "\n".join(lines)
+
+
+def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple[int, dict[str, Any], int]:
+    """One loop: (exit status, the summary line's figures, rounds that trained no candidate)."""
     from simulation.rounds import run_loop
 
     try:
         config = build_config(args)
     except ValueError as exc:  # an oracle file that does not load, a task file that does not parse
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, {}, 0
     print(
         f"oracle {config.oracle}, method {config.method}: {config.rounds} rounds x {config.feedback_per_round} "
         f"feedback events ({config.mix}); work directory {config.work_dir}",
@@ -236,7 +307,8 @@ def run(
             shutil.rmtree(config.work_dir / sub, ignore_errors=True)
     print(f"plot: {png}")
     before_json()
-    print(json.dumps({"oracle": result["oracle"], "method": config.method, **result["summary"]}))
+    summary = {"oracle": result["oracle"], "method": config.method, **result["summary"]}
+    print(json.dumps(summary))
     idle = [r for r in result["rounds"] if r["decision"] in (None, "no_candidate")]
     for r in idle:
         print(
@@ -244,7 +316,7 @@ def run(
             "Give each round more feedback (--feedback-per-round) or a mix with more votes (--mix).",
             file=sys.stderr,
         )
-    return 1 if idle and every_round_trains else 0
+    return 0, summary, len(idle)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

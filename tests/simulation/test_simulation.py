@@ -187,6 +187,28 @@ def test_the_loop_command_refuses_a_broken_oracle_file_before_it_runs(tmp_path, 
     assert not (tmp_path / "loop").exists()
 
 
+def test_seeds_are_pooled_as_a_mean_with_a_t_interval():
+    from simulation.cli import aggregate
+
+    runs = [
+        {
+            "seed": i,
+            "oracle": "vader",
+            "method": "dpo",
+            "win_rate_final": w,
+            "kl_final": 1.0,
+            "loop_minutes": None,
+        }
+        for i, w in enumerate([0.6, 0.7, 0.8])
+    ]
+    pooled = aggregate(runs)
+    assert pooled["seeds"] == [0, 1, 2] and pooled["win_rate_final_mean"] == pytest.approx(0.7)
+    low, high = pooled["win_rate_final_ci95"]  # mean +- t(0.975, 2) * sd / sqrt(3) = 0.7 +- 4.303 * 0.0577
+    assert low == pytest.approx(0.4516, abs=1e-3) and high == pytest.approx(0.9484, abs=1e-3)
+    assert pooled["kl_final_ci95"] == [1.0, 1.0]  # no spread, no width
+    assert "loop_minutes_mean" not in pooled and pooled["runs"] == runs
+
+
 # -- labelers ----------------------------------------------------------------------------------------
 class FixedOracle:
     """Gold = the number written in the reply (so tests control it exactly)."""
