@@ -224,6 +224,8 @@ class TrainingTab:
                 f"**{s.min_new_feedback}** new feedback events (now **{s.new_feedback}**) · auto-deploy "
                 f"**{'on' if s.auto_deploy else 'off (a person approves)'}**"
             )
+            if s.policy:
+                head += f"\n\n**Policy update:** {html.escape(s.policy)}"
         deployed = self.registry.deployed(self.base_model)
         if deployed:
             label = (

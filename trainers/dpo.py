@@ -55,7 +55,12 @@ def train_dpo(
         )
 
     def summarize(history, _trainer):
-        return {**margin_metrics(history), "reward_accuracy_last": last_logged(history, "rewards/accuracies")}
+        return {
+            **margin_metrics(history),
+            "reward_accuracy_last": last_logged(history, "rewards/accuracies"),
+            "loss_type": config.loss_type,
+            "label_smoothing": config.label_smoothing,
+        }
 
     return fit_policy(
         "dpo",

@@ -59,6 +59,19 @@ class SchedulerState:
     auto_deploy: bool
     running: int | None
     last_check: dict[str, Any] = field(default_factory=dict)
+    policy: str = ""
+    """The policy update the cycles run: method and its options (e.g. "auto · DPO loss robust, ...")."""
+
+
+def policy_summary(cycle: CycleConfig) -> str:
+    """The cycle's policy update in one line, as the Training tab shows it."""
+    parts = [cycle.method]
+    if cycle.method in ("auto", "dpo"):
+        parts.append(f"DPO loss {cycle.dpo_loss}, label smoothing {cycle.label_smoothing:g}")
+    parts.append(
+        f"replay term {cycle.ptx_coef:g} ({cycle.replay})" if cycle.ptx_coef > 0 else "no replay term"
+    )
+    return " · ".join(parts)
 
 
 class TrainingScheduler:
@@ -260,6 +273,7 @@ class TrainingScheduler:
             auto_deploy=self.cycle.auto_deploy,
             running=running.id if running else None,
             last_check=dict(self.last_check),
+            policy=policy_summary(self.cycle),
         )
 
     def stop_running(self) -> str:

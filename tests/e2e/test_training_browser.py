@@ -24,6 +24,10 @@ def test_run_now_shows_the_run_and_its_progress_then_serves_the_new_version(
         "2",
         "--train-method",
         "dpo",
+        "--dpo-loss",
+        "robust",
+        "--label-smoothing",
+        "0.1",
         "--train-threads",
         "2",
         "--gate-min-win-rate",
@@ -40,6 +44,8 @@ def test_run_now_shows_the_run_and_its_progress_then_serves_the_new_version(
     )
     page.goto(server.url)
     page.get_by_role("tab", name="Training").click()
+    status = page.locator("#training-status")
+    status.get_by_text("DPO loss robust, label smoothing 0.1").wait_for()  # the flags reach the tab ...
     page.locator("#training-run-now").click()
     # The run appears in the table while it runs, with its stage and progress in the status line.
     page.wait_for_function(
@@ -55,6 +61,14 @@ def test_run_now_shows_the_run_and_its_progress_then_serves_the_new_version(
         "() => document.querySelector('#training-runs')?.innerText.includes('deployed')", timeout=600_000
     )
     assert "win rate" in page.locator("#training-runs").inner_text()
+    store = FeedbackStore(data / "playground.db")
+    try:  # ... and the cycle: robust DPO trained the candidate
+        run = store.runs.recent()[0]
+        assert (run.config["dpo_loss"], run.config["label_smoothing"]) == ("robust", 0.1)
+        candidate = store.versions.get(run.candidate_version_id)
+        assert (candidate.metrics["loss_type"], candidate.metrics["label_smoothing"]) == ("robust", 0.1)
+    finally:
+        store.close()
     # The server hot-swapped: a new chat reply is written by version 2.
     page.get_by_role("tab", name="Chat").click()
     page.wait_for_timeout(1500)
