@@ -109,6 +109,14 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
     p.add_argument(
         "--gate-eval-prompts", type=int, help=f"unset: the product's default ({default.eval_prompts})"
     )
+    p.add_argument(
+        "--ptx-coef", type=float, help="the replay term's weight; unset: the product's default (--ptx-coef)"
+    )
+    p.add_argument(
+        "--lora-layers",
+        type=float,
+        help="share of the blocks, from the top, with LoRA; unset: the product's default (--train-lora-layers)",
+    )
     p.add_argument("--heldout-limit", type=int, help="measure on at most this many held-out prompts")
     p.add_argument("--capability-limit", type=int, help="at most this many capability questions")
     p.add_argument("--seed", type=int, default=0, help="the simulated users' seed (prompts, labels, samples)")
@@ -188,6 +196,9 @@ def build_config(args: argparse.Namespace):
         policy_overrides=policy,
         gate=GateConfig(**gate_overrides(args)),
         gate_overrides=gate_overrides(args),
+        cycle_overrides={
+            k: v for k, v in (("ptx_coef", args.ptx_coef), ("lora_layers", args.lora_layers)) if v is not None
+        },
         heldout_limit=args.heldout_limit,
         capability_limit=args.capability_limit,
     )
@@ -300,6 +311,9 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
     )
     changed = ", ".join(f"{k}={v}" for k, v in config.gate_overrides.items())
     print(f"gate: {'overrides of the product default: ' + changed if changed else 'the product default'}")
+    if config.cycle_overrides:
+        changed = ", ".join(f"{k}={v}" for k, v in config.cycle_overrides.items())
+        print(f"training: overrides of the product default: {changed}")
     result = run_loop(config, log=lambda line: print(line, flush=True))
     png = publish(result, Path(args.data_dir) / "loop")
     if not args.keep_adapters:  # adapters are ~10 MB each per round; the figures are in the JSON

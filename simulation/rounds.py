@@ -54,6 +54,8 @@ class LoopConfig:
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
     gate_overrides: dict[str, Any] = field(default_factory=dict)
+    cycle_overrides: dict[str, Any] = field(default_factory=dict)
+    """Training levers changed from the product's defaults (``ptx_coef``, ``lora_layers``): shown too."""
     """What ``gate`` changes from the product's default gate (shown with the figures)."""
     heldout_limit: int | None = None
     """Measure on at most this many held-out prompts (quick runs and tests)."""
@@ -170,6 +172,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
         policy_overrides=dict(config.policy_overrides),
         threads=config.threads,
         init_from=config.init_from,
+        **config.cycle_overrides,
     )
     (config.work_dir / "loop_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
     store = FeedbackStore(cycle.db_path)

@@ -40,6 +40,9 @@ def test_cli_defaults_and_overrides(tmp_path):
     loose = build_config(parse_args(["--data-dir", str(tmp_path), "--gate-min-win-rate", "0.4"]))
     assert loose.gate.min_win_rate == 0.4 and loose.gate_overrides == {"min_win_rate": 0.4}
     assert loose.gate.kl_budget == GateConfig().kl_budget
+    assert config.cycle_overrides == {}
+    levers = build_config(parse_args(["--data-dir", str(tmp_path), "--ptx-coef", "0", "--lora-layers", "1"]))
+    assert levers.cycle_overrides == {"ptx_coef": 0.0, "lora_layers": 1.0}
 
 
 @pytest.mark.slow
