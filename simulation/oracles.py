@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import numbers
 import re
 import sys
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ class PluggedOracle:
 
     def score(self, task: Task, reply: str) -> float:
         value = self.inner.score(task, reply)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise ValueError(
                 f"oracle {self.name!r} scored task {task.id} as {value!r}; it must return a finite number"
             )
