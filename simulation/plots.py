@@ -1,5 +1,5 @@
 """The loop's plots: gold reward against KL to the base for each method (one point per round's candidate;
-filled = deployed, hollow = rejected by the gate), and the reward model's proxy gain next to the gold
+filled = deployed, hollow = not deployed: rejected or undecided), and the reward model's proxy gain next to the gold
 gain against KL (Gao et al. 2022: over-optimisation is the proxy still rising while the gold falls).
 
 Results are the JSON files ``simulation.cli`` writes (one per oracle and method, the latest run of
@@ -93,7 +93,7 @@ def loop_figure(results: Sequence[dict[str, Any]]) -> Figure:
         gold_ax.axhline(results[0]["base"]["gold"], color="gray", linewidth=0.8, linestyle=":")
     gold_ax.set_xlabel("KL(policy || base), nats per reply")
     gold_ax.set_ylabel(f"gold reward ({oracle})")
-    gold_ax.set_title("Gold reward against KL (numbers: rounds; hollow: rejected)")
+    gold_ax.set_title("Gold reward against KL (numbers: rounds; hollow: not deployed)")
     gold_ax.legend(fontsize="small")
     proxy_ax.set_xlabel("KL(policy || base), nats per reply")
     proxy_ax.set_ylabel("proxy gain: reward-model score above the base")
