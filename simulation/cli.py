@@ -295,6 +295,12 @@ def _seeds_table(summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _overrides(changed: dict[str, Any]) -> str:
+    if not changed:
+        return "the product default"
+    return "overrides of the product default: " + ", ".join(f"{k}={v}" for k, v in changed.items())
+
+
 def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple[int, dict[str, Any], int]:
     """One loop: (exit status, the summary line's figures, rounds that trained no candidate)."""
     from simulation.rounds import run_loop
@@ -309,11 +315,9 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
         f"feedback events ({config.mix}); work directory {config.work_dir}",
         flush=True,
     )
-    changed = ", ".join(f"{k}={v}" for k, v in config.gate_overrides.items())
-    print(f"gate: {'overrides of the product default: ' + changed if changed else 'the product default'}")
+    print(f"gate: {_overrides(config.gate_overrides)}")
     if config.cycle_overrides:
-        changed = ", ".join(f"{k}={v}" for k, v in config.cycle_overrides.items())
-        print(f"training: overrides of the product default: {changed}")
+        print(f"training: {_overrides(config.cycle_overrides)}")
     result = run_loop(config, log=lambda line: print(line, flush=True))
     png = publish(result, Path(args.data_dir) / "loop")
     if not args.keep_adapters:  # adapters are ~10 MB each per round; the figures are in the JSON

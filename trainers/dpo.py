@@ -31,18 +31,23 @@ class DPOTrainConfig(PolicyConfig):
     min_examples: int = 16
 
 
-def train_dpo(
-    config: DPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
-) -> TrainResult:
+def vote_examples(config: PolicyConfig, pairs: Sequence[PreferencePair], method: str) -> list[PreferencePair]:
+    """What a pairwise method trains on: one pair per vote per epoch (``vote_epochs``), refused below the
+    method's minimum of votes. DPO's, and the reference-free methods' (``trainers.reference_free``)."""
     votes = vote_count(pairs)
     require(
         votes >= config.min_examples,
-        f"{votes} preference votes; DPO needs at least {config.min_examples}. "
+        f"{votes} preference votes; {method} needs at least {config.min_examples}. "
         "Collect more A/B votes, rankings or better answers.",
     )
-    from trl import DPOConfig, DPOTrainer
+    return vote_epochs(pairs, config.num_epochs, config.seed)
 
-    examples = vote_epochs(pairs, config.num_epochs, config.seed)
+
+def train_dpo(
+    config: DPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
+) -> TrainResult:
+    examples = vote_examples(config, pairs, "DPO")
+    from trl import DPOConfig, DPOTrainer
 
     def args(common):
         common = {**common, "num_train_epochs": 1.0}  # the epochs are in the data

@@ -16,8 +16,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, require
-from trainers.data import PreferencePair, preference_rows, to_dataset, vote_count, vote_epochs
+from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged
+from trainers.data import PreferencePair, preference_rows, to_dataset
+from trainers.dpo import vote_examples
 
 
 @dataclass
@@ -43,16 +44,6 @@ def _experimental() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
-def _examples(config: PolicyConfig, pairs: Sequence[PreferencePair], method: str) -> list[PreferencePair]:
-    votes = vote_count(pairs)
-    require(
-        votes >= config.min_examples,
-        f"{votes} preference votes; {method} needs at least {config.min_examples}. "
-        "Collect more A/B votes, rankings or better answers.",
-    )
-    return vote_epochs(pairs, config.num_epochs, config.seed)
-
-
 def _summarize(history, _trainer):
     return {
         "reward_margin_last": last_logged(history, "rewards/margins"),
@@ -63,7 +54,7 @@ def _summarize(history, _trainer):
 def train_orpo(
     config: ORPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
-    examples = _examples(config, pairs, "ORPO")
+    examples = vote_examples(config, pairs, "ORPO")
     _experimental()
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -86,7 +77,7 @@ def train_orpo(
 def train_simpo(
     config: SimPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
-    examples = _examples(config, pairs, "SimPO")
+    examples = vote_examples(config, pairs, "SimPO")
     _experimental()
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
