@@ -377,17 +377,66 @@ _M_LABELS_001 = [
 
 @MIGRATIONS(transactional=False)
 def m_training_002(db: sqlite_utils.Database) -> None:
-    """The gate may also leave a candidate undecided (it needs more evidence). SQLite cannot change a
-    CHECK constraint in place, so the table is rebuilt with the same rows, the way SQLite documents it:
-    foreign keys off (only possible outside a transaction, hence a step of its own), then one
-    transaction that builds, copies, drops, renames and checks the foreign keys before committing.
+    """The gate may also leave a candidate undecided (it needs more evidence)."""
+    _widen_decisions(
+        db,
+        "decision IN ('deployed', 'awaiting_approval', 'rejected', 'no_candidate')",
+        "decision IN ('deployed', 'awaiting_approval', 'rejected', 'undecided', 'no_candidate')",
+    )
+
+
+@MIGRATIONS(transactional=False)
+def m_canary_001(db: sqlite_utils.Database) -> None:
+    """Canary battles (feedback_store/canary.py): a candidate the gate did not reject may be put before
+    the users in a share of the Compare tab's anonymous battles; its run's decision is "canary" until
+    the votes (or the budget) decide. At most one canary is live, enforced by a unique index. Its votes
+    are the canary-mode comparisons with an id above ``after_comparison`` (the newest when it started)."""
+    _widen_decisions(
+        db,
+        "decision IN ('deployed', 'awaiting_approval', 'rejected', 'undecided', 'no_candidate')",
+        "decision IN ('deployed', 'awaiting_approval', 'rejected', 'undecided', 'canary', 'no_candidate')",
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS canaries (
+            id INTEGER PRIMARY KEY,
+            candidate_id INTEGER NOT NULL REFERENCES model_versions(id),
+            deployed_id INTEGER NOT NULL REFERENCES model_versions(id),
+            training_run_id INTEGER REFERENCES training_runs(id),
+            after_comparison INTEGER NOT NULL DEFAULT 0,
+            share REAL NOT NULL CHECK (share > 0 AND share <= 1),
+            max_votes INTEGER NOT NULL CHECK (max_votes >= 1),
+            per_user INTEGER NOT NULL CHECK (per_user >= 1),
+            alpha REAL NOT NULL CHECK (alpha > 0 AND alpha < 1),
+            fallback TEXT NOT NULL CHECK (fallback IN ('deploy', 'undecided')),
+            auto_deploy INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('live', 'ended')),
+            decision TEXT CHECK (decision IN
+                ('deployed', 'rejected', 'undecided', 'awaiting_approval', 'cancelled')),
+            reasons TEXT NOT NULL DEFAULT '[]',
+            tally TEXT NOT NULL DEFAULT '{}',
+            started_at TEXT NOT NULL,
+            ends_at TEXT NOT NULL,
+            ended_at TEXT
+        )
+        """
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS idx_canaries_one_live ON canaries(status) WHERE status = 'live'"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS idx_comparisons_mode ON comparisons(mode, id)")
+
+
+def _widen_decisions(db: sqlite_utils.Database, old: str, new: str) -> None:
+    """Replace the CHECK constraint ``old`` of ``training_runs.decision`` by ``new``. SQLite cannot
+    change a CHECK constraint in place, so the table is rebuilt with the same rows, the way SQLite
+    documents it: foreign keys off (only possible outside a transaction, hence steps of their own), then
+    one transaction that builds, copies, drops, renames and checks the foreign keys before committing.
     Running it again after a crash is harmless: the new constraint is already there or nothing was
     committed."""
     schema = next(db.query("SELECT sql FROM sqlite_master WHERE name = 'training_runs'"))["sql"]
-    old = "decision IN ('deployed', 'awaiting_approval', 'rejected', 'no_candidate')"
     if old not in schema:
         return
-    new = "decision IN ('deployed', 'awaiting_approval', 'rejected', 'undecided', 'no_candidate')"
     db.execute("PRAGMA foreign_keys = OFF")
     try:
         db.execute("BEGIN IMMEDIATE")

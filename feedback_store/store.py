@@ -1,8 +1,8 @@
 """The feedback store: one object that owns the SQLite connections, stores conversations and messages
 itself, and exposes a typed repository for each other family of tables: ``store.versions``,
 ``store.runs``, ``store.feedback``, ``store.hygiene``, ``store.conversations`` (a user's history,
-renaming, deletion, retention, "my data"). The readers built on them (training datasets,
-exports, imports, statistics) take the store.
+renaming, deletion, retention, "my data"), ``store.canaries`` (the users' votes on a candidate). The
+readers built on them (training datasets, exports, imports, statistics) take the store.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction on the calling thread's own connection, so the store
 can be shared by the web server's worker threads. All SQL is parameterised. This package imports
@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from feedback_store.canary import CanaryRepository
 from feedback_store.conversations import ConversationRepository
 from feedback_store.db import ConnectionPool, utc_now
 from feedback_store.feedback import FeedbackRepository
@@ -98,6 +99,11 @@ class FeedbackStore:
     def conversations(self) -> ConversationRepository:
         """Each user's own conversations: history, search, rename, delete, retention, export."""
         return ConversationRepository(self._pool)
+
+    @cached_property
+    def canaries(self) -> CanaryRepository:
+        """Canary battles: a candidate before the users in a share of anonymous battles, and the tally."""
+        return CanaryRepository(self._pool)
 
     # -- conversations and messages --------------------------------------------------------------
     def create_conversation(

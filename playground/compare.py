@@ -14,12 +14,14 @@ reply). The round itself (streaming, the content checks, storing) is the reply s
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import gradio as gr
 
+from feedback_store.canary import Canary
 from feedback_store.store import FeedbackStore, StoreError
 from feedback_store.text import clean_input
 from models.base import ChatMessage, GenerationError, SamplingParams
@@ -37,6 +39,8 @@ from playground.replies import (
 )
 from playground.safety import Safety
 from settings import Settings
+
+log = logging.getLogger(__name__)
 
 VOTE_TEXT = {
     "a": "Model A is better",
@@ -110,6 +114,23 @@ def versions_mode(service: ModelService) -> CompareMode:
     return CompareMode("versions", "Two model versions", make_pair, choices, unavailable)
 
 
+def canary_pair(
+    service: ModelService, store: FeedbackStore, canary: Canary, params: SamplingParams
+) -> tuple[Contestant, Contestant]:
+    """A canary battle: the live candidate against the deployed version, same seed, so that only the
+    model differs (the tab shuffles the sides as in any anonymous battle)."""
+    p = params.with_seed()
+
+    def side(version_id: int, role: str) -> Contestant:
+        name = store.versions.get(version_id).name
+        return Contestant(
+            f"v{version_id} {name} ({role})",
+            lambda messages: service.stream(messages, p, version_id=version_id),
+        )
+
+    return side(canary.candidate_id, "candidate"), side(canary.deployed_id, "deployed")
+
+
 def presets_mode(service: ModelService, library: PresetLibrary) -> CompareMode:
     """The same question through two prompt-technique presets, on the deployed version, same seed."""
 
@@ -170,6 +191,26 @@ class CompareTab:
             if presets is not None:
                 found.append(presets_mode(service, presets))
         self.modes = {m.key: m for m in found}
+        self.rng = random.Random()  # noqa: S311 (which battles are canary battles, not security)
+
+    def canary_for(self, key: str, anonymous: bool, user: str) -> Canary | None:
+        """The live canary if this battle is to be one of its battles: an anonymous two-samples battle
+        (the ordinary one), drawn with the canary's share, while the canary's deployed version is the one
+        served, for a user whose canary votes still count."""
+        if key != "samples" or not anonymous:
+            return None
+        try:
+            canary = self.store.canaries.live()
+            if canary is None or canary.deployed_id != self.service.version_id:
+                return None
+            if self.rng.random() >= canary.share:
+                return None
+            if self.store.canaries.user_votes(canary, user) >= canary.per_user:
+                return None
+        except Exception as exc:  # a locked database: an ordinary battle instead
+            log.warning("canary lookup failed: %s", exc)
+            return None
+        return canary
 
     # -- handlers ------------------------------------------------------------------------------------
     def on_mode(self, key: str):
@@ -214,7 +255,11 @@ class CompareTab:
             if why := mode.unavailable():
                 raise ValueError(why)
             params = SamplingControls.to_params(*sampling)
-            a, b = mode.make_pair(pick_a, pick_b, params)
+            canary = self.canary_for(key, anonymous, user)
+            if canary is not None:
+                a, b = canary_pair(self.service, self.store, canary, params)
+            else:
+                a, b = mode.make_pair(pick_a, pick_b, params)
         except (ValueError, TypeError) as exc:
             gr.Warning(str(exc))
             yield keep
@@ -250,7 +295,8 @@ class CompareTab:
         if None in ids:
             yield view("One of the replies failed, so there is nothing to vote on. Try again.", None)
             return
-        state = CompareRound(ids[0], ids[1], a.label, b.label, mode.key, bool(anonymous), user)
+        mode_key = "canary" if canary is not None else mode.key
+        state = CompareRound(ids[0], ids[1], a.label, b.label, mode_key, bool(anonymous), user)
         # The vote opens in a follow-up step (open_vote): Gradio re-sends a generator's last update
         # when it completes, which would wipe a vote's result if one could be cast before that.
         yield view("Both replies are in.", state)
@@ -282,11 +328,22 @@ class CompareTab:
             gr.Warning(str(exc))
             return state, gr.update(), gr.update(), gr.update()
         state.vote = vote
+        if state.mode == "canary":  # the vote may be the one that decides
+            self.settle_canary()
         result = (
             f"**Thanks: {VOTE_TEXT[vote]}.** Model A was **{state.label_a}**, "
             f"Model B was **{state.label_b}**. (Click another vote to change it.)"
         )
         return state, result, gr.update(label=f"A: {state.label_a}"), gr.update(label=f"B: {state.label_b}")
+
+    def settle_canary(self) -> None:
+        try:
+            ended = self.store.canaries.settle()
+        except Exception:  # the scheduler tries again within a minute; the vote is stored
+            log.exception("settling the canary failed")
+            return
+        if ended is not None:
+            log.info("canary %d ended: %s", ended.id, ended.decision)
 
     def vote_a(self, state, request: gr.Request):
         return self._vote(state, "a", request)

@@ -3,7 +3,8 @@
 Scheduler state and next run, "Run training now", the running cycle's stage, progress and log tail
 (refreshed every few seconds while a cycle runs), the history of runs with their gate decisions and
 reasons, the evidence behind the latest decision (each check's estimate and interval: deploy,
-reject, or undecided when it needs more evidence), the model versions with their metrics, plots of those metrics across versions, and deploy /
+reject, or undecided when it needs more evidence), the live canary's tally (the users' votes on a
+candidate, with its interval and rule), the model versions with their metrics, plots of those metrics across versions, and deploy /
 rollback. Deploying or rolling back changes the registry; the server's version watcher hot-swaps within
 seconds and streams already running finish on the old version.
 """
@@ -20,6 +21,7 @@ import gradio as gr
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from feedback_store.canary import Canary, CanaryRepository
 from feedback_store.runs import TrainingRun
 from feedback_store.stats import rates
 from feedback_store.store import FeedbackStore, StoreError
@@ -66,6 +68,10 @@ class SchedulerStateView(Protocol):
     def new_feedback(self) -> int: ...
     @property
     def auto_deploy(self) -> bool: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def canary(self) -> str: ...
 
 
 class SchedulerControl(Protocol):
@@ -128,6 +134,36 @@ def gate_markdown(runs: list[TrainingRun]) -> str:
             f"{c.get('n') or ''} | {_f(c.get('threshold'))} |"
         )
     return "\n".join(lines)
+
+
+def canary_markdown(canaries: CanaryRepository) -> str:
+    """The live canary's tally and rule, else how the latest one ended ("" when there never was one)."""
+    recent = canaries.recent(1)
+    if not recent:
+        return ""
+    c: Canary = recent[0]
+    if c.live:
+        t = canaries.tally(c)
+        rate = "—" if t.rate is None else f"{t.rate:.0%}"
+        lines = [
+            f"**Canary {c.id} live: candidate v{c.candidate_id} against deployed v{c.deployed_id}** "
+            f"(since {c.started_at[:16].replace('T', ' ')} UTC)",
+            "",
+            "| candidate wins | losses | ties | both bad | win rate | anytime 95% interval | voters | "
+            "votes left |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| {t.wins} | {t.losses} | {t.ties} | {t.both_bad} | {rate} | {t.low:.2f} – {t.high:.2f} | "
+            f"{t.voters} | {max(0, c.max_votes - t.decisive)} |",
+            "",
+            f"Rule: {html.escape(c.rule())}",
+        ]
+        return "\n".join(lines)
+    tally = c.tally
+    return (
+        f"**Canary {c.id} ended: {html.escape(c.decision or '')}** (candidate v{c.candidate_id} against "
+        f"v{c.deployed_id}; {tally.get('wins', 0)} wins, {tally.get('losses', 0)} losses, "
+        f"{tally.get('ties', 0)} ties). {html.escape('; '.join(c.reasons))}"
+    )
 
 
 def thumbs_up_by_version(store: FeedbackStore) -> dict[int, float]:
@@ -226,6 +262,8 @@ class TrainingTab:
             )
             if s.policy:
                 head += f"\n\n**Policy update:** {html.escape(s.policy)}"
+            if s.canary:
+                head += f"\n\n**Canary battles:** {html.escape(s.canary)}"
         deployed = self.registry.deployed(self.base_model)
         if deployed:
             label = (
@@ -265,6 +303,7 @@ class TrainingTab:
             self.log_tail(),
             runs_table(recent),
             gate_markdown(recent),
+            canary_markdown(self.store.canaries),
         )
 
     def refresh(self):
@@ -354,6 +393,7 @@ class TrainingTab:
             headers=RUN_COLUMNS, label="Training runs", interactive=False, wrap=True, elem_id="training-runs"
         )
         gate = gr.Markdown(elem_id="training-gate")
+        canary = gr.Markdown(elem_id="training-canary")
         versions = gr.Dataframe(
             headers=VERSION_COLUMNS, label="Model versions", interactive=False, elem_id="training-versions"
         )
@@ -364,7 +404,7 @@ class TrainingTab:
             rollback = gr.Button(
                 "Roll back (to this version, or the previous one if none picked)", elem_id="training-rollback"
             )
-        live = [status, progress, log_box, runs, gate]
+        live = [status, progress, log_box, runs, gate, canary]
         outputs = [*live, versions, plot, pick]
         timer = gr.Timer(3.0, active=True)
         timer.tick(self.refresh_live, None, live, show_progress="hidden")

@@ -9,7 +9,7 @@ Where a value comes from, strongest first: the command line, environment variabl
 
 - Common to every command (``CommonSettings``): ``--model``, ``--data-dir``, ``--db``.
 - Sections (``Settings``): ``server``, ``inference`` (how the model is served), ``safety``,
-  ``training``, ``gate``. Each field has a dotted flag (``--server.port``) and the short flag users
+  ``training``, ``gate``, ``canary``. Each field has a dotted flag (``--server.port``) and the short flag users
   know (``--port``, ``--train-every``, ``--gate-min-win-rate``): the section's ``flag_prefix`` plus the
   field name, unless the field names its own ``flag``.
 - Environment variables: ``PLAYGROUND_<FIELD>`` for the common fields, ``PLAYGROUND_<SECTION>_<FIELD>``
@@ -349,12 +349,43 @@ class GateSettings(Section):
     )
 
 
+class CanarySettings(Section):
+    """Canary battles (``feedback_store.canary`` explains the rule): a candidate the offline gate did not
+    reject is put before the users in a share of the Compare tab's anonymous battles against the
+    deployed version, and their votes decide, with an anytime-valid interval at the gate's confidence."""
+
+    flag_prefix: ClassVar[str] = "canary-"
+
+    share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of the Compare tab's anonymous battles that pit a live candidate against the "
+        "deployed version (e.g. 0.3); 0: off, the offline gate decides alone",
+    )
+    votes: int = Field(
+        200,
+        ge=1,
+        description="vote budget: after this many decisive votes the offline gate's decision stands",
+    )
+    hours: float = Field(
+        24.0, gt=0, description="time budget: after this many hours the offline gate's decision stands"
+    )
+    per_user: int = Field(20, ge=1, description="votes of one user that count (their first)")
+    undecided: bool = Field(
+        True,
+        description="also put candidates the offline gate left undecided on canary (the votes are the "
+        "evidence it lacked; when the budget runs out they stay undecided)",
+    )
+
+
 SECTIONS: dict[str, type[Section]] = {
     "server": ServerSettings,
     "inference": InferenceSettings,
     "safety": SafetySettings,
     "training": TrainingSettings,
     "gate": GateSettings,
+    "canary": CanarySettings,
 }
 
 
@@ -422,6 +453,7 @@ class Settings(CommonSettings):
     safety: SafetySettings = Field(default_factory=SafetySettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    canary: CanarySettings = Field(default_factory=CanarySettings)
 
     @model_validator(mode="before")
     @classmethod

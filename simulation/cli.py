@@ -117,6 +117,18 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
         type=float,
         help="share of the blocks, from the top, with LoRA; unset: the product's default (--train-lora-layers)",
     )
+    p.add_argument(
+        "--canary-share",
+        type=float,
+        default=0.0,
+        help="canary battles (--canary-share of the product): a candidate the gate did not reject is put "
+        "before the simulated users in canary battles until their votes decide; 0: off",
+    )
+    p.add_argument(
+        "--canary-votes",
+        type=int,
+        help="the canary's vote budget; unset: the product's default (--canary-votes)",
+    )
     p.add_argument("--heldout-limit", type=int, help="measure on at most this many held-out prompts")
     p.add_argument("--capability-limit", type=int, help="at most this many capability questions")
     p.add_argument("--seed", type=int, default=0, help="the simulated users' seed (prompts, labels, samples)")
@@ -198,6 +210,11 @@ def build_config(args: argparse.Namespace):
         gate_overrides=gate_overrides(args),
         cycle_overrides={
             k: v for k, v in (("ptx_coef", args.ptx_coef), ("lora_layers", args.lora_layers)) if v is not None
+        },
+        canary_overrides={
+            k: v
+            for k, v in (("share", args.canary_share or None), ("votes", args.canary_votes))
+            if v is not None
         },
         heldout_limit=args.heldout_limit,
         capability_limit=args.capability_limit,
@@ -318,6 +335,8 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
     print(f"gate: {_overrides(config.gate_overrides)}")
     if config.cycle_overrides:
         print(f"training: {_overrides(config.cycle_overrides)}")
+    if config.canary_overrides:
+        print(f"canary battles: {_overrides(config.canary_overrides)}")
     result = run_loop(config, log=lambda line: print(line, flush=True))
     png = publish(result, Path(args.data_dir) / "loop")
     if not args.keep_adapters:  # adapters are ~10 MB each per round; the figures are in the JSON

@@ -54,9 +54,11 @@ class LoopConfig:
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
     gate_overrides: dict[str, Any] = field(default_factory=dict)
+    """What ``gate`` changes from the product's default gate (shown with the figures)."""
     cycle_overrides: dict[str, Any] = field(default_factory=dict)
     """Training levers changed from the product's defaults (``ptx_coef``, ``lora_layers``): shown too."""
-    """What ``gate`` changes from the product's default gate (shown with the figures)."""
+    canary_overrides: dict[str, Any] = field(default_factory=dict)
+    """Canary settings changed from the product's (``share`` > 0 turns canary battles on): shown too."""
     heldout_limit: int | None = None
     """Measure on at most this many held-out prompts (quick runs and tests)."""
     capability_limit: int | None = None
@@ -83,6 +85,8 @@ class RoundRecord:
     deployed: dict[str, Any]
     seconds: dict[str, float]
     elapsed_minutes: float
+    canary: dict[str, Any] | None = None
+    """The simulated users' canary battles on the candidate (votes, decision, the gold verdict)."""
 
 
 def feedback_summary(fb: RoundFeedback, before: LabelStats, after: LabelStats) -> dict[str, Any]:
@@ -125,6 +129,29 @@ def summary(
     }
 
 
+def canary_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Across the rounds with canary battles: how many, the votes each needed, and how often the users'
+    decision agreed with the gold preference on the same battles (deployed and gold above half, or
+    rejected and gold below half; a budget fallback agrees with nothing)."""
+    phases = [r["canary"] for r in records if r.get("canary")]
+    if not phases:
+        return None
+    decided = [c for c in phases if c["by"] == "votes"]
+    agree = [
+        c
+        for c in decided
+        if c["gold_rate"] is not None
+        and ((c["decision"] in ("deployed", "awaiting_approval")) == (c["gold_rate"] > 0.5))
+    ]
+    return {
+        "rounds": len(phases),
+        "decided_by_votes": len(decided),
+        "votes": [c["battles"] for c in phases],
+        "decisions": [c["decision"] for c in phases],
+        "agreement_with_gold": f"{len(agree)}/{len(decided)}" if decided else None,
+    }
+
+
 def _link_hf_base(config: LoopConfig) -> None:
     from models.embedded import embedded_model_path
     from models.hf_base import ensure_hf_base
@@ -143,7 +170,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     from models.llamacpp import LlamaCppChatModel
     from models.service import ModelService
     from models.versions import VersionLoader
-    from settings import TrainingSettings
+    from settings import CanarySettings, TrainingSettings
     from trainers.cycle import CycleConfig
     from trainers.run import hf_base_for, latest_reward_model
     from trainers.scheduler import TrainingScheduler
@@ -172,6 +199,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
         policy_overrides=dict(config.policy_overrides),
         threads=config.threads,
         init_from=config.init_from,
+        canary=CanarySettings(**config.canary_overrides),
         **config.cycle_overrides,
     )
     (config.work_dir / "loop_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str))
@@ -225,6 +253,15 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
             run_id = scheduler.run_now_and_wait("simulation")
             cycle_s = time.perf_counter() - t0
             run = store.runs.get(run_id) if run_id is not None else None
+            canary = None
+            if run is not None and run.decision == "canary" and (live := store.canaries.live()):
+                phase = users.canary_battles(prompts.train, live)
+                canary = phase.to_dict()
+                log(
+                    f"  canary: {phase.decision} after {phase.battles} votes ({phase.by}); gold prefers the "
+                    f"candidate in {_fmt(phase.gold_rate, '.0%')} of those battles"
+                )
+                run = store.runs.get(run_id)
             service.sync_with_registry()
             candidate_id = run.candidate_version_id if run else None
             t0 = time.perf_counter()
@@ -255,6 +292,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
                     "measure": round(measure_s, 1),
                 },
                 elapsed_minutes=round(elapsed(), 2),
+                canary=canary,
             )
             records.append(asdict(record))
             log(_row(r, record, cand_m, fb_summary, elapsed()))
@@ -263,7 +301,11 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
             elif record.decision == "rejected":
                 log("  gate: " + "; ".join(record.reasons))
         result["rounds"] = records
-        loop_s = sum(r["seconds"]["users"] + r["seconds"]["cycle"] for r in records)
+        loop_s = sum(
+            r["seconds"]["users"] + r["seconds"]["cycle"] + (r["canary"] or {}).get("seconds", 0)
+            for r in records
+        )
+        result["canary"] = canary_summary(records)
         result["summary"] = summary(base_m, deployed_m, elapsed(), loop_s / 60)
     finally:
         scheduler.shutdown()

@@ -7,6 +7,9 @@ in place of the person clicking.
 - Compare tab, "two samples" mode: two replies with seeds s and s+1, shown in random order (anonymous),
   both stored, then an A/B vote through ``feedback.record_comparison``.
 - Rank tab: K replies with seeds s .. s+K-1, stored, then ``feedback.record_ranking`` (best first).
+- Canary battles: the Compare tab's pair for a live canary (``playground.compare.canary_pair``: the
+  candidate against the deployed version, same seed, shuffled), an A/B vote in mode "canary", then
+  ``canaries.settle`` as the tab does after each canary vote.
 
 Why these Python calls rather than the server's HTTP API: they are exactly what the tab handlers call
 (the handlers add only widgets around them), the benchmark then needs no server process competing for
@@ -70,6 +73,39 @@ class EventMix:
     def replies_needed(self, n: int) -> int:
         c = self.counts(n)
         return c["thumbs"] + 2 * c["votes"] + self.k * c["rankings"]
+
+
+@dataclass
+class CanaryPhase:
+    """What the simulated users' canary battles gave: votes until the canary ended."""
+
+    canary_id: int
+    battles: int = 0
+    gold_prefers_candidate: int = 0
+    """Battles in which the candidate's reply had the higher gold score (ties in gold left out)."""
+    gold_decisive: int = 0
+    decision: str | None = None
+    by: str = "votes"
+    """"votes" when the tally decided, "budget" when the users' votes ran out and the offline gate's
+    decision stood (the time budget, simulated as spent)."""
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def gold_rate(self) -> float | None:
+        """The gold preference's verdict on the same battles: the share the candidate won."""
+        return self.gold_prefers_candidate / self.gold_decisive if self.gold_decisive else None
+
+    def to_dict(self) -> dict:
+        return {
+            "canary_id": self.canary_id,
+            "battles": self.battles,
+            "decision": self.decision,
+            "by": self.by,
+            "gold_rate": None if self.gold_rate is None else round(self.gold_rate, 4),
+            "reasons": self.reasons,
+            "seconds": round(self.seconds, 1),
+        }
 
 
 @dataclass
@@ -170,6 +206,55 @@ class SimulatedUsers:
         self.store.feedback.record_ranking([ids[i] for i in order], user)
         self._saw(record, task, results)
         record.events["rankings"] += 1
+
+    def canary_battle(self, task: Task, user: str, canary, phase: CanaryPhase) -> None:
+        from playground.compare import canary_pair  # the Compare tab's own pair for a canary battle
+
+        conv, question = self._start(task, user, "compare")
+        sides = list(canary_pair(self.service, self.store, canary, self._seeded()))
+        if self.rng.random() < 0.5:  # anonymous: the tab shuffles the sides
+            sides.reverse()
+        messages = task.messages(self.system_prompt)
+        results = [side.start(messages).wait() for side in sides]
+        a, b = self._store(conv, question, results, None)
+        vote = self.labeler.vote(task, results[0].text, results[1].text)
+        self.store.feedback.record_comparison(
+            a, b, user, vote, mode="canary", label_a="Model A", label_b="Model B", anonymous=True
+        )
+        gold = [self.labeler.gold(task, r.text) for r in results]
+        candidate_first = results[0].version_id == canary.candidate_id
+        if gold[0] != gold[1]:
+            phase.gold_decisive += 1
+            phase.gold_prefers_candidate += (gold[0] > gold[1]) == candidate_first
+        phase.battles += 1
+
+    def canary_battles(self, tasks: Sequence[Task], canary) -> CanaryPhase:
+        """Canary battles on training prompts until the canary ends: every user battles until their
+        votes stop counting (the per-user cap, as the Compare tab does); if the votes have not decided
+        by then, the time budget is taken as spent, so the offline gate's decision stands."""
+        from datetime import datetime
+
+        t0 = time.perf_counter()
+        phase = CanaryPhase(canary.id)
+        order = list(tasks)
+        self.rng.shuffle(order)
+        repo = self.store.canaries
+        ended = None
+        for i in range(canary.per_user * len(self.users)):
+            user = self.users[i % len(self.users)]
+            if repo.user_votes(canary, user) >= canary.per_user:
+                continue
+            self.canary_battle(order[i % len(order)], user, canary, phase)
+            ended = repo.settle()
+            if ended is not None:
+                break
+        if ended is None:
+            ended = repo.settle(now=datetime.fromisoformat(canary.ends_at))
+            phase.by = "budget"
+        if ended is not None:
+            phase.decision, phase.reasons = ended.decision, list(ended.reasons)
+        phase.seconds = time.perf_counter() - t0
+        return phase
 
     # -- a round -----------------------------------------------------------------------------------
     def give_feedback(self, tasks: Sequence[Task], n_events: int, mix: EventMix) -> RoundFeedback:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
-from settings import TrainingSettings
+from settings import CanarySettings, TrainingSettings
 from trainers import registry
 from trainers.common import TrainingDataError
 from trainers.data import vote_count
@@ -57,6 +57,8 @@ class CycleConfig:
     """"auto" (``registry.choose_method``) or a policy method of the registry."""
     auto_deploy: bool = True
     gate: GateConfig = field(default_factory=GateConfig)
+    canary: CanarySettings = field(default_factory=CanarySettings)
+    """Canary battles after the offline gate (``feedback_store.canary``); share 0: off."""
     reward_overrides: dict[str, Any] = field(default_factory=dict)
     policy_overrides: dict[str, Any] = field(default_factory=dict)
     threads: int | None = 1
@@ -104,6 +106,7 @@ class CycleConfig:
             reward_overrides=dict(steps),
             policy_overrides=dict(steps),
             gate=settings.gate.model_copy(),
+            canary=settings.canary.model_copy(),
             system_prompt=settings.server.system_prompt or None,
             idle_threads=t.idle_threads,
             ptx_coef=t.ptx_coef,
@@ -122,6 +125,7 @@ class CycleConfig:
             data_dir=str(self.data_dir),
             excluded_users=sorted(self.excluded_users),
             gate=self.gate.model_dump(),
+            canary=self.canary.model_dump(),
         )
         return d
 
@@ -130,6 +134,7 @@ class CycleConfig:
         d = dict(d)
         d["db_path"], d["data_dir"] = Path(d["db_path"]), Path(d["data_dir"])
         d["gate"] = GateConfig(**d.get("gate", {}))
+        d["canary"] = CanarySettings(**d.get("canary", {}))
         d["excluded_users"] = frozenset(d.get("excluded_users", ()))
         return cls(**d)
 
@@ -146,6 +151,34 @@ class CycleOutcome:
     candidate_version_id: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def start_canary(
+    store: FeedbackStore,
+    config: CycleConfig,
+    candidate_id: int,
+    deployed_id: int,
+    gate_decision: str,
+    run_id: int | None,
+):
+    """Put the candidate on canary (a live canary of an older candidate is superseded); the offline
+    gate's decision is what stands if the votes do not decide within the budget."""
+    live = store.canaries.live()
+    if live is not None:
+        store.canaries.end(live, "cancelled", [f"superseded by candidate v{candidate_id}"])
+    c = config.canary
+    return store.canaries.start(
+        candidate_id,
+        deployed_id,
+        share=c.share,
+        max_votes=c.votes,
+        hours=c.hours,
+        per_user=c.per_user,
+        alpha=1 - config.gate.confidence,
+        fallback=gate_decision,
+        auto_deploy=config.auto_deploy,
+        training_run_id=run_id,
+    )
 
 
 def check_finite(metrics: dict[str, Any], what: str) -> None:
@@ -326,6 +359,11 @@ def _run(
         versions.set_status(candidate.id, "rejected", notes="; ".join(gate.reasons))
         events.record_event(candidate.id, "reject", "gate", gate.reasons, run_id)
         decision = "rejected"
+    elif config.canary.share > 0 and (gate.decision == "deploy" or config.canary.undecided):
+        # the users decide: a share of anonymous battles pit the candidate against the deployed version
+        canary = start_canary(store, config, candidate.id, deployed.id, gate.decision, run_id)
+        gate.reasons.append(f"on canary {canary.id}: {canary.rule()}")
+        decision = "canary"
     elif gate.decision == "undecided":  # stays a candidate: neither served nor written off
         decision = "undecided"
     elif config.auto_deploy:

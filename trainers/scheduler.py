@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 JOB_ID = "training-cycle"
 RETENTION_JOB_ID = "retention"
+CANARY_JOB_ID = "canary"
+CANARY_CHECK_S = 60
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class SchedulerState:
     last_check: dict[str, Any] = field(default_factory=dict)
     policy: str = ""
     """The policy update the cycles run: method and its options (e.g. "auto · DPO loss robust, ...")."""
+    canary: str = ""
+    """Canary battles as configured ("off", or their share and budgets)."""
 
 
 def policy_summary(cycle: CycleConfig) -> str:
@@ -72,6 +76,18 @@ def policy_summary(cycle: CycleConfig) -> str:
         f"replay term {cycle.ptx_coef:g} ({cycle.replay})" if cycle.ptx_coef > 0 else "no replay term"
     )
     return " · ".join(parts)
+
+
+def canary_summary(cycle: CycleConfig) -> str:
+    """The canary settings in one line, as the Training tab shows them."""
+    c = cycle.canary
+    if c.share <= 0:
+        return "off (the offline gate decides alone; --canary-share 0.3 puts candidates before the users)"
+    which = "passed or undecided" if c.undecided else "passed"
+    return (
+        f"{c.share:.0%} of anonymous battles while a candidate that {which} the gate is live; "
+        f"{c.votes} decisive votes or {c.hours:g} h at most, {c.per_user} votes per user"
+    )
 
 
 class TrainingScheduler:
@@ -130,7 +146,25 @@ class TrainingScheduler:
                 next_run_time=datetime.now(UTC),
                 replace_existing=True,
             )
+        if self.cycle.canary.share > 0:
+            self._scheduler.add_job(
+                self.settle_canary,
+                IntervalTrigger(seconds=CANARY_CHECK_S, timezone=UTC),
+                id=CANARY_JOB_ID,
+                replace_existing=True,
+            )
         self._scheduler.start()
+
+    def settle_canary(self) -> None:
+        """Apply the live canary's decision once its votes or its time budget allow (votes also settle
+        it at once in the Compare tab; this catches the time budget)."""
+        try:
+            ended = self._store.canaries.settle()
+        except Exception:  # a locked database or a failed deploy must not stop the scheduler
+            log.exception("settling the canary failed; trying again in %d s", CANARY_CHECK_S)
+            return
+        if ended is not None:
+            log.info("canary %d ended: %s (%s)", ended.id, ended.decision, "; ".join(ended.reasons))
 
     def shutdown(self) -> None:
         if self._scheduler is not None:
@@ -183,6 +217,11 @@ class TrainingScheduler:
             }
             if trigger == "schedule" and new < self.config.min_feedback:
                 log.info("scheduled cycle skipped: %d new feedback < %d", new, self.config.min_feedback)
+                return None
+            live = self._store.canaries.live() if trigger == "schedule" else None
+            if live is not None:  # the users are deciding on a candidate: "run now" supersedes it
+                log.info("scheduled cycle skipped: canary %d on v%d is live", live.id, live.candidate_id)
+                self.last_check["canary"] = live.id
                 return None
             try:
                 run = self.runs.start(trigger, self.cycle.to_dict())
@@ -274,6 +313,7 @@ class TrainingScheduler:
             running=running.id if running else None,
             last_check=dict(self.last_check),
             policy=policy_summary(self.cycle),
+            canary=canary_summary(self.cycle),
         )
 
     def stop_running(self) -> str:
