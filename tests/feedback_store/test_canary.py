@@ -5,7 +5,7 @@ it applies to the version registry."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache
 from threading import Barrier, Thread
 
 import numpy as np
@@ -18,7 +18,7 @@ from feedback_store.stats import wilson_interval
 BUDGET = 200
 
 
-@lru_cache(maxsize=None)
+@cache
 def _interval(wins: int, losses: int) -> tuple[float, float]:
     return anytime_interval(wins, losses, 0.05)
 
