@@ -52,6 +52,19 @@ def hf_base_dir():
     return ensure_hf_base(embedded_model_path(), ROOT / ".pytest_cache" / "hf-base")
 
 
+@pytest.fixture(scope="session")
+def random_lora(hf_base_dir, tmp_path_factory):
+    """r=8 LoRA on q/k/v/o + MLP with random non-zero B (seed 0), as a PEFT dir and as a GGUF LoRA."""
+    from models.embedded import embedded_model_path
+    from models.lora_agreement import make_random_lora
+    from models.lora_export import export_peft_lora_to_gguf
+
+    root = tmp_path_factory.mktemp("lora")
+    peft_dir = make_random_lora(hf_base_dir, root / "peft", seed=0, b_std=0.1)
+    gguf = export_peft_lora_to_gguf(peft_dir, root / "adapter.gguf", base_gguf=embedded_model_path()).path
+    return peft_dir, gguf
+
+
 GPTQ_CALIBRATION = 32  # of the shipped texts: enough for the embedded model's answers to survive 4 bits
 
 

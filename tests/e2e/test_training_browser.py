@@ -1,9 +1,12 @@
-"""In Chromium: "Run training now" starts a cycle whose run shows up with its progress; when the
-candidate passes the (lenient) gate, the server swaps to it and the next chat reply records it."""
+"""In Chromium: "Run training now" starts a cycle whose run shows up with its progress; the candidate
+passes the (lenient) gate and goes on canary: the Compare tab's anonymous battles pit it against the
+deployed version, the Training tab shows the users' tally, and when the votes' budget is spent the
+gate's decision stands: the server swaps to it and the next chat reply records it."""
 
 import pytest
 
 from feedback_store.store import FeedbackStore
+from tests.e2e.test_feedback_browser import wait_for_text
 from tests.trainers.conftest import seed_feedback
 from tests.trainers.test_cycle import data_dir_with_base
 
@@ -40,6 +43,10 @@ def test_run_now_shows_the_run_and_its_progress_then_serves_the_new_version(
         "2",
         "--version-poll-s",
         "0.5",
+        "--canary-share",
+        "1",
+        "--canary-votes",
+        "2",
         data_dir=data,
     )
     page.goto(server.url)
@@ -58,9 +65,29 @@ def test_run_now_shows_the_run_and_its_progress_then_serves_the_new_version(
     )
     # ... and finishes with the gate's decision.
     page.wait_for_function(
-        "() => document.querySelector('#training-runs')?.innerText.includes('deployed')", timeout=600_000
+        "() => document.querySelector('#training-runs')?.innerText.includes('canary')", timeout=600_000
     )
     assert "win rate" in page.locator("#training-runs").inner_text()
+    wait_for_text(page, "#training-canary", "Canary 1 live: candidate v2 against deployed v1")
+    assert "votes left" in page.locator("#training-canary").inner_text()
+
+    # Two anonymous battles in the Compare tab: both are canary battles (share 1), names after the vote.
+    page.get_by_role("tab", name="Compare").click()
+    for prompt in ("Name a colour.", "Name a fruit."):
+        page.locator("#compare-input textarea").fill(prompt)
+        page.locator("#compare-go").click()
+        page.wait_for_selector("#vote-a:not([disabled])", timeout=120_000)
+        page.locator("#vote-a").click()
+        wait_for_text(page, "#compare-result", "Model A was")
+        result = page.locator("#compare-result").inner_text()
+        assert "(candidate)" in result and "(deployed)" in result
+    # Two decisive votes spend the budget without a clear winner: the gate's "deploy" stands.
+    page.get_by_role("tab", name="Training").click()
+    wait_for_text(page, "#training-canary", "Canary 1 ended: deployed", timeout=90_000)
+    assert "vote budget of 2 spent" in page.locator("#training-canary").inner_text()
+    page.wait_for_function(
+        "() => document.querySelector('#training-runs')?.innerText.includes('deployed')", timeout=30_000
+    )
     store = FeedbackStore(data / "playground.db")
     try:  # ... and the cycle: robust DPO trained the candidate
         run = store.runs.recent()[0]
