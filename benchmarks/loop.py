@@ -56,6 +56,7 @@ QUICK = {
     "gate_max_regressions": 99,
     "gate_eval_prompts": 2,
     "threads": 1,
+    "canary_votes": 4,  # with --canary-share: four canary battles
     # no flags for these
     # min_examples: the trainers' minimum is on the training split, after the held-out prompts are set aside
     "trainer_sizes": {

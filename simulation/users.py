@@ -85,9 +85,10 @@ class CanaryPhase:
     """Battles in which the candidate's reply had the higher gold score (ties in gold left out)."""
     gold_decisive: int = 0
     decision: str | None = None
-    by: str = "votes"
-    """"votes" when the tally decided, "budget" when the users' votes ran out and the offline gate's
-    decision stood (the time budget, simulated as spent)."""
+    by: str = ""
+    """"votes" when the tally decided; "vote budget" or "time budget" when that ran out first and the
+    offline gate's decision stood (the time budget is simulated as spent once every user's votes stop
+    counting)."""
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -250,9 +251,16 @@ class SimulatedUsers:
                 break
         if ended is None:
             ended = repo.settle(now=datetime.fromisoformat(canary.ends_at))
-            phase.by = "budget"
         if ended is not None:
             phase.decision, phase.reasons = ended.decision, list(ended.reasons)
+            why = ended.reasons[0] if ended.reasons else ""
+            phase.by = (
+                "votes"
+                if why.startswith("users prefer")
+                else "vote budget"
+                if "vote budget" in why
+                else "time budget"
+            )
         phase.seconds = time.perf_counter() - t0
         return phase
 

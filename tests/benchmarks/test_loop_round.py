@@ -1,5 +1,6 @@
 """One round of the simulated loop on the real embedded model: simulated users write feedback through
-the tabs' store calls, the scheduler runs a real (tiny) cycle in a child process, the gate decides, the
+the tabs' store calls, the scheduler runs a real (tiny) cycle in a child process, the gate passes the
+candidate, it goes on canary and the users vote in canary battles until the vote budget is spent, the
 service swaps, and the round is measured and published where the Dashboard finds it."""
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def test_one_round_through_the_product(tmp_path, hf_base_dir):
             refusals=1,
             max_new_tokens=16,
         ),
+        canary_overrides={"share": 1.0, "votes": 4},  # 4 decisive votes cannot decide: the gate's stands
     )
     lines: list[str] = []
     result = run_loop(config, log=lines.append)
@@ -78,6 +80,10 @@ def test_one_round_through_the_product(tmp_path, hf_base_dir):
         "reasons"
     ]  # the lenient gate passes it, and the service swapped
     assert record["deployed_version_id"] == record["candidate_version_id"] != result["base"]["version_id"]
+    canary = record["canary"]
+    assert (canary["battles"], canary["decision"], canary["by"]) == (4, "deployed", "vote budget")
+    assert 0 <= canary["gold_rate"] <= 1 and "vote budget of 4 spent" in canary["reasons"][0]
+    assert result["canary"]["votes"] == [4] and result["canary"]["decided_by_votes"] == 0
     assert record["feedback"]["events"] == {"thumbs": 4, "votes": 14, "rankings": 2}
     assert record["feedback"]["replies"] == 4 + 28 + 8
     cand = record["candidate"]
@@ -101,18 +107,30 @@ def test_one_round_through_the_product(tmp_path, hf_base_dir):
     store = FeedbackStore(config.work_dir / "playground.db")
     try:
         db = store.db
-        assert db["feedback"].count == 4 and db["comparisons"].count == 14 and db["rankings"].count == 2
+        assert db["feedback"].count == 4 and db["rankings"].count == 2
+        modes = {
+            r["mode"]: r["n"] for r in db.query("SELECT mode, COUNT(*) AS n FROM comparisons GROUP BY mode")
+        }
+        assert modes == {"samples": 14, "canary": 4}
         sources = {
             r["source"]: r["n"]
             for r in db.query("SELECT source, COUNT(*) AS n FROM conversations GROUP BY source")
         }
-        assert sources == {"ui": 4, "compare": 14, "rank": 2}
-        versions = {
-            r["model_version_id"]
-            for r in db.query("SELECT model_version_id FROM messages WHERE role = 'assistant'")
-        }
-        assert versions == {result["base"]["version_id"]}  # round 1's replies came from the base (on-policy)
-        assert {r["mode"] for r in db.query("SELECT mode FROM comparisons")} == {"samples"}
+        assert sources == {"ui": 4, "compare": 14 + 4, "rank": 2}
+
+        def versions(mode: str) -> set[int]:
+            return {
+                r["v"]
+                for r in db.query(
+                    "SELECT m.model_version_id AS v FROM comparisons c JOIN messages m "
+                    "ON m.id IN (c.message_a, c.message_b) WHERE c.mode = ?",
+                    [mode],
+                )
+            }
+
+        base_id = result["base"]["version_id"]
+        assert versions("samples") == {base_id}  # round 1's feedback came from the base (on-policy)
+        assert versions("canary") == {base_id, record["candidate_version_id"]}
     finally:
         store.close()
 
