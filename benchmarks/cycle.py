@@ -33,9 +33,8 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks import quick
+from benchmarks import ROOT, quick
 
-ROOT = Path(__file__).resolve().parents[1]
 TOPICS = [
     "the weather",
     "a recipe",

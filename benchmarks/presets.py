@@ -29,9 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import quick
+from benchmarks import ROOT, quick
 
-ROOT = Path(__file__).resolve().parents[1]
 # One tool task: it reaches the tools through ReAct, and the long tool prompts make each task cost
 # seconds per preset (a ReAct run re-reads its growing prompt at every step).
 QUICK = {"kinds": "tool", "limit": 1, "cap_new_tokens": 24}

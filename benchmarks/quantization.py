@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import ROOT
+
 TASKS = ROOT / "simulation" / "tasks" / "loop_capability.jsonl"
 PERPLEXITY_TEXTS = [
     ROOT / "playground" / "knowledge" / n for n in ("science.md", "history.md", "geography.md")

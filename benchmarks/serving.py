@@ -39,10 +39,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import quick
+from benchmarks import ROOT, quick
 from benchmarks.gradio_chat import BrowserProtocol, find_chat_event, gradio_client_reply, wait_http
 
-ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "You are a knowledgeable assistant. Give short, correct answers."
 QUESTIONS = [
     "Tell me about the Moon.",

@@ -21,9 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks import quick
+from benchmarks import ROOT, quick
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

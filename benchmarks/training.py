@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import quick
+from benchmarks import ROOT, quick
 
 METHODS = ("reward", "dpo", "kto", "sft", "rl", "best_of_n")
 MAX_LENGTH = 256
@@ -357,7 +357,7 @@ def measure(
         "--completion-tokens",
         str(sizes.completion_tokens),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} {method} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

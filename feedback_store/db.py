@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -203,3 +204,10 @@ class Repository:
     def read(self):
         """One read snapshot for several queries (context manager)."""
         return self._pool.read()
+
+    def rows(self, table: str, *, order_by: str = "id", **equal: Any) -> Iterator[dict[str, Any]]:
+        """Every row of ``table`` in ``order_by`` order; a keyword that is not None keeps the rows whose
+        column of that name holds its value (table and column names are ours, values are bound)."""
+        given = {column: value for column, value in equal.items() if value is not None}
+        where = " WHERE " + " AND ".join(f"{column} = ?" for column in given) if given else ""
+        return self.db.query(f"SELECT * FROM {table}{where} ORDER BY {order_by}", list(given.values()))  # noqa: S608 (our names)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from feedback_store.db import Repository, utc_now
-from feedback_store.records import StoreError
+from feedback_store.records import FromRow, StoreError, loads_tuple
 from feedback_store.text import is_storable, storable
 
 # Reason keys as stored; the labels are what the UI shows. "other" fits both directions.
@@ -64,7 +64,7 @@ KEEP = _Keep.KEEP
 
 
 @dataclass(frozen=True)
-class Feedback:
+class Feedback(FromRow):
     id: int
     message_id: int
     user_id: str
@@ -76,12 +76,7 @@ class Feedback:
     created_at: str
     updated_at: str
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Feedback:
-        row = dict(row)
-        row["reasons"] = tuple(json.loads(row["reasons"]))
-        row["flags"] = tuple(json.loads(row["flags"]))
-        return cls(**row)
+    decoders = {"reasons": loads_tuple, "flags": loads_tuple}
 
 
 @dataclass(frozen=True)
@@ -95,7 +90,7 @@ class DemonstrationRow:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(FromRow):
     id: int
     message_a: int
     message_b: int
@@ -109,12 +104,7 @@ class Comparison:
     created_at: str
     updated_at: str
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Comparison:
-        row = dict(row)
-        row["anonymous"] = bool(row["anonymous"])
-        row["differed"] = json.loads(row["differed"])
-        return cls(**row)
+    decoders = {"anonymous": bool, "differed": json.loads}
 
 
 @dataclass(frozen=True)
@@ -339,11 +329,7 @@ class FeedbackRepository(Repository):
         return None if row is None else Feedback.from_row(row)
 
     def list_feedback(self, *, message_id: int | None = None) -> list[Feedback]:
-        if message_id is None:
-            rows = self.db.query("SELECT * FROM feedback ORDER BY id")
-        else:
-            rows = self.db.query("SELECT * FROM feedback WHERE message_id = ? ORDER BY id", [message_id])
-        return [Feedback.from_row(r) for r in rows]
+        return [Feedback.from_row(r) for r in self.rows("feedback", message_id=message_id)]
 
     def add_demonstration(self, message_id: int, user_id: str, content: str) -> DemonstrationRow:
         """Store ``user_id``'s better answer to reply ``message_id`` (one per user and reply: rewriting it
@@ -449,7 +435,7 @@ class FeedbackRepository(Repository):
         return Comparison.from_row(row)
 
     def list_comparisons(self) -> list[Comparison]:
-        return [Comparison.from_row(r) for r in self.db.query("SELECT * FROM comparisons ORDER BY id")]
+        return [Comparison.from_row(r) for r in self.rows("comparisons")]
 
     def record_ranking(
         self, message_ids_best_first: Sequence[int], user_id: str, *, ranks: Sequence[int] | None = None

@@ -34,7 +34,7 @@ from typing import Any
 
 from feedback_store.db import Repository, utc_now
 from feedback_store.feedback import _check_user, _one
-from feedback_store.records import StoreError
+from feedback_store.records import FromRow, StoreError, loads_tuple
 from feedback_store.stats import wilson_interval
 from feedback_store.text import storable
 
@@ -55,7 +55,7 @@ def is_flagged(moderation: dict[str, Any] | None) -> bool:
 
 # -- reports -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Report:
+class Report(FromRow):
     id: int
     message_id: int
     user_id: str
@@ -65,11 +65,7 @@ class Report:
     created_at: str
     updated_at: str
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Report:
-        row = dict(row)
-        row["categories"] = tuple(json.loads(row["categories"]))
-        return cls(**row)
+    decoders = {"categories": loads_tuple}
 
 
 REVIEW_DECISIONS = ("accepted", "confirmed", "rejected")
@@ -98,7 +94,7 @@ class ReviewItem:
 
 
 @dataclass(frozen=True)
-class Review:
+class Review(FromRow):
     message_id: int
     kind: str
     decision: str  # accepted | confirmed | rejected
@@ -107,11 +103,7 @@ class Review:
     decided_by: str
     decided_at: str
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Review:
-        row = dict(row)
-        row["change"] = json.loads(row["change"])
-        return cls(**row)
+    decoders = {"change": json.loads}
 
 
 # -- better answers ------------------------------------------------------------------------------------
@@ -255,11 +247,7 @@ class HygieneRepository(Repository):
         return Report.from_row(stored)
 
     def list_reports(self, *, kind: str | None = None) -> list[Report]:
-        if kind is None:
-            rows = self.db.query("SELECT * FROM moderation_reports ORDER BY id")
-        else:
-            rows = self.db.query("SELECT * FROM moderation_reports WHERE kind = ? ORDER BY id", [kind])
-        return [Report.from_row(r) for r in rows]
+        return [Report.from_row(r) for r in self.rows("moderation_reports", kind=kind)]
 
     def set_demonstration_moderation(self, demonstration_id: int, moderation: dict) -> None:
         """Store the moderation decision on a better answer (replacing the one on its previous text)."""
@@ -479,9 +467,7 @@ class HygieneRepository(Repository):
         return None if row is None else Review.from_row(row)
 
     def list_reviews(self) -> list[Review]:
-        return [
-            Review.from_row(r) for r in self.db.query("SELECT * FROM moderation_reviews ORDER BY decided_at")
-        ]
+        return [Review.from_row(r) for r in self.rows("moderation_reviews", order_by="decided_at")]
 
     def flagged_demonstration_ids(self) -> frozenset[int]:
         return frozenset(

@@ -4,13 +4,15 @@ the store, so that every module of the package can use them without an import cy
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from feedback_store.text import storable
 
 VERSION_STATUSES = ("candidate", "deployed", "retired", "rejected")
 ROLES = ("system", "user", "assistant")
+JSON_COLUMNS = ("params", "moderation", "trace")  # of a message: stored as JSON text
 
 
 def dumps(value: Any) -> str | None:
@@ -21,8 +23,27 @@ def loads(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
 
+def loads_tuple(value: str) -> tuple[Any, ...]:
+    """A stored JSON list as a tuple."""
+    return tuple(json.loads(value))
+
+
+class FromRow:
+    """A record read from a row of its table: each column named in ``decoders`` is turned into the
+    field's value by its function (JSON text, SQLite's 0/1 for a bool); the others are taken as stored."""
+
+    decoders: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
+        row = dict(row)
+        for key, decode in cls.decoders.items():
+            row[key] = decode(row[key])
+        return cls(**row)
+
+
 @dataclass(frozen=True)
-class ModelVersion:
+class ModelVersion(FromRow):
     id: int
     name: str
     base_model: str
@@ -37,11 +58,7 @@ class ModelVersion:
     notes: str | None = None
     deployed_at: str | None = None
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ModelVersion:
-        row = dict(row)
-        row["metrics"] = loads(row["metrics"]) or {}
-        return cls(**row)
+    decoders = {"metrics": lambda value: loads(value) or {}}
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,7 @@ class AssistantTurn:
 
 
 @dataclass(frozen=True)
-class StoredMessage:
+class StoredMessage(FromRow):
     id: int
     conversation_id: str
     parent_id: int | None
@@ -84,12 +101,7 @@ class StoredMessage:
     moderation: dict[str, Any] | None = None
     trace: Any = None
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> StoredMessage:
-        row = dict(row)
-        for key in ("params", "moderation", "trace"):
-            row[key] = loads(row[key])
-        return cls(**row)
+    decoders = dict.fromkeys(JSON_COLUMNS, loads)
 
 
 class StoreError(ValueError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedback_store.db import Repository, utc_now
-from feedback_store.records import StoreError
+from feedback_store.records import FromRow, StoreError
 
 ACTIONS = ("deploy", "rollback", "reject", "approve")
 
@@ -24,7 +24,7 @@ class RunInProgress(StoreError):
 
 
 @dataclass(frozen=True)
-class TrainingRun:
+class TrainingRun(FromRow):
     id: int
     trigger: str
     status: str
@@ -45,12 +45,10 @@ class TrainingRun:
     feedback_seen: int | None = None
     finished_at: str | None = None
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> TrainingRun:
-        row = dict(row)
-        for key in ("config", "metrics", "stage_seconds", "reasons"):
-            row[key] = json.loads(row[key]) if row[key] else ({} if key != "reasons" else [])
-        return cls(**row)
+    decoders = {
+        **dict.fromkeys(("config", "metrics", "stage_seconds"), lambda value: json.loads(value or "{}")),
+        "reasons": lambda value: json.loads(value or "[]"),
+    }
 
 
 def _pid_alive(pid: int | None) -> bool:

@@ -12,6 +12,7 @@ nothing of ours above it: it stores plain values.
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from feedback_store.feedback import FeedbackRepository
 from feedback_store.hygiene import HygieneRepository
 from feedback_store.migrations import MIGRATIONS
 from feedback_store.records import (
+    JSON_COLUMNS,
     ROLES,
     VERSION_STATUSES,
     AssistantTurn,
@@ -169,20 +171,10 @@ class FeedbackStore:
             "created_at": utc_now(),
         }
         if turn is not None:
-            values.update(
-                model_version_id=turn.model_version_id,
-                preset_id=turn.preset_id,
-                params=_dumps(turn.params),
-                prompt=turn.prompt,
-                prompt_tokens=turn.prompt_tokens,
-                completion_tokens=turn.completion_tokens,
-                ttft_ms=turn.ttft_ms,
-                tokens_per_s=turn.tokens_per_s,
-                total_ms=turn.total_ms,
-                finish_reason=turn.finish_reason,
-                moderation=_dumps(turn.moderation),
-                trace=_dumps(turn.trace),
-            )
+            # every field of the turn but its text (``content``, above) is a column of messages
+            values.update((f.name, getattr(turn, f.name)) for f in fields(turn) if f.name != "content")
+            for key in JSON_COLUMNS:
+                values[key] = _dumps(values[key])
             if turn.prompt is not None:
                 values["prompt"] = storable(turn.prompt)
         if moderation is not None:

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainers.data import to_dataset
+
 # All linear layers of a llama-style block: attention and MLP (what the GGUF LoRA export understands).
 LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -287,18 +289,19 @@ def fit_policy(
     config: PolicyConfig,
     trainer_class: type,
     make_args: Callable[[dict[str, Any]], Any],
-    train_dataset,
+    rows: list[dict[str, Any]],
     *,
-    examples: int,
     callbacks: list | None = None,
     summarize: Callable[[list[dict[str, Any]], Any], dict[str, Any]] | None = None,
     **trainer_kwargs: Any,
 ) -> TrainResult:
-    """Train a policy method: the model from ``load_policy``, ``trainer_class`` with the replay term
-    (``trainers.replay.with_replay``), its TRL config from ``make_args(common trainer kwargs)``; then
-    ``fit_adapter``. ``trainer_kwargs`` go to the trainer (e.g. RLOO's ``reward_funcs``)."""
+    """Train a policy method on ``rows`` (TRL's dataset rows, one per example): the model from
+    ``load_policy``, ``trainer_class`` with the replay term (``trainers.replay.with_replay``), its TRL
+    config from ``make_args(common trainer kwargs)``; then ``fit_adapter``. ``trainer_kwargs`` go to the
+    trainer (e.g. RLOO's ``reward_funcs``)."""
     from trainers import replay as rp
 
+    train_dataset = to_dataset(rows)
     model, tokenizer, peft_config = load_policy(config)
     batches = rp.ReplayBatches.from_config(config, tokenizer)
     trainer_class = rp.with_replay(trainer_class)
@@ -326,7 +329,7 @@ def fit_policy(
             )
         return metrics
 
-    return fit_adapter(method, config, make_trainer, tokenizer, examples=examples, summarize=summary)
+    return fit_adapter(method, config, make_trainer, tokenizer, examples=len(rows), summarize=summary)
 
 
 def margin_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,11 +11,12 @@ holds one pair per vote (a ranking of K gives one of its C(K,2) pairs, not all o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, margin_metrics, require
-from trainers.data import PreferencePair, preference_rows, to_dataset, vote_count, vote_epochs
+from trainers.data import PreferencePair, preference_rows, vote_count, vote_epochs
 
 
 @dataclass
@@ -43,6 +44,28 @@ def vote_examples(config: PolicyConfig, pairs: Sequence[PreferencePair], method:
     return vote_epochs(pairs, config.num_epochs, config.seed)
 
 
+def fit_votes(
+    method: str,
+    config: PolicyConfig,
+    trainer_class: type,
+    make_args: Callable[[dict[str, Any]], Any],
+    examples: Sequence[PreferencePair],
+    callbacks: list | None,
+    summarize: Callable[[list[dict[str, Any]], Any], dict[str, Any]],
+) -> TrainResult:
+    """``fit_policy`` on the pairs from ``vote_examples``: the epochs are in the data, so the trainer
+    makes one pass over them. DPO's, and the reference-free methods'."""
+    return fit_policy(
+        method,
+        config,
+        trainer_class,
+        lambda common: make_args({**common, "num_train_epochs": 1.0}),
+        preference_rows(examples),
+        callbacks=callbacks,
+        summarize=summarize,
+    )
+
+
 def train_dpo(
     config: DPOTrainConfig, pairs: Sequence[PreferencePair], callbacks: list | None = None
 ) -> TrainResult:
@@ -50,7 +73,6 @@ def train_dpo(
     from trl import DPOConfig, DPOTrainer
 
     def args(common):
-        common = {**common, "num_train_epochs": 1.0}  # the epochs are in the data
         return DPOConfig(
             **common,
             beta=config.beta,
@@ -67,13 +89,4 @@ def train_dpo(
             "label_smoothing": config.label_smoothing,
         }
 
-    return fit_policy(
-        "dpo",
-        config,
-        DPOTrainer,
-        args,
-        to_dataset(preference_rows(examples)),
-        examples=len(examples),
-        callbacks=callbacks,
-        summarize=summarize,
-    )
+    return fit_votes("dpo", config, DPOTrainer, args, examples, callbacks, summarize)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, margin_metrics, require
-from trainers.data import UnpairedExample, to_dataset, trl_rows
+from trainers.data import UnpairedExample, trl_rows
 
 
 @dataclass
@@ -66,12 +66,5 @@ def train_kto(
         }
 
     return fit_policy(
-        "kto",
-        config,
-        KTOTrainer,
-        args,
-        to_dataset(trl_rows(examples)),
-        examples=len(examples),
-        callbacks=callbacks,
-        summarize=summarize,
+        "kto", config, KTOTrainer, args, trl_rows(examples), callbacks=callbacks, summarize=summarize
     )

@@ -16,9 +16,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged
-from trainers.data import PreferencePair, preference_rows, to_dataset
-from trainers.dpo import vote_examples
+from trainers.common import PolicyConfig, TrainResult, last_logged
+from trainers.data import PreferencePair
+from trainers.dpo import fit_votes, vote_examples
 
 
 @dataclass
@@ -59,19 +59,9 @@ def train_orpo(
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     def args(common):
-        common = {**common, "num_train_epochs": 1.0}  # the epochs are in the data
         return ORPOConfig(**common, beta=config.beta, max_length=config.max_length)
 
-    return fit_policy(
-        "orpo",
-        config,
-        ORPOTrainer,
-        args,
-        to_dataset(preference_rows(examples)),
-        examples=len(examples),
-        callbacks=callbacks,
-        summarize=_summarize,
-    )
+    return fit_votes("orpo", config, ORPOTrainer, args, examples, callbacks, _summarize)
 
 
 def train_simpo(
@@ -82,7 +72,6 @@ def train_simpo(
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     def args(common):
-        common = {**common, "num_train_epochs": 1.0}
         return CPOConfig(
             **common,
             loss_type="simpo",
@@ -92,13 +81,4 @@ def train_simpo(
             max_length=config.max_length,
         )
 
-    return fit_policy(
-        "simpo",
-        config,
-        CPOTrainer,
-        args,
-        to_dataset(preference_rows(examples)),
-        examples=len(examples),
-        callbacks=callbacks,
-        summarize=_summarize,
-    )
+    return fit_votes("simpo", config, CPOTrainer, args, examples, callbacks, _summarize)

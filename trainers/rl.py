@@ -24,7 +24,7 @@ from trainers.common import (
     mean_logged,
     require,
 )
-from trainers.data import PromptRecord, to_dataset, trl_rows
+from trainers.data import PromptRecord, trl_rows
 
 
 @dataclass
@@ -95,8 +95,7 @@ def train_rl(
         config,
         RLOOTrainer,
         args,
-        to_dataset(trl_rows(prompts)),
-        examples=len(prompts),
+        trl_rows(prompts),
         callbacks=callbacks,
         summarize=summarize,
         reward_funcs=[reward_model],

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, require
-from trainers.data import Demonstration, to_dataset, trl_rows
+from trainers.data import Demonstration, trl_rows
 
 
 @dataclass
@@ -36,8 +36,7 @@ def train_sft(
         config,
         SFTTrainer,
         lambda common: SFTConfig(**common, max_length=config.max_length),
-        to_dataset(trl_rows(demonstrations)),
-        examples=len(demonstrations),
+        trl_rows(demonstrations),
         callbacks=callbacks,
         summarize=lambda history, _: {"token_accuracy_last": last_logged(history, "mean_token_accuracy")},
     )

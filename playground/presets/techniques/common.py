@@ -17,6 +17,16 @@ def placeholders(template: str) -> list[str]:
     return PLACEHOLDER.findall(template)
 
 
+def require_placeholders(template: str, *names: str, hint: str = "") -> str:
+    """``template`` when it has a ``{name}`` for each of ``names``, else a ValueError naming the missing
+    ones (then ``hint``): the check of an option's template, for a pydantic validator."""
+    found = set(placeholders(template))
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ValueError("must contain " + " and ".join("{" + name + "}" for name in missing) + hint)
+    return template
+
+
 def fill(template: str, values: Mapping[str, str]) -> str:
     """Replace ``{name}`` placeholders in one pass: text substituted in is never scanned again, so a
     question containing ``{facts}`` stays literal. Unknown names are left as written."""

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.base import ChatMessage
 from playground.presets.answers import extract_answer
-from playground.presets.techniques.common import Conversation, example_turns, fill, placeholders
+from playground.presets.techniques.common import Conversation, example_turns, fill, require_placeholders
 
 if TYPE_CHECKING:
     from playground.presets.runner import RunContext
@@ -37,10 +37,7 @@ class ZeroShotCotOptions(BaseModel):
 
 
 def _needs_both_parts(value: str) -> str:
-    missing = sorted({"reasoning", "answer"} - set(placeholders(value)))
-    if missing:
-        raise ValueError("must contain " + " and ".join("{" + m + "}" for m in missing))
-    return value
+    return require_placeholders(value, "answer", "reasoning")
 
 
 # How an example's reasoning and answer are written (both must have a place in it).

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from playground.presets.techniques.common import Conversation, fill, placeholders
+from playground.presets.techniques.common import Conversation, fill, require_placeholders
 
 if TYPE_CHECKING:
     from playground.presets.runner import RunContext
@@ -28,9 +28,7 @@ class GeneratedKnowledgeOptions(BaseModel):
     @field_validator("knowledge_prompt")
     @classmethod
     def _needs_question(cls, value: str) -> str:
-        if "question" not in placeholders(value):
-            raise ValueError("must contain {question}")
-        return value
+        return require_placeholders(value, "question")
 
 
 def answer_message(template: str, question: str, knowledge: str) -> str:

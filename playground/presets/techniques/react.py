@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.base import ChatMessage
-from playground.presets.techniques.common import Conversation, fill, placeholders
+from playground.presets.techniques.common import Conversation, fill, require_placeholders
 from playground.tools import Tool, ToolError, describe_tools
 
 if TYPE_CHECKING:
@@ -72,9 +72,7 @@ class ReactOptions(BaseModel):
     @field_validator("instructions")
     @classmethod
     def _needs_tools(cls, value: str) -> str:
-        if "tools" not in placeholders(value):
-            raise ValueError("must contain {tools} (where the tool list goes)")
-        return value
+        return require_placeholders(value, "tools", hint=" (where the tool list goes)")
 
 
 # -- parsing -----------------------------------------------------------------------------------------
