@@ -344,20 +344,7 @@ class CanaryRepository(Repository):
                 "UPDATE canaries SET decision = ?, reasons = ? WHERE id = ?",
                 [decision, dumps([*canary.reasons, reason]), canary.id],
             )
-            if canary.training_run_id is not None:
-                row = next(
-                    db.query("SELECT reasons FROM training_runs WHERE id = ?", [canary.training_run_id]),
-                    None,
-                )
-                if row is not None:
-                    db.execute(
-                        "UPDATE training_runs SET decision = ?, reasons = ? WHERE id = ?",
-                        [
-                            decision,
-                            dumps([*(loads(row["reasons"]) or []), f"canary: {reason}"]),
-                            canary.training_run_id,
-                        ],
-                    )
+            _run_takes(db, canary.training_run_id, decision, [reason])
         return self.get(canary.id)
 
     def end(
@@ -376,19 +363,19 @@ class CanaryRepository(Repository):
             ).rowcount
             if not claimed:
                 return None
-            run = None
-            if canary.training_run_id is not None:
-                run = next(
-                    db.query("SELECT reasons FROM training_runs WHERE id = ?", [canary.training_run_id]),
-                    None,
-                )
-            if run is not None:
-                db.execute(
-                    "UPDATE training_runs SET decision = ?, reasons = ? WHERE id = ?",
-                    [
-                        "undecided" if decision == "cancelled" else decision,
-                        dumps([*(loads(run["reasons"]) or []), *(f"canary: {r}" for r in reasons)]),
-                        canary.training_run_id,
-                    ],
-                )
+            _run_takes(
+                db, canary.training_run_id, "undecided" if decision == "cancelled" else decision, reasons
+            )
         return self.get(canary.id)
+
+
+def _run_takes(db, run_id: int | None, decision: str, reasons: list[str]) -> None:
+    """The canary's training run takes its decision, the canary's reasons added to the gate's."""
+    if run_id is None:
+        return
+    run = next(db.query("SELECT reasons FROM training_runs WHERE id = ?", [run_id]), None)
+    if run is not None:
+        db.execute(
+            "UPDATE training_runs SET decision = ?, reasons = ? WHERE id = ?",
+            [decision, dumps([*(loads(run["reasons"]) or []), *(f"canary: {r}" for r in reasons)]), run_id],
+        )
