@@ -146,13 +146,13 @@ class TrainingScheduler:
                 next_run_time=datetime.now(UTC),
                 replace_existing=True,
             )
-        if self.cycle.canary.share > 0:
-            self._scheduler.add_job(
-                self.settle_canary,
-                IntervalTrigger(seconds=CANARY_CHECK_S, timezone=UTC),
-                id=CANARY_JOB_ID,
-                replace_existing=True,
-            )
+        # a canary's time budget, checked even with --canary-share 0: one may still be live from before
+        self._scheduler.add_job(
+            self.settle_canary,
+            IntervalTrigger(seconds=CANARY_CHECK_S, timezone=UTC),
+            id=CANARY_JOB_ID,
+            replace_existing=True,
+        )
         self._scheduler.start()
 
     def settle_canary(self) -> None:
