@@ -345,6 +345,8 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
     print(f"plot: {png}")
     before_json()
     summary = {"oracle": result["oracle"], "method": config.method, **result["summary"]}
+    if result.get("canary"):  # rounds with canary battles: votes each needed, decisions, gold agreement
+        summary["canary"] = result["canary"]
     print(json.dumps(summary))
     idle = [r for r in result["rounds"] if r["decision"] in (None, "no_candidate")]
     for r in idle:
