@@ -53,7 +53,10 @@ from feedback_store.stats import tied_ranking_pairs
 from feedback_store.store import FeedbackStore, StoreError
 
 R = TypeVar("R")
-PAIR_SOURCES = ("comparison", "ranking", "better_answer", "import", "score")
+PAIR_SOURCES = ("comparison", "ranking", "better_answer", "import", "score", "ai")
+AI_MODE = "ai"
+"""``comparisons.mode`` of a pair labelled by a model, not a person (RLAIF: ``trainers.ai_labels``); its
+``user_id`` names the labeller ("ai:reward-model") and ``differed`` holds the scores."""
 PROMPT_SOURCES = ("ui", "compare", "rank", "import")
 Message = dict[str, str]
 
@@ -83,7 +86,7 @@ class PreferencePair:
     prompt: list[Message]  # conversational context, system prompt first, ending with the user message
     chosen: str
     rejected: str
-    source: str = ""  # comparison | ranking | better_answer | import | score
+    source: str = ""  # comparison | ranking | better_answer | import | score | ai (labelled by a model)
     user_id: str = ""
     created_at: str = ""
     updated_at: str = ""
@@ -290,7 +293,7 @@ def preference_pairs(
             f"WHERE c.vote IN ('a', 'b'){where} ORDER BY c.updated_at, c.id"
         )
         for r in db.query(query, args):
-            source = "import" if r["mode"] == "import" else "comparison"
+            source = {"import": "import", AI_MODE: "ai"}.get(r["mode"], "comparison")
             if source not in wanted:
                 continue
             if {r["message_a"], r["message_b"]} & flagged or ctx.flagged(r["ma_parent"]):
@@ -603,4 +606,44 @@ def prompts(
         out.append(
             PromptRecord(prompt, r["id"], r["conversation_id"], r["source"], r["user_id"], r["created_at"])
         )
+    return out
+
+
+@_one_snapshot
+def unrated_prompts(
+    store: FeedbackStore, *, limit: int, excluded_users: frozenset[str] = frozenset()
+) -> list[PromptRecord]:
+    """Chat-tab questions that got replies but no feedback of any kind (no rating, vote, ranking or
+    better answer on any of their replies) and no AI-labelled pair yet, newest first: what an AI
+    labeller may label. First questions of a conversation only (their context is the system prompt)."""
+    flagged = store.hygiene.training_excluded_message_ids()
+    rows = store.db.query(
+        "SELECT m.id, m.content, m.conversation_id, m.created_at, c.user_id, c.system_prompt "
+        "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE m.role = 'user' AND m.parent_id IS NULL AND c.source = 'ui' "
+        "AND EXISTS (SELECT 1 FROM messages r WHERE r.parent_id = m.id AND r.role = 'assistant') "
+        "AND NOT EXISTS (SELECT 1 FROM messages r WHERE r.parent_id = m.id AND ("
+        "  EXISTS (SELECT 1 FROM feedback f WHERE f.message_id = r.id) "
+        "  OR EXISTS (SELECT 1 FROM demonstrations d WHERE d.message_id = r.id) "
+        "  OR EXISTS (SELECT 1 FROM ranking_items i WHERE i.message_id = r.id) "
+        "  OR EXISTS (SELECT 1 FROM comparisons x WHERE r.id IN (x.message_a, x.message_b)))) "
+        "AND NOT EXISTS (SELECT 1 FROM comparisons x WHERE x.mode = ? "
+        "  AND json_extract(x.differed, '$.prompt_message_id') = m.id) "
+        "ORDER BY m.created_at DESC, m.id DESC",
+        [AI_MODE],
+    )
+    out: list[PromptRecord] = []
+    seen: set[str] = set()
+    for r in rows:
+        if r["user_id"] in excluded_users or r["id"] in flagged:
+            continue
+        prompt = [{"role": "system", "content": r["system_prompt"]}] if r["system_prompt"] else []
+        prompt.append({"role": "user", "content": r["content"]})
+        key = json.dumps(prompt, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(PromptRecord(prompt, r["id"], r["conversation_id"], "ui", r["user_id"], r["created_at"]))
+        if len(out) >= limit:
+            break
     return out

@@ -1,7 +1,8 @@
 """Exports of the feedback database as JSONL files, thin writers over ``feedback_store.datasets``:
 
 - ``preferences``: TRL conversational preference format, one line {"prompt", "chosen", "rejected"} (the
-  weights of ranking and score pairs are not in this format)
+  weights of ranking and score pairs are not in this format); people's preferences only: pairs a model
+  labelled (RLAIF, mode "ai") are in the ``raw`` export, marked by their mode, labeller and scores
 - ``kto``: TRL conversational unpaired format from thumbs, 1-7 scores and flags (``feedback_store.labels``),
   {"prompt", "completion", "label"}
 - ``sft``: TRL conversational prompt-completion format from better answers, {"prompt", "completion"}
@@ -49,7 +50,10 @@ def export(
     """Write the ``fmt`` export to ``out``; returns the number of lines written."""
     filters = {"since": since, "version_id": version_id, "user_id": user_id}
     if fmt == "preferences":
-        rows: Iterable[dict[str, Any]] = (p.to_trl() for p in datasets.preference_pairs(store, **filters))
+        human = [s for s in datasets.PAIR_SOURCES if s != "ai"]
+        rows: Iterable[dict[str, Any]] = (
+            p.to_trl() for p in datasets.preference_pairs(store, sources=human, **filters)
+        )
     elif fmt == "kto":
         rows = (e.to_trl() for e in datasets.unpaired_feedback(store, **filters))
     elif fmt == "sft":

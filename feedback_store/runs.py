@@ -89,13 +89,17 @@ class TrainingRuns(Repository):
         return None if row is None else TrainingRun.from_row(row)
 
     def feedback_count(self, since: str | None = None) -> int:
-        """Feedback events (ratings, votes, rankings, better answers) created or updated since ``since``."""
+        """Feedback events (ratings, votes, rankings, better answers) created or updated since ``since``.
+        Pairs a model labelled (mode "ai") are not the users' feedback and do not count."""
         total = 0
         for table in ("feedback", "comparisons", "rankings", "demonstrations"):
-            if since is None:
-                sql, args = f"SELECT COUNT(*) AS n FROM {table}", []  # noqa: S608 (fixed table names)
-            else:
-                sql, args = f"SELECT COUNT(*) AS n FROM {table} WHERE updated_at >= ?", [since]  # noqa: S608
+            where = ["mode <> 'ai'"] if table == "comparisons" else []
+            args = []
+            if since is not None:
+                where.append("updated_at >= ?")
+                args.append(since)
+            clause = f" WHERE {' AND '.join(where)}" if where else ""
+            sql = f"SELECT COUNT(*) AS n FROM {table}{clause}"  # noqa: S608 (fixed table names and clauses)
             total += next(self.db.query(sql, args))["n"]
         return total
 

@@ -59,7 +59,7 @@ def battles(store: FeedbackStore, entity: str) -> list[stats.Battle]:
         "SELECT c.vote, ma.model_version_id AS a_version, mb.model_version_id AS b_version, "
         "ma.preset_id AS a_preset, mb.preset_id AS b_preset FROM comparisons c "
         "JOIN messages ma ON ma.id = c.message_a JOIN messages mb ON mb.id = c.message_b "
-        "WHERE c.mode <> 'import' ORDER BY c.updated_at, c.id"
+        "WHERE c.mode NOT IN ('import', 'ai') ORDER BY c.updated_at, c.id"
     )
     for r in rows:
         a, b = _player(r, "a", entity, labels), _player(r, "b", entity, labels)
@@ -96,7 +96,10 @@ def summarize(store: FeedbackStore, *, rounds: int = 200, seed: int = 0, bucket:
         "thumbs_down": db.execute("SELECT COUNT(*) FROM feedback WHERE thumbs = -1").fetchone()[0],
         "scores": db.execute("SELECT COUNT(*) FROM feedback WHERE score IS NOT NULL").fetchone()[0],
         "demonstrations": db.execute("SELECT COUNT(*) FROM demonstrations").fetchone()[0],
-        "comparisons": db.execute("SELECT COUNT(*) FROM comparisons WHERE mode <> 'import'").fetchone()[0],
+        "comparisons": db.execute(
+            "SELECT COUNT(*) FROM comparisons WHERE mode NOT IN ('import', 'ai')"
+        ).fetchone()[0],
+        "ai_pairs": db.execute("SELECT COUNT(*) FROM comparisons WHERE mode = 'ai'").fetchone()[0],
         "imported_pairs": db.execute("SELECT COUNT(*) FROM comparisons WHERE mode = 'import'").fetchone()[0],
         "rankings": db.execute("SELECT COUNT(*) FROM rankings").fetchone()[0],
     }
@@ -105,7 +108,7 @@ def summarize(store: FeedbackStore, *, rounds: int = 200, seed: int = 0, bucket:
         ("thumbs", "SELECT updated_at FROM feedback WHERE thumbs IS NOT NULL"),
         ("scores", "SELECT updated_at FROM feedback WHERE score IS NOT NULL"),
         ("better answers", "SELECT updated_at FROM demonstrations"),
-        ("A/B votes", "SELECT updated_at FROM comparisons WHERE mode <> 'import'"),
+        ("A/B votes", "SELECT updated_at FROM comparisons WHERE mode NOT IN ('import', 'ai')"),
         ("rankings", "SELECT updated_at FROM rankings"),
     ):
         events.extend((kind, row[0]) for row in db.execute(query))

@@ -115,7 +115,8 @@ def totals_markdown(summary: Summary) -> str:
     return (
         f"**{t['feedback']}** rated replies ({t['thumbs_up']} 👍, {t['thumbs_down']} 👎, {t['scores']} scores) · "
         f"**{t['demonstrations']}** better answers · **{t['comparisons']}** A/B votes · "
-        f"**{t['rankings']}** rankings · {t['imported_pairs']} imported pairs · {t['replies']} replies stored"
+        f"**{t['rankings']}** rankings · {t['imported_pairs']} imported pairs · {t.get('ai_pairs', 0)} AI-labelled "
+        f"pairs · {t['replies']} replies stored"
     )
 
 

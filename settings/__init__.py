@@ -276,6 +276,19 @@ class TrainingSettings(Section):
     reward_warm_start: bool = Field(
         True, description="continue the previous cycle's reward model instead of a fresh score head"
     )
+    ai_pairs: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="RLAIF: pairs per cycle the reward model labels, two replies of the deployed version to "
+        "users' questions that got no feedback; 0: off",
+    )
+    ai_weight: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="what one AI-labelled pair weighs against a user's vote in the policy update",
+    )
     retention_days: float | None = Field(
         None,
         gt=0,

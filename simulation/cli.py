@@ -118,6 +118,18 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
         help="share of the blocks, from the top, with LoRA; unset: the product's default (--train-lora-layers)",
     )
     p.add_argument(
+        "--ai-pairs",
+        type=int,
+        help="RLAIF: pairs per cycle the reward model labels on chats without feedback; unset: the "
+        "product's default (--train-ai-pairs)",
+    )
+    p.add_argument(
+        "--unrated-per-round",
+        type=int,
+        default=0,
+        help="chats per round that get no feedback (what --ai-pairs labels); not feedback events",
+    )
+    p.add_argument(
         "--canary-share",
         type=float,
         default=0.0,
@@ -209,8 +221,15 @@ def build_config(args: argparse.Namespace):
         gate=GateConfig(**gate_overrides(args)),
         gate_overrides=gate_overrides(args),
         cycle_overrides={
-            k: v for k, v in (("ptx_coef", args.ptx_coef), ("lora_layers", args.lora_layers)) if v is not None
+            k: v
+            for k, v in (
+                ("ptx_coef", args.ptx_coef),
+                ("lora_layers", args.lora_layers),
+                ("ai_pairs", args.ai_pairs),
+            )
+            if v is not None
         },
+        unrated_per_round=args.unrated_per_round,
         canary_overrides={
             k: v
             for k, v in (("share", args.canary_share or None), ("votes", args.canary_votes))
@@ -329,7 +348,9 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
         return 2, {}, 0
     print(
         f"oracle {config.oracle}, method {config.method}: {config.rounds} rounds x {config.feedback_per_round} "
-        f"feedback events ({config.mix}); work directory {config.work_dir}",
+        f"feedback events ({config.mix})"
+        + (f" and {config.unrated_per_round} unrated chats" if config.unrated_per_round else "")
+        + f"; work directory {config.work_dir}",
         flush=True,
     )
     print(f"gate: {_overrides(config.gate_overrides)}")

@@ -40,6 +40,8 @@ class LoopConfig:
     method: str = "dpo"
     rounds: int = 3
     feedback_per_round: int = 200
+    unrated_per_round: int = 0
+    """Chats per round that get no feedback (for ``ai_pairs`` in ``cycle_overrides``: RLAIF)."""
     mix: EventMix = field(default_factory=EventMix)
     max_new_tokens: int = 40
     temperature: float = 0.7
@@ -105,6 +107,7 @@ def feedback_summary(fb: RoundFeedback, before: LabelStats, after: LabelStats) -
         "total_events": sum(fb.events.values()),
         "replies": fb.replies,
         "tokens": fb.tokens,
+        "unrated_chats": fb.unrated,
         "gold_seen": fb.gold_mean,
         "pair_agreement": agreeing / pairs if pairs else None,
         "thumbs_up_rate": (after.thumbs_up - before.thumbs_up) / thumbs if thumbs else None,
@@ -247,7 +250,9 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
         deployed_m, records = base_m, []
         for r in range(1, config.rounds + 1):
             before = LabelStats(**asdict(labeler.stats))
-            fb = users.give_feedback(prompts.train, config.feedback_per_round, config.mix)
+            fb = users.give_feedback(
+                prompts.train, config.feedback_per_round, config.mix, config.unrated_per_round
+            )
             fb_summary = feedback_summary(fb, before, labeler.stats)
             t0 = time.perf_counter()
             run_id = scheduler.run_now_and_wait("simulation")

@@ -118,6 +118,8 @@ class RoundFeedback:
     tokens: int = 0
     gold: list[float] = field(default_factory=list)
     """Gold reward of every reply the users saw (on-policy: written by the deployed version)."""
+    unrated: int = 0
+    """Chats that got no feedback (most chats do not): what an AI labeller (``--ai-pairs``) labels."""
     seconds: float = 0.0
 
     @property
@@ -183,6 +185,14 @@ class SimulatedUsers:
         self.store.feedback.record_feedback(reply, user, thumbs=self.labeler.thumbs(task, result.text))
         self._saw(record, task, [result])
         record.events["thumbs"] += 1
+
+    def chat_only(self, task: Task, user: str, record: RoundFeedback) -> None:
+        """A Chat-tab turn that the user does not rate."""
+        conv, question = self._start(task, user, "ui")
+        (result,) = self._generate(task, [self._seeded().seed])
+        self._store(conv, question, [result], "plain")
+        self._saw(record, task, [result])
+        record.unrated += 1
 
     def compare_and_vote(self, task: Task, user: str, record: RoundFeedback) -> None:
         conv, question = self._start(task, user, "compare")
@@ -265,8 +275,11 @@ class SimulatedUsers:
         return phase
 
     # -- a round -----------------------------------------------------------------------------------
-    def give_feedback(self, tasks: Sequence[Task], n_events: int, mix: EventMix) -> RoundFeedback:
-        """``n_events`` interactions on training prompts (each prompt about equally often), shuffled."""
+    def give_feedback(
+        self, tasks: Sequence[Task], n_events: int, mix: EventMix, unrated: int = 0
+    ) -> RoundFeedback:
+        """``n_events`` interactions on training prompts (each prompt about equally often), shuffled,
+        then ``unrated`` chats on the next prompts that get no feedback."""
         if not tasks:
             raise ValueError("no prompts to chat on")
         t0 = time.perf_counter()
@@ -285,5 +298,8 @@ class SimulatedUsers:
                 self.compare_and_vote(task, user, record)
             else:
                 self.rank(task, user, mix.k, record)
+        for j in range(unrated):
+            i = len(kinds) + j
+            self.chat_only(order[i % len(order)], self.users[i % len(self.users)], record)
         record.seconds = time.perf_counter() - t0
         return record

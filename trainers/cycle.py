@@ -86,6 +86,8 @@ class CycleConfig:
     reward_warm_start: bool = _DEFAULT["reward_warm_start"]
     dpo_loss: str = _DEFAULT["dpo_loss"]
     label_smoothing: float = _DEFAULT["label_smoothing"]
+    ai_pairs: int = _DEFAULT["ai_pairs"]
+    ai_weight: float = _DEFAULT["ai_weight"]
     """The defaults of these are the settings' (``TrainingSettings``): one place for both."""
 
     @classmethod
@@ -116,6 +118,8 @@ class CycleConfig:
             reward_warm_start=t.reward_warm_start,
             dpo_loss=t.dpo_loss,
             label_smoothing=t.label_smoothing,
+            ai_pairs=t.ai_pairs,
+            ai_weight=t.ai_weight,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,9 +241,11 @@ def _run(
     unpaired = [u for u in ds.unpaired_feedback(store, **clean) if u.user_id not in config.excluded_users]
     demos = [d for d in ds.demonstrations(store, **clean) if d.user_id not in config.excluded_users]
     n_good = sum(1 for u in unpaired if u.label)
+    human = [p for p in pairs if p.source != "ai"]
     counts = {
-        "pairs": len(pairs),
-        "votes": vote_count(pairs),  # a ranking's pairs are one vote: DPO's data is one pair per vote
+        "pairs": len(human),
+        "votes": vote_count(human),  # a ranking's pairs are one vote: DPO's data is one pair per vote
+        "ai_pairs": len(pairs) - len(human),
         "thumbs_up": n_good,
         "thumbs_down": len(unpaired) - n_good,
         "demonstrations": len(demos),
@@ -275,7 +281,7 @@ def _run(
     stages.begin("reward", "training the reward model")
     reward_metrics: dict[str, Any] = {}
     reward_adapter = latest_reward_model(config.data_dir)
-    if len(pairs) >= min_pairs:
+    if len(human) >= min_pairs:
         try:
             outcome = run_training(
                 TrainRequest(
@@ -298,6 +304,16 @@ def _run(
             reward_metrics = {k: v for k, v in outcome.result.metrics.items() if k.startswith("heldout_")}
     else:
         stages.within(f"only {len(pairs)} pairs: keeping reward model {reward_adapter}", 1.0)
+    if config.ai_pairs > 0 and reward_adapter is not None and registry.get(method).data == "pairs":
+        from trainers.ai_labels import label_pairs  # loads models: only when asked for
+
+        labelled = label_pairs(
+            config, store, base, deployed, reward_adapter, threads.apply(), lambda m, f: stages.within(m, f)
+        )
+        counts["ai_pairs"] += labelled["ai_pairs"]
+        stages.within(f"{labelled['ai_pairs']} new AI-labelled pairs ({counts['ai_pairs']} in all)", 1.0)
+        if runs:
+            runs.update(run_id, metrics={"data": counts, "method": method})
 
     # 3. policy update -> candidate version (adapter + GGUF export for llama.cpp).
     stages.begin("policy", f"training the policy with {method}")
@@ -312,6 +328,7 @@ def _run(
                 **dpo_options(method, config.dpo_loss, config.label_smoothing),
                 **config.policy_overrides,
             },
+            ai_weight=config.ai_weight if config.ai_pairs > 0 else 0.0,
             eval_prompts=config.gate.kl_prompts,
             replay=config.replay,
             system_prompt=config.system_prompt,

@@ -128,8 +128,10 @@ def vote_epochs(pairs: Sequence[PreferencePair], epochs: float = 1.0, seed: int 
     appears once per epoch, a group (a ranking, one prompt's scores) gives one of its pairs per epoch,
     drawn without replacement (a ranking of K shows a new pair each epoch until all its pairs have been
     seen). Sampling a pair uniformly is an unbiased estimate of the group's 1/P-weighted loss, without
-    the per-example weights TRL's DPOTrainer lacks. Train the result for ONE epoch; a fractional
-    ``epochs`` keeps that share of the last epoch. Kept pairs carry weight 1 (they stand for the vote)."""
+    the per-example weights TRL's DPOTrainer lacks. A pair of its own with a weight w below 1 (an
+    AI-labelled pair) is in each epoch with probability w, the same estimate. Train the result for ONE
+    epoch; a fractional ``epochs`` keeps that share of the last epoch. Kept pairs carry weight 1 (they
+    stand for the vote)."""
     if epochs <= 0:
         raise ValueError("epochs must be positive")
     singles, groups = _groups(pairs)
@@ -137,8 +139,13 @@ def vote_epochs(pairs: Sequence[PreferencePair], epochs: float = 1.0, seed: int 
     draws = {g: _rng(seed, g) for g in groups}
     decks: dict[Hashable, list[PreferencePair]] = {g: [] for g in groups}
     out: list[PreferencePair] = []
+    light = {id(p): _rng(seed, ("light", p.comparison_id, p.prompt_message_id, p.chosen)) for p in singles}
     for n in range(rounds):
-        epoch = list(singles)
+        epoch = [
+            p if p.weight >= 1 else replace(p, weight=1.0)
+            for p in singles
+            if p.weight >= 1 or light[id(p)].random() < p.weight
+        ]
         for g, members in groups.items():
             if not decks[g]:  # a fresh shuffled deck once every pair has been drawn
                 decks[g] = list(members)

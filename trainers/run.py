@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ class TrainRequest:
     """Reward model only: continue the latest reward model instead of a fresh score head."""
     reward_scores: bool = True
     """Score samples before and after with the reward model (the cycle's gate does that instead)."""
+    ai_weight: float = 0.0
+    """What a pair labelled by a model (RLAIF, ``trainers.ai_labels``) weighs against a person's vote;
+    0 leaves such pairs out (the reward model never learns from its own labels)."""
 
 
 @dataclass
@@ -135,6 +138,12 @@ def load_examples(store: FeedbackStore, req: TrainRequest) -> tuple[list, list]:
         items = read(store, version_id=req.version_id, **filters)
     excluded = req.excluded_users | (store.hygiene.excluded_users() if req.hygiene else frozenset())
     items = [i for i in items if i.user_id not in excluded]
+    if kind == "pairs":  # AI-labelled pairs: weighted, or left out
+        items = [
+            i if i.source != "ai" else replace(i, weight=i.weight * req.ai_weight)
+            for i in items
+            if i.source != "ai" or req.ai_weight > 0
+        ]
     items = cap_per_user(dedupe(items), max_share=req.max_share_per_user)
     train, heldout = split_heldout(items, req.heldout_fraction)
     if kind == "pairs":  # measured on held-out pairs, a ranking is one vote, not C(K,2) of them

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
 from tests.conftest import ROOT
 from tests.trainers.conftest import seed_feedback
@@ -66,9 +67,10 @@ def loop(tmp_path_factory, hf_base_dir, embedded_model):
     from models.versions import VersionLoader
 
     data = data_dir_with_base(tmp_path_factory.mktemp("loop"), hf_base_dir)
-    config = cycle_config(data)
+    config = cycle_config(data, ai_pairs=4, ai_weight=0.5)
     store = FeedbackStore(config.db_path)
     base_id = seed_feedback(store)
+    unrated_chats(store, base_id)
     service = ModelService.from_registry(
         VersionLoader(embedded_model), store.versions, base_version_id=base_id
     )
@@ -86,6 +88,45 @@ def loop(tmp_path_factory, hf_base_dir, embedded_model):
     }
     service.close()
     store.close()
+
+
+UNRATED = ["What is a good name for a cat?", "How do I boil an egg?", "Why do leaves fall?",
+           "What is a prime number?", "Tell me a fun fact about owls.", "How far is the Moon?"]  # fmt: skip
+
+
+def unrated_chats(store, base_id: int) -> None:
+    """Chat-tab questions that got a reply and no feedback: what the cycle's AI labeller labels."""
+    from feedback_store.store import AssistantTurn
+
+    for i, question in enumerate(UNRATED):
+        conv = store.create_conversation(f"quiet{i % 2}", system_prompt="Be brief.")
+        asked = store.add_message(conv, "user", question)
+        store.add_assistant_message(
+            conv, asked, AssistantTurn(content="I am not sure.", model_version_id=base_id)
+        )
+
+
+def test_the_cycle_labels_unrated_questions_with_its_reward_model(loop):
+    store = loop["store"]
+    run = store.runs.get(loop["run_id"])
+    rows = list(
+        store.db.query(
+            "SELECT c.user_id, c.differed, v.user_id AS owner, v.source FROM comparisons c "
+            "JOIN messages m ON m.id = c.message_a JOIN conversations v ON v.id = m.conversation_id "
+            "WHERE c.mode = 'ai'"
+        )
+    )
+    assert 1 <= len(rows) <= 4 and run.metrics["data"]["ai_pairs"] == len(rows)
+    assert {r["user_id"] for r in rows} == {"ai:reward-model"} and {r["source"] for r in rows} == {"ai"}
+    assert {r["owner"] for r in rows} <= {"quiet0", "quiet1"}  # the asker owns the copy: deleting deletes it
+    scores = [json.loads(r["differed"])["scores"] for r in rows]
+    assert all(len(s) == 2 and s[0] != s[1] for s in scores)
+    pairs = [p for p in ds.preference_pairs(store) if p.source == "ai"]
+    assert len(pairs) == len(rows) and all(
+        p.chosen != p.rejected and p.prompt[0] == {"role": "system", "content": "Be brief."} for p in pairs
+    )
+    # the users' feedback is 24 votes and 48 thumbs: the AI pairs are neither new feedback nor votes
+    assert store.runs.feedback_count() == 72 and run.metrics["data"]["votes"] == 24
 
 
 def _greedy():
