@@ -1,47 +1,20 @@
-"""Canary battles in the store: the anytime-valid rule's error rates (measured by simulation), the
-tally from real comparison rows (sides shuffled, per-user cap, deletions honoured), and the decisions
+"""Canary battles in the store: the anytime-valid rule's error rates (measured by simulation with
+``benchmarks.canary``, which prints them), the tally from real comparison rows (sides shuffled, per-user cap, deletions honoured), and the decisions
 it applies to the version registry."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from threading import Barrier, Thread
 
-import numpy as np
 import pytest
 
+from benchmarks.canary import anytime_rule, simulate, wilson_rule
 from feedback_store.canary import anytime_interval, tally_votes
 from feedback_store.records import AssistantTurn, StoreError
 from feedback_store.stats import wilson_interval
 
-BUDGET = 200
-
-
-@cache
-def _interval(wins: int, losses: int) -> tuple[float, float]:
-    return anytime_interval(wins, losses, 0.05)
-
-
-def _simulate(p: float, rule, trials: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Share of canaries that deploy / reject / reach the vote budget when the users prefer the
-    candidate with probability ``p``, the rule looked at after every vote."""
-    rng = np.random.default_rng(seed)
-    out = {"deploy": 0, "reject": 0, "budget": 0}
-    for wins_at in np.cumsum(rng.random((trials, BUDGET)) < p, axis=1):
-        for n, wins in enumerate(wins_at, start=1):
-            verdict = rule(int(wins), n - int(wins))
-            if verdict:
-                out[verdict] += 1
-                break
-        else:
-            out["budget"] += 1
-    return {k: v / trials for k, v in out.items()}
-
-
-def anytime_rule(wins: int, losses: int) -> str | None:
-    low, high = _interval(wins, losses)
-    return "deploy" if low > 0.5 else "reject" if high < 0.5 else None
+product_rule = anytime_rule()  # the product's rule at alpha 0.05
 
 
 def test_the_interval_is_the_whole_range_without_votes_and_shrinks_around_the_rate():
@@ -63,25 +36,20 @@ def test_the_interval_is_the_whole_range_without_votes_and_shrinks_around_the_ra
 def test_error_rates_of_the_rule_looked_at_after_every_vote():
     # No difference: the candidate is deployed or rejected by chance in at most alpha of the canaries
     # (Ville's inequality bounds the whole sequence of looks; measured: 3.4%).
-    null = _simulate(0.5, anytime_rule)
+    null = simulate(0.5, product_rule)
     assert null["deploy"] + null["reject"] <= 0.05
-    worse = _simulate(0.45, anytime_rule)
+    worse = simulate(0.45, product_rule)
     assert worse["deploy"] <= 0.01
     # A clearly better candidate (users prefer it 70:30) is deployed within the 200-vote budget.
-    better = _simulate(0.7, anytime_rule)
+    better = simulate(0.7, product_rule)
     assert better["deploy"] >= 0.95 and better["reject"] == 0
-    assert _simulate(0.3, anytime_rule)["reject"] >= 0.95
+    assert simulate(0.3, product_rule)["reject"] >= 0.95
 
 
 def test_an_ordinary_interval_peeked_at_after_every_vote_would_decide_by_chance():
     """Why the rule needs an anytime-valid interval: the Wilson interval, valid for one look, crosses
     0.5 by chance in far more than 5% of the canaries when it is looked at after every vote."""
-
-    def wilson_rule(wins: int, losses: int) -> str | None:
-        low, high = wilson_interval(wins, wins + losses)
-        return "deploy" if low > 0.5 else "reject" if high < 0.5 else None
-
-    null = _simulate(0.5, wilson_rule, trials=500)
+    null = simulate(0.5, wilson_rule, trials=500)
     assert null["deploy"] + null["reject"] > 0.2
 
 
