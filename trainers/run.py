@@ -19,7 +19,7 @@ from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
 from trainers import registry
 from trainers.common import CommonConfig, TrainingDataError, TrainResult, read_metrics, write_metrics
-from trainers.data import cap_per_user, dedupe, one_pair_per_vote, split_heldout
+from trainers.data import cap_per_user, dedupe, one_pair_per_vote, split_heldout, vote_count
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +174,21 @@ def run_training(
         versions = store.versions
         say("reading feedback", 0.02)
         train, heldout = load_examples(store, req)
+        method = registry.get(req.method)
+        # too little data is said before the base is prepared and loaded (a minute on two cores); the
+        # trainer checks its own measure again (DPO counts votes, the reward model pairs)
+        minimum = int(req.overrides.get("min_examples", method.min_examples))
+        count = vote_count(train) if method.policy and method.data == "pairs" else len(train)
+        if count < minimum:
+            raise TrainingDataError(
+                f"{count} training examples ({method.data}, after the held-out split); {req.method} needs "
+                f"at least {minimum}. Collect more feedback first."
+            )
         deployed = versions.deployed(base_id)
         say(f"{len(train)} training and {len(heldout)} held-out examples; preparing the base model", 0.05)
         hf_base = hf_base_for(base, req.data_dir)
 
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        method = registry.get(req.method)
         folder = "adapters" if method.policy else "reward_models"
         output_dir = req.data_dir / folder / f"{req.method}-{stamp}-{req.training_run_id or 'manual'}"
         init_adapter = None
