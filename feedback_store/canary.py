@@ -304,6 +304,12 @@ class CanaryRepository(Repository):
         canary = self.live()
         if canary is None:
             return None
+        if canary.training_run_id is not None:
+            run = self.db.execute(
+                "SELECT status FROM training_runs WHERE id = ?", [canary.training_run_id]
+            ).fetchone()
+            if run is not None and run[0] == "running":
+                return None  # its cycle has not recorded its own decision yet: settle after it
         versions = VersionRegistry(self._pool)
         candidate = versions.get(canary.candidate_id)
         deployed = versions.deployed(candidate.base_model)

@@ -194,6 +194,17 @@ def test_a_manual_deploy_cancels_the_canary_and_its_run_stays_undecided(store, v
     assert store.runs.get(run.id).reasons[-1].startswith("canary: the deployed version changed")
 
 
+def test_a_canary_waits_for_its_cycle_to_record_its_own_decision(store, versions):
+    base, candidate = versions
+    run = store.runs.start("schedule", {})  # still running: it has not written "canary" yet
+    _start(store, base, candidate, training_run_id=run.id, max_votes=1)
+    battle(store, base, candidate, "u", "candidate", candidate_first=True)
+    assert store.canaries.settle() is None
+    store.runs.finish(run.id, "succeeded", decision="canary")
+    assert store.canaries.settle().decision == "deployed"
+    assert store.runs.get(run.id).decision == "deployed"
+
+
 def test_the_canarys_decision_becomes_its_runs(store, versions):
     base, candidate = versions
     run = store.runs.start("schedule", {})
