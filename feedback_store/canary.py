@@ -35,7 +35,7 @@ from scipy.optimize import brentq
 from scipy.special import betaln
 
 from feedback_store.db import Repository, utc_now
-from feedback_store.records import StoreError, dumps, loads
+from feedback_store.records import FromRow, StoreError, dumps, loads
 from feedback_store.runs import TrainingRuns
 from feedback_store.versions import VersionRegistry
 
@@ -136,7 +136,7 @@ def tally_votes(votes: list[tuple[str, str]], *, per_user: int, alpha: float) ->
 
 
 @dataclass(frozen=True)
-class Canary:
+class Canary(FromRow):
     id: int
     candidate_id: int
     deployed_id: int
@@ -156,13 +156,11 @@ class Canary:
     tally: dict[str, Any] = field(default_factory=dict)
     ended_at: str | None = None
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Canary:
-        row = dict(row)
-        row["auto_deploy"] = bool(row["auto_deploy"])
-        row["reasons"] = loads(row["reasons"]) or []
-        row["tally"] = loads(row["tally"]) or {}
-        return cls(**row)
+    decoders = {
+        "auto_deploy": bool,
+        "reasons": lambda value: loads(value) or [],
+        "tally": lambda value: loads(value) or {},
+    }
 
     @property
     def live(self) -> bool:
@@ -233,13 +231,13 @@ class CanaryRepository(Repository):
         return self.get(canary_id)
 
     def get(self, canary_id: int) -> Canary:
-        row = next(self.db.query("SELECT * FROM canaries WHERE id = ?", [canary_id]), None)
+        row = next(self.rows("canaries", id=canary_id), None)
         if row is None:
             raise StoreError(f"No canary {canary_id}.")
         return Canary.from_row(row)
 
     def live(self) -> Canary | None:
-        row = next(self.db.query("SELECT * FROM canaries WHERE status = 'live'"), None)
+        row = next(self.rows("canaries", status="live"), None)
         return None if row is None else Canary.from_row(row)
 
     def recent(self, limit: int = 10) -> list[Canary]:
