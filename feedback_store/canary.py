@@ -26,6 +26,7 @@ after each canary vote, the scheduler every minute) decides when.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,8 @@ from feedback_store.db import Repository, utc_now
 from feedback_store.records import FromRow, StoreError, dumps, loads
 from feedback_store.runs import TrainingRuns
 from feedback_store.versions import VersionRegistry
+
+log = logging.getLogger(__name__)
 
 FALLBACKS = ("deploy", "undecided")
 """What the offline gate said of a candidate put on canary: what stands when the budget runs out."""
@@ -350,6 +353,18 @@ class CanaryRepository(Repository):
             )
             _run_takes(db, canary.training_run_id, decision, [reason])
         return self.get(canary.id)
+
+    def try_settle(self, now: datetime | None = None) -> Canary | None:
+        """``settle`` for callers that must not fail (a vote handler, the scheduler's minute job): an
+        error is logged and the next call tries again; an ended canary is logged with its decision."""
+        try:
+            ended = self.settle(now)
+        except Exception:  # a locked database or a failed registry write; the votes stay stored
+            log.exception("settling the canary failed; the next vote or the scheduler's check retries")
+            return None
+        if ended is not None:
+            log.info("canary %d ended: %s (%s)", ended.id, ended.decision, "; ".join(ended.reasons))
+        return ended
 
     def end(
         self, canary: Canary, decision: str, reasons: list[str], tally: Tally | None = None

@@ -329,21 +329,12 @@ class CompareTab:
             return state, gr.update(), gr.update(), gr.update()
         state.vote = vote
         if state.mode == "canary":  # the vote may be the one that decides
-            self.settle_canary()
+            self.store.canaries.try_settle()
         result = (
             f"**Thanks: {VOTE_TEXT[vote]}.** Model A was **{state.label_a}**, "
             f"Model B was **{state.label_b}**. (Click another vote to change it.)"
         )
         return state, result, gr.update(label=f"A: {state.label_a}"), gr.update(label=f"B: {state.label_b}")
-
-    def settle_canary(self) -> None:
-        try:
-            ended = self.store.canaries.settle()
-        except Exception:  # the scheduler tries again within a minute; the vote is stored
-            log.exception("settling the canary failed")
-            return
-        if ended is not None:
-            log.info("canary %d ended: %s", ended.id, ended.decision)
 
     def vote_a(self, state, request: gr.Request):
         return self._vote(state, "a", request)

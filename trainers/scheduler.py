@@ -158,13 +158,7 @@ class TrainingScheduler:
     def settle_canary(self) -> None:
         """Apply the live canary's decision once its votes or its time budget allow (votes also settle
         it at once in the Compare tab; this catches the time budget)."""
-        try:
-            ended = self._store.canaries.settle()
-        except Exception:  # a locked database or a failed deploy must not stop the scheduler
-            log.exception("settling the canary failed; trying again in %d s", CANARY_CHECK_S)
-            return
-        if ended is not None:
-            log.info("canary %d ended: %s (%s)", ended.id, ended.decision, "; ".join(ended.reasons))
+        self._store.canaries.try_settle()
 
     def shutdown(self) -> None:
         if self._scheduler is not None:
