@@ -289,6 +289,16 @@ class TrainingSettings(Section):
         le=1,
         description="what one AI-labelled pair weighs against a user's vote in the policy update",
     )
+    ai_judge: str | None = Field(
+        None,
+        description="RLAIF: URL of an OpenAI-compatible server whose model labels the pairs under the "
+        "constitution, both orders, kept when they agree; unset: the reward model labels them",
+    )
+    ai_judge_model: str | None = Field(None, description="the judge's model name; unset: the first listed")
+    ai_judge_api_key: str | None = Field(None, repr=False, description="the judge server's API key")
+    ai_constitution: Path | None = Field(
+        None, description="a text file of principles the judge applies; unset: the shipped constitution"
+    )
     retention_days: float | None = Field(
         None,
         gt=0,

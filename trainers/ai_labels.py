@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from trainers.cycle import CycleConfig
 
 AI_USER = "ai:reward-model"
+JUDGE_USER = "ai:judge"
 SEED = 4321
 HELDOUT_FRACTION = 0.1  # the split the trainers and the gate use (TrainRequest.heldout_fraction)
 
@@ -37,7 +38,7 @@ def label_pairs(
     store: FeedbackStore,
     base: Path,
     deployed,
-    reward_adapter: Path,
+    reward_adapter: Path | None,
     threads: int | None = None,
     progress=lambda message, fraction: None,
 ) -> dict[str, Any]:
@@ -71,6 +72,8 @@ def label_pairs(
                 model.close()
     finally:
         root.close()
+    if config.ai_judge:
+        return _judge_pairs(config, store, records, replies, deployed.id, progress)
     progress("scoring them with the reward model", 0.6)
     rm = RewardModel.load(reward_adapter, hf_base_for(base, config.data_dir))
     scores = rm.score([r.prompt for r in records for _ in (0, 1)], [x.text for pair in replies for x in pair])
@@ -78,17 +81,63 @@ def label_pairs(
     stored = 0
     for i, (record, pair) in enumerate(zip(records, replies, strict=True)):
         a, b = scores[2 * i], scores[2 * i + 1]
-        if a == b or pair[0].text.strip() == pair[1].text.strip():
+        if a == b or _same(pair):
             continue  # nothing to learn from
-        store_pair(store, record, pair, (a, b), deployed.id, str(reward_adapter))
+        label = {
+            "labeler": "reward-model",
+            "reward_model": str(reward_adapter),
+            "scores": [round(float(a), 4), round(float(b), 4)],
+        }
+        store_pair(store, record, pair, 0 if a > b else 1, deployed.id, label, AI_USER)
         stored += 1
     return {"ai_prompts": len(records), "ai_pairs": stored}
 
 
+def _same(pair) -> bool:
+    return pair[0].text.strip() == pair[1].text.strip()
+
+
+def _judge_pairs(config: CycleConfig, store, records, replies, version_id: int, progress) -> dict[str, Any]:
+    """Label the pairs with the OpenAI-compatible judge (both orders; kept when the verdicts agree)."""
+    from trainers.ai_judge import Judge, read_constitution
+
+    judge = Judge(
+        config.ai_judge,
+        model=config.ai_judge_model,
+        api_key=config.ai_judge_api_key,
+        constitution=read_constitution(Path(config.ai_constitution) if config.ai_constitution else None),
+    )
+    outcomes = {"agreed": 0, "disagreed": 0, "unparsed": 0}
+    try:
+        for i, (record, pair) in enumerate(zip(records, replies, strict=True)):
+            progress(f"the judge {judge.name}: pair {i + 1} of {len(records)}", 0.6 + 0.4 * i / len(records))
+            if _same(pair):
+                continue
+            verdict = judge.judge(record.prompt[-1]["content"], pair[0].text, pair[1].text)
+            outcomes[verdict.why] += 1
+            if verdict.better is not None:
+                label = {
+                    "labeler": "judge",
+                    "judge": judge.name,
+                    "constitution": judge.constitution_id,
+                    "reasons": list(verdict.reasons),
+                }
+                store_pair(store, record, pair, verdict.better, version_id, label, JUDGE_USER)
+    finally:
+        judge.close()
+    return {
+        "ai_prompts": len(records),
+        "ai_pairs": outcomes["agreed"],
+        "ai_judge_disagreed": outcomes["disagreed"],
+        "ai_judge_unparsed": outcomes["unparsed"],
+    }
+
+
 def store_pair(
-    store: FeedbackStore, record, results, scores: tuple[float, float], version_id: int, reward_model: str
+    store: FeedbackStore, record, results, better: int, version_id: int, label: dict[str, Any], labeller: str
 ) -> int:
-    """Store one AI-labelled pair; returns the comparison's id."""
+    """Store one AI-labelled pair (``better``: 0 or 1, which of ``results`` won; ``label``: how it was
+    decided, kept with the comparison); returns the comparison's id."""
     system = next((m["content"] for m in record.prompt if m["role"] == "system"), None)
     question = record.prompt[-1]["content"]
     conv = store.create_conversation(record.user_id, source="ai", system_prompt=system)
@@ -112,17 +161,12 @@ def store_pair(
     comparison = store.feedback.record_comparison(
         ids[0],
         ids[1],
-        AI_USER,
-        "a" if scores[0] > scores[1] else "b",
+        labeller,
+        "a" if better == 0 else "b",
         mode=ds.AI_MODE,
         label_a=f"v{version_id} sample 1",
         label_b=f"v{version_id} sample 2",
         anonymous=False,
-        differed={
-            "labeler": "reward-model",
-            "reward_model": reward_model,
-            "scores": [round(float(s), 4) for s in scores],
-            "prompt_message_id": record.message_id,
-        },
+        differed={**label, "prompt_message_id": record.message_id},
     )
     return comparison.id

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
 from settings import CanarySettings, TrainingSettings
 from trainers import registry
+from trainers.ai_judge import KEY_ENV as JUDGE_KEY_ENV
 from trainers.common import TrainingDataError
 from trainers.data import vote_count
 from trainers.gate import GateConfig
@@ -88,6 +90,12 @@ class CycleConfig:
     label_smoothing: float = _DEFAULT["label_smoothing"]
     ai_pairs: int = _DEFAULT["ai_pairs"]
     ai_weight: float = _DEFAULT["ai_weight"]
+    ai_judge: str | None = _DEFAULT["ai_judge"]
+    ai_judge_model: str | None = _DEFAULT["ai_judge_model"]
+    ai_constitution: str | None = None
+    ai_judge_api_key: str | None = field(default=None, repr=False)
+    """Never serialised: ``to_dict`` leaves it out and ``from_dict`` reads it from ``ai_judge.KEY_ENV``,
+    which the scheduler sets in the training process's environment."""
     """The defaults of these are the settings' (``TrainingSettings``): one place for both."""
 
     @classmethod
@@ -120,10 +128,14 @@ class CycleConfig:
             label_smoothing=t.label_smoothing,
             ai_pairs=t.ai_pairs,
             ai_weight=t.ai_weight,
+            ai_judge=t.ai_judge,
+            ai_judge_model=t.ai_judge_model,
+            ai_constitution=str(t.ai_constitution) if t.ai_constitution else None,
+            ai_judge_api_key=t.ai_judge_api_key,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ai_judge_api_key"}
         d.update(
             db_path=str(self.db_path),
             data_dir=str(self.data_dir),
@@ -140,6 +152,7 @@ class CycleConfig:
         d["gate"] = GateConfig(**d.get("gate", {}))
         d["canary"] = CanarySettings(**d.get("canary", {}))
         d["excluded_users"] = frozenset(d.get("excluded_users", ()))
+        d.setdefault("ai_judge_api_key", os.environ.get(JUDGE_KEY_ENV))
         return cls(**d)
 
 
@@ -304,13 +317,15 @@ def _run(
             reward_metrics = {k: v for k, v in outcome.result.metrics.items() if k.startswith("heldout_")}
     else:
         stages.within(f"only {len(pairs)} pairs: keeping reward model {reward_adapter}", 1.0)
-    if config.ai_pairs > 0 and reward_adapter is not None and registry.get(method).data == "pairs":
+    labeller = config.ai_judge or reward_adapter  # a judge needs no reward model
+    if config.ai_pairs > 0 and labeller is not None and registry.get(method).data == "pairs":
         from trainers.ai_labels import label_pairs  # loads models: only when asked for
 
         labelled = label_pairs(
             config, store, base, deployed, reward_adapter, threads.apply(), lambda m, f: stages.within(m, f)
         )
-        counts["ai_pairs"] += labelled["ai_pairs"]
+        for key in labelled.keys() - {"ai_prompts"}:  # the pairs, and the judge's undecided ones
+            counts[key] = counts.get(key, 0) + labelled[key]
         stages.within(f"{labelled['ai_pairs']} new AI-labelled pairs ({counts['ai_pairs']} in all)", 1.0)
         if runs:
             runs.update(run_id, metrics={"data": counts, "method": method})

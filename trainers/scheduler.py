@@ -37,6 +37,7 @@ from feedback_store.conversations import Deletion
 from feedback_store.runs import RunInProgress
 from feedback_store.store import FeedbackStore
 from settings import TrainingSettings
+from trainers.ai_judge import KEY_ENV as JUDGE_KEY_ENV
 from trainers.cycle import CycleConfig
 from trainers.threads import BUSY_SIGNAL, IDLE_SIGNAL
 
@@ -243,6 +244,8 @@ class TrainingScheduler:
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONUNBUFFERED": "1",
         }
+        if self.cycle.ai_judge_api_key:  # not in the config file: secrets stay out of files and the store
+            env[JUDGE_KEY_ENV] = self.cycle.ai_judge_api_key
         cmd = [sys.executable, "-m", "trainers.worker", "--run-id", str(run_id), "--config", str(config_path)]
         nice = self.config.nice
         with log_path.open("ab") as log_file:

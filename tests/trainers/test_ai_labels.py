@@ -16,6 +16,8 @@ from trainers.ai_labels import AI_USER, store_pair
 from trainers.data import vote_epochs
 from trainers.run import TrainRequest, load_examples
 
+RM_LABEL = {"labeler": "reward-model", "reward_model": "/rm", "scores": [0.2, 1.4]}
+
 
 def chat(store, user: str, question: str, base: int, *, system: str | None = None) -> tuple[int, int]:
     conv = store.create_conversation(user, system_prompt=system)
@@ -61,7 +63,7 @@ def test_a_stored_pair_is_marked_weighted_and_left_out_of_the_users_counts(store
     asked, _ = chat(store, "ann", "Name a colour.", base)
     (record,) = ds.unrated_prompts(store, limit=5)
     before = store.runs.feedback_count()
-    store_pair(store, record, [result("Red."), result("Blue, I think.")], (0.2, 1.4), base, "/rm")
+    store_pair(store, record, [result("Red."), result("Blue, I think.")], 1, base, RM_LABEL, AI_USER)
 
     assert ds.unrated_prompts(store, limit=5) == []  # labelled once
     (pair,) = ds.preference_pairs(store)
@@ -96,7 +98,7 @@ def test_dpo_epochs_hold_a_light_pair_with_its_weight_as_probability(store):
     for i in range(4):
         chat(store, f"u{i}", f"Question {i}?", base)
     for record in ds.unrated_prompts(store, limit=10):
-        store_pair(store, record, [result("No."), result("Yes.")], (0.0, 1.0), base, "/rm")
+        store_pair(store, record, [result("No."), result("Yes.")], 1, base, RM_LABEL, AI_USER)
     pairs = [replace(p, weight=0.25) for p in ds.preference_pairs(store)]
     epochs = vote_epochs(pairs, epochs=400)
     assert 0.2 < len(epochs) / (400 * len(pairs)) < 0.3
