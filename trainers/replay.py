@@ -11,7 +11,8 @@ What is replayed (``--train-replay``), no download needed:
 
 - ``answers`` (the default): the deployed version's own greedy answers to the general prompts shipped in
   ``prompts/replay_prompts.jsonl``, asked under the users' system prompt through the served artifact,
-  made once per deployed version and cached in ``DATA_DIR/replay/``; plus the users' better answers
+  made once per deployed version and cached in ``DATA_DIR/replay/`` (the base model's own in
+  ``DATA_DIR/hf-base/replay/``, beside its dequantized copy, keyed by the model file); plus the users' better answers
   (demonstrations). The pool is disjoint from the gate's regression facts and harmful requests and
   from the benchmark's questions (``tests/trainers/test_replay.py``), or the gate would measure what was
   trained.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,7 +82,7 @@ def read_examples(path: str | Path) -> list[ReplayExample]:
 
 def write_examples(examples: Sequence[ReplayExample], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes sharing a cache write their own
     tmp.write_text("".join(e.to_json() + "\n" for e in examples), encoding="utf-8")
     tmp.replace(path)
     return path
@@ -89,6 +91,20 @@ def write_examples(examples: Sequence[ReplayExample], path: Path) -> Path:
 # -- building the replay set --------------------------------------------------------------------------
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:10]
+
+
+def model_identity(model: str | None) -> list[Any]:
+    """What names the base model's weights: its path with the size and modification time of the file
+    (or of a directory's files); None is the embedded model."""
+    if model is None:
+        from models.embedded import embedded_model_path
+
+        model = str(embedded_model_path())
+    path = Path(model)
+    if not path.exists():
+        return [model]
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return [str(path.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
 
 
 def prepare(
@@ -116,8 +132,14 @@ def prepare(
     from trainers.gate import spread_sample
 
     prompts = spread_sample(pool_prompts(), POOL_PROMPTS)
-    key = _digest(prompts, system_prompt, ANSWER_TOKENS, getattr(version, "adapter_path", None))
+    adapter = getattr(version, "adapter_path", None)
+    key = _digest(prompts, system_prompt, ANSWER_TOKENS, adapter)
     cached = out_dir / f"answers-v{getattr(version, 'id', 0)}-{key}.jsonl"
+    if adapter is None:
+        # the base model's own answers depend on the model file alone: kept beside its dequantized copy
+        # (DATA_DIR/hf-base), which data directories may share, keyed by what made them
+        key = _digest(prompts, system_prompt, ANSWER_TOKENS, chat_template, model_identity(model))
+        cached = data_dir / "hf-base" / "replay" / f"base-answers-{key}.jsonl"
     if not cached.exists():
         write_examples(
             _greedy_answers(prompts, version, model, chat_template, system_prompt, threads), cached

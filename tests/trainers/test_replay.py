@@ -216,3 +216,38 @@ def test_replay_batches_cycle_through_every_example():
     )
     seen = [tuple(row[:2]) for _ in range(3) for row in batches.next_batch()["input_ids"].tolist()]
     assert {s[0] for s in seen} == {1, 4, 6} and len(seen) == 6
+
+
+def test_the_base_models_answers_are_made_once_for_data_dirs_that_share_its_copy(
+    tmp_path, monkeypatch, store
+):
+    """Real greedy answers of the embedded model (two pool prompts, to keep it short)."""
+    import shutil
+
+    from models.embedded import embedded_model_path
+
+    monkeypatch.setattr(replay, "POOL_PROMPTS", 2)
+    shared = tmp_path / "shared-hf-base"
+    shared.mkdir()
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        d.mkdir()
+        (d / "hf-base").symlink_to(shared, target_is_directory=True)
+    base = store.versions.ensure_base(embedded_model_path().name)  # as the server names it
+
+    first = replay.prepare("answers", dirs[0], version=base, threads=1)
+    made = first.stat().st_mtime_ns
+    again = replay.prepare("answers", dirs[1], version=base, threads=1)
+    assert again.resolve() == first.resolve() and again.stat().st_mtime_ns == made  # not generated again
+    assert first.resolve().parent == shared.resolve() / "replay" and len(replay.read_examples(first)) == 2
+    assert all(e.prompt[-1]["role"] == "user" and e.completion for e in replay.read_examples(first))
+
+    # another system prompt, or another model file, is another set of answers
+    other = replay.prepare("answers", dirs[0], version=base, system_prompt="Be brief.", threads=1)
+    assert other != first and replay.read_examples(other)[0].prompt[0] == {
+        "role": "system",
+        "content": "Be brief.",
+    }
+    copy = tmp_path / "copy.gguf"
+    shutil.copy(embedded_model_path(), copy)
+    assert replay.model_identity(str(copy)) != replay.model_identity(None)
