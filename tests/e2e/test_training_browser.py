@@ -41,6 +41,12 @@ def test_run_now_shows_the_run_and_its_progress_then_serves_the_new_version(
         "99",
         "--gate-eval-prompts",
         "2",
+        "--gate-facts",  # a small gate: the browser flow is under test, not the gate's statistics
+        "4",
+        "--gate-refusals",
+        "1",
+        "--gate-max-new-tokens",
+        "16",
         "--version-poll-s",
         "0.5",
         "--canary-share",
@@ -76,7 +82,9 @@ def test_run_now_shows_the_run_and_its_progress_then_serves_the_new_version(
     for prompt in ("Name a colour.", "Name a fruit."):
         page.locator("#compare-input textarea").fill(prompt)
         page.locator("#compare-go").click()
-        page.wait_for_selector("#vote-a:not([disabled])", timeout=120_000)
+        # the previous battle's vote buttons stay enabled (a vote can be changed): wait for this one's
+        wait_for_text(page, "#compare-result", "Which reply is better?", timeout=120_000)
+        page.wait_for_selector("#vote-a:not([disabled])", timeout=10_000)
         page.locator("#vote-a").click()
         wait_for_text(page, "#compare-result", "Model A was")
         result = page.locator("#compare-result").inner_text()
