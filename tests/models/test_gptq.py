@@ -140,7 +140,9 @@ def test_a_training_cycle_on_a_gptq_base_serves_its_candidate_with_the_adapter(
     from trainers.worker import run_cycle_for
 
     data = data_dir_with_base(tmp_path / "data", hf_base_dir)
-    config = cycle_config(data, model=str(gptq_base_dir))
+    # the shipped replay text: 64 greedy replay answers through GPTQ on a CPU take two minutes, and
+    # the answers path is the GGUF cycles' (tests/trainers/test_cycle.py); training on 4 bits is this one's
+    config = cycle_config(data, model=str(gptq_base_dir), replay="text")
     store = FeedbackStore(config.db_path)
     try:
         seed_feedback(store)
