@@ -168,7 +168,11 @@ def test_deploy_swaps_the_served_version_and_rollback_restores_it(loop):
 def test_a_rejected_candidate_changes_nothing(loop):
     store = loop["store"]
     deployed_before = store.versions.deployed(_embedded_name()).id
-    config = replace(loop["config"], gate=LENIENT.model_copy(update={"min_win_rate": 1.01}))
+    # the shipped replay text and no AI pairs: the deployed version is the loop's candidate, whose
+    # replay answers would take 30 s to make, and the rejection is under test here, not the data
+    config = replace(
+        loop["config"], gate=LENIENT.model_copy(update={"min_win_rate": 1.01}), replay="text", ai_pairs=0
+    )
     run = store.runs.start("test", config.to_dict())
     assert run_cycle_for(config, run.id) == 0
     run = store.runs.get(run.id)
@@ -187,8 +191,9 @@ def test_a_corrupt_exported_adapter_fails_the_cycle_and_changes_nothing(loop, mo
     monkeypatch.setattr(models.lora_export, "export_peft_lora_to_gguf", corrupt_export)
     store = loop["store"]
     deployed_before = store.versions.deployed(_embedded_name()).id
-    run = store.runs.start("test", loop["config"].to_dict())
-    assert run_cycle_for(loop["config"], run.id) == 1
+    config = replace(loop["config"], replay="text", ai_pairs=0)  # as above: the export is under test
+    run = store.runs.start("test", config.to_dict())
+    assert run_cycle_for(config, run.id) == 1
     run = store.runs.get(run.id)
     assert run.status == "failed" and run.stage == "evaluate", run
     assert store.versions.deployed(_embedded_name()).id == deployed_before
