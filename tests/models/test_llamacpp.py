@@ -130,7 +130,9 @@ def test_huge_message_is_truncated_with_a_notice():
     model = LlamaCppChatModel(embedded_model_path(), n_ctx=1024, pool_size=1)
     try:
         huge = "Tell me about cats. " * 5000  # 100k characters, far over the context
-        r = model.generate([{"role": "user", "content": huge}], SamplingParams(temperature=0, max_new_tokens=16))
+        r = model.generate(
+            [{"role": "user", "content": huge}], SamplingParams(temperature=0, max_new_tokens=16)
+        )
         assert model.context_length == 1024 and 900 < r.prompt_tokens <= 1024 - 16
         assert any("truncated" in n for n in r.notices)
     finally:
