@@ -48,8 +48,9 @@ def run_cycle_for(
 ) -> int:
     """Run the cycle for an existing run row and record its outcome there; returns an exit code.
     The outcome's JSON goes to stdout."""
-    # A polite stop (SIGTERM from the scheduler or a user) unwinds normally and is recorded as killed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # A polite stop (SIGTERM from the scheduler or a user) unwinds normally and is recorded as killed;
+    # the caller's own handler is back when the cycle ends (a test or a tool may run cycles in-process).
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     store = FeedbackStore(config.db_path)
     runs = store.runs
     handler = None
@@ -103,6 +104,7 @@ def run_cycle_for(
             logging.getLogger().removeHandler(handler)
             handler.close()
         store.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -254,3 +254,24 @@ def _embedded_name() -> str:
     from models.embedded import embedded_model_path
 
     return embedded_model_path().name
+
+
+def test_a_cycle_run_in_process_gives_the_callers_sigterm_handler_back(tmp_path):
+    """The worker's "stop politely" handler holds only while the cycle runs (here: too little data)."""
+
+    def mine(*_):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        config = cycle_config(tmp_path)
+        store = FeedbackStore(config.db_path)
+        try:
+            run = store.runs.start("test", config.to_dict())
+            assert run_cycle_for(config, run.id) == 0
+            assert store.runs.get(run.id).decision == "no_candidate"
+        finally:
+            store.close()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
