@@ -44,12 +44,15 @@ def embedded_model():
 
 @pytest.fixture(scope="session")
 def hf_base_dir():
-    """The embedded GGUF dequantized for transformers: made once per checkout (about 15 s) and cached
-    under .pytest_cache, as the app caches it under its data directory. Backends and trainers share it."""
+    """The embedded GGUF dequantized for transformers: made once (about 15 s) in the folder the quick
+    benchmarks share (``benchmarks.quick.hf_cache``), as the app caches it under its data directory.
+    Backends, trainers and the quick benchmarks share it, and the base's replay answers cached beside it
+    (``DATA_DIR/hf-base/replay``), so a test suite makes those once too."""
+    from benchmarks.quick import hf_cache
     from models.embedded import embedded_model_path
     from models.hf_base import ensure_hf_base
 
-    return ensure_hf_base(embedded_model_path(), ROOT / ".pytest_cache" / "hf-base")
+    return ensure_hf_base(embedded_model_path(), hf_cache())
 
 
 @pytest.fixture(scope="session")

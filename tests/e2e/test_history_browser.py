@@ -171,6 +171,23 @@ def test_chat_reload_resume_rename_delete(anonymous, page, tmp_path):
         store.close()
 
 
+def get_text(page, url: str, tries: int = 3) -> str:
+    """GET with the page's cookies. The request context may reuse a keep-alive connection the server
+    has just closed (uvicorn closes idle ones after 5 s): that read fails with ECONNRESET, so retry."""
+    from playwright.sync_api import Error
+
+    for attempt in range(tries):
+        try:
+            response = page.request.get(url)
+            assert response.ok, (response.status, url)
+            return response.text()
+        except Error:
+            if attempt == tries - 1:
+                raise
+            page.wait_for_timeout(500)
+    raise AssertionError("unreachable")
+
+
 def login(browser, server: ServerProcess, user: str, password: str):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     r = context.request.post(server.url + "login", form={"username": user, "password": password})
@@ -208,7 +225,7 @@ def test_two_logins_never_see_each_others_conversations(logins, browser):
         bob.locator("#my-data-download").click()
         link = bob.locator("#my-data-file a[href]").first
         link.wait_for()
-        body = bob.request.get(link.get_attribute("href")).text()
+        body = get_text(bob, link.get_attribute("href"))
         assert "Bob's own question" in body and "Alice" not in body
         # and in a fresh browser (another device), alice's history is still hers
         again_ctx, again = login(browser, logins, "alice", ALICE_PW)
