@@ -99,21 +99,32 @@ def _same(pair) -> bool:
 
 def _judge_pairs(config: CycleConfig, store, records, replies, version_id: int, progress) -> dict[str, Any]:
     """Label the pairs with the OpenAI-compatible judge (both orders; kept when the verdicts agree)."""
+    from models.base import GenerationError, ModelLoadError
     from trainers.ai_judge import Judge, read_constitution
 
-    judge = Judge(
-        config.ai_judge,
-        model=config.ai_judge_model,
-        api_key=config.ai_judge_api_key,
-        constitution=read_constitution(Path(config.ai_constitution) if config.ai_constitution else None),
-    )
+    constitution = read_constitution(Path(config.ai_constitution) if config.ai_constitution else None)
     outcomes = {"agreed": 0, "disagreed": 0, "unparsed": 0}
+    try:
+        judge = Judge(
+            config.ai_judge,
+            model=config.ai_judge_model,
+            api_key=config.ai_judge_api_key,
+            constitution=constitution,
+        )
+    except ModelLoadError as exc:  # the users' labels still train: the cycle goes on without AI pairs
+        progress(f"no AI pairs: {exc}", 1.0)
+        return {"ai_prompts": len(records), "ai_pairs": 0, "ai_judge_error": str(exc)[:500]}
     try:
         for i, (record, pair) in enumerate(zip(records, replies, strict=True)):
             progress(f"the judge {judge.name}: pair {i + 1} of {len(records)}", 0.6 + 0.4 * i / len(records))
             if _same(pair):
                 continue
-            verdict = judge.judge(record.prompt[-1]["content"], pair[0].text, pair[1].text)
+            try:
+                verdict = judge.judge(record.prompt[-1]["content"], pair[0].text, pair[1].text)
+            except GenerationError as exc:  # the pairs labelled so far stay; the rest wait for a later cycle
+                progress(f"the judge stopped answering: {exc}", 1.0)
+                outcomes["error"] = str(exc)[:500]
+                break
             outcomes[verdict.why] += 1
             if verdict.better is not None:
                 label = {
@@ -130,6 +141,7 @@ def _judge_pairs(config: CycleConfig, store, records, replies, version_id: int, 
         "ai_pairs": outcomes["agreed"],
         "ai_judge_disagreed": outcomes["disagreed"],
         "ai_judge_unparsed": outcomes["unparsed"],
+        **({"ai_judge_error": outcomes["error"]} if "error" in outcomes else {}),
     }
 
 

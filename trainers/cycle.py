@@ -93,9 +93,9 @@ class CycleConfig:
     ai_judge: str | None = _DEFAULT["ai_judge"]
     ai_judge_model: str | None = _DEFAULT["ai_judge_model"]
     ai_constitution: str | None = None
+    # never serialised: to_dict leaves it out, from_dict reads it from ai_judge.KEY_ENV, which the
+    # scheduler sets in the training process's environment
     ai_judge_api_key: str | None = field(default=None, repr=False)
-    """Never serialised: ``to_dict`` leaves it out and ``from_dict`` reads it from ``ai_judge.KEY_ENV``,
-    which the scheduler sets in the training process's environment."""
     """The defaults of these are the settings' (``TrainingSettings``): one place for both."""
 
     @classmethod
@@ -324,8 +324,10 @@ def _run(
         labelled = label_pairs(
             config, store, base, deployed, reward_adapter, threads.apply(), lambda m, f: stages.within(m, f)
         )
-        for key in labelled.keys() - {"ai_prompts"}:  # the pairs, and the judge's undecided ones
+        for key in labelled.keys() - {"ai_prompts", "ai_judge_error"}:  # the pairs, the judge's undecided
             counts[key] = counts.get(key, 0) + labelled[key]
+        if "ai_judge_error" in labelled:
+            counts["ai_judge_error"] = labelled["ai_judge_error"]
         stages.within(f"{labelled['ai_pairs']} new AI-labelled pairs ({counts['ai_pairs']} in all)", 1.0)
         if runs:
             runs.update(run_id, metrics={"data": counts, "method": method})

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from feedback_store import datasets as ds
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, free_port
 from tests.trainers.test_ai_labels import chat, result
 from trainers.ai_judge import KEY_ENV, Verdict, combine, constitution_id, parse_answer, read_constitution
 from trainers.ai_labels import JUDGE_USER, _judge_pairs
@@ -98,3 +98,16 @@ def test_a_real_judge_labels_pairs_in_the_store(judge_server, store, tmp_path):
         assert label["constitution"] == constitution_id(
             "Prefer the reply that answers the question correctly."
         )
+
+
+def test_an_unreachable_judge_labels_nothing_and_the_cycle_goes_on(store, tmp_path):
+    base = store.versions.ensure_base("m.gguf").id
+    chat(store, "ann", "What is 2 + 2?", base)
+    records = ds.unrated_prompts(store, limit=5)
+    config = CycleConfig(db_path=store.path, data_dir=tmp_path, ai_judge=f"http://127.0.0.1:{free_port()}/v1")
+    said = []
+    counts = _judge_pairs(
+        config, store, records, [[result("4."), result("5.")]], base, lambda m, f: said.append(m)
+    )
+    assert counts["ai_pairs"] == 0 and "cannot reach" in counts["ai_judge_error"]
+    assert ds.preference_pairs(store) == [] and any("no AI pairs" in m for m in said)
