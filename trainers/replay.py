@@ -133,13 +133,14 @@ def prepare(
 
     prompts = spread_sample(pool_prompts(), POOL_PROMPTS)
     adapter = getattr(version, "adapter_path", None)
-    key = _digest(prompts, system_prompt, ANSWER_TOKENS, adapter)
-    cached = out_dir / f"answers-v{getattr(version, 'id', 0)}-{key}.jsonl"
     if adapter is None:
         # the base model's own answers depend on the model file alone: kept beside its dequantized copy
         # (DATA_DIR/hf-base), which data directories may share, keyed by what made them
         key = _digest(prompts, system_prompt, ANSWER_TOKENS, chat_template, model_identity(model))
         cached = data_dir / "hf-base" / "replay" / f"base-answers-{key}.jsonl"
+    else:
+        key = _digest(prompts, system_prompt, ANSWER_TOKENS, adapter)
+        cached = out_dir / f"answers-v{getattr(version, 'id', 0)}-{key}.jsonl"
     if not cached.exists():
         write_examples(
             _greedy_answers(prompts, version, model, chat_template, system_prompt, threads), cached
