@@ -22,7 +22,7 @@ from playground.presets.display import apply_event
 from playground.presets.library import PresetLibrary
 from playground.presets.panel import PresetPanel
 from playground.presets.runner import PresetRun
-from playground.replies import MAX_MESSAGE_CHARS, Reply, run_round
+from playground.replies import MAX_MESSAGE_CHARS, Answerer, Reply, run_round
 from playground.safety import Safety
 from playground.session import ChatSession, Turn
 from settings import Settings
@@ -47,7 +47,7 @@ def format_stats(result: GenerationResult | None, version_name: str = "") -> str
     return text
 
 
-class ChatTab:
+class ChatTab(Answerer):
     """Builds the Chat tab and owns its event handlers (no module state: everything hangs off self)."""
 
     def __init__(
@@ -59,10 +59,7 @@ class ChatTab:
         *,
         safety: Safety,
     ):
-        self.settings = settings
-        self.store = store
-        self.service = service
-        self.safety = safety
+        super().__init__(settings, store, service, safety=safety)
         self.presets = PresetPanel(
             presets or PresetLibrary.from_settings(settings),
             settings.server.system_prompt,

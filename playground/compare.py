@@ -32,6 +32,7 @@ from playground.feedback_ui import render_guidance
 from playground.presets.library import PresetLibrary
 from playground.replies import (
     MAX_MESSAGE_CHARS,
+    Answerer,
     Stream,
     answer_prompt,
     start_prompt,
@@ -169,7 +170,7 @@ class CompareRound:
     vote: str | None = None
 
 
-class CompareTab:
+class CompareTab(Answerer):
     def __init__(
         self,
         settings: Settings,
@@ -180,10 +181,7 @@ class CompareTab:
         *,
         safety: Safety,
     ):
-        self.settings = settings
-        self.store = store
-        self.service = service
-        self.safety = safety
+        super().__init__(settings, store, service, safety=safety)
         if modes is not None:
             found = list(modes)
         else:

@@ -81,7 +81,7 @@ from models.service import ModelService, VersionUnavailable
 from playground.messages import split_system
 from playground.openai_tools import ToolPlan, ToolRequestError, plan_tools, render_history, with_instructions
 from playground.openai_types import ChatCompletionRequest, describe
-from playground.replies import END, Interleaved, turn_record
+from playground.replies import END, Answerer, Interleaved, turn_record
 from playground.safety import OutputCheck, Safety
 from settings import Settings
 
@@ -221,7 +221,7 @@ def _checked_messages(history: list[tuple[str, str]]) -> list[ChatMessage]:
     return messages
 
 
-class OpenAIAPI:
+class OpenAIAPI(Answerer):
     """The API's handlers; everything hangs off the instance (no module state)."""
 
     def __init__(
@@ -233,10 +233,7 @@ class OpenAIAPI:
         safety: Safety,
         max_pending: int | None = None,
     ):
-        self.settings = settings
-        self.store = store
-        self.service = service
-        self.safety = safety
+        super().__init__(settings, store, service, safety=safety)
         self.logins = dict(settings.safety.auth_pairs())
         self.require_key = bool(settings.server.share or self.logins or settings.safety.api_key)
         # Generations beyond this many in flight get 503 at once instead of queueing without bound.

@@ -14,16 +14,13 @@ from functools import partial
 import gradio as gr
 
 from feedback_store import feedback as fb
-from feedback_store.store import FeedbackStore, StoreError
+from feedback_store.store import StoreError
 from feedback_store.text import clean_input
 from models.base import GenerationError, SamplingParams
-from models.service import ModelService
 from playground.access import owner_id
 from playground.controls import SamplingControls, generate_queue
 from playground.feedback_ui import render_guidance
-from playground.replies import MAX_MESSAGE_CHARS, answer_prompt, start_prompt, start_replies
-from playground.safety import Safety
-from settings import Settings
+from playground.replies import MAX_MESSAGE_CHARS, Answerer, answer_prompt, start_prompt, start_replies
 
 MAX_K = fb.MAX_RANKED
 DEFAULT_K = 4
@@ -59,13 +56,7 @@ def order_from_ranks(ranks: list[str | int | None], message_ids: list[int]) -> l
     return ranking_from_ranks(ranks, message_ids)[0]
 
 
-class RankTab:
-    def __init__(self, settings: Settings, store: FeedbackStore, service: ModelService, *, safety: Safety):
-        self.settings = settings
-        self.store = store
-        self.service = service
-        self.safety = safety
-
+class RankTab(Answerer):
     def _sampling(self, sampling) -> SamplingParams:
         params = SamplingControls.to_params(*sampling)
         if params.greedy:

@@ -1,6 +1,7 @@
 """The reply service: what every place that answers a prompt shares (the Chat, Compare and Rank tabs,
 the Prompt lab and the ``/v1`` API).
 
+- ``Answerer``: what each of them holds (settings, store, model service, safety checks);
 - ``MAX_MESSAGE_CHARS``: the longest message a tab keeps;
 - ``turn_record``: a finished ``GenerationResult`` as the store's ``AssistantTurn``;
 - ``start_prompt``: count a chat turn against the rate limits, store the prompt in a new conversation
@@ -30,10 +31,12 @@ from typing import Any, Generic, TypeVar
 
 from feedback_store.store import AssistantTurn, FeedbackStore
 from models.base import ChatMessage, Generation, GenerationError, GenerationResult
+from models.service import ModelService
 from playground.messages import with_system
 from playground.presets.events import Event
 from playground.presets.runner import PresetRun
 from playground.safety import WITHHELD_WHILE_STREAMING, Safety
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,18 @@ FINISH_TIMEOUT_S = 60.0  # how long a cancelled reply may take to stop before it
 
 T = TypeVar("T")
 Stream = Generation | PresetRun  # text pieces, or a prompt technique's events
+
+
+class Answerer:
+    """A place that answers prompts (the Chat, Compare and Rank tabs, the ``/v1`` API): it holds the
+    settings, the store its conversations go to, the model service and the safety checks (required:
+    nothing answers a prompt without them)."""
+
+    def __init__(self, settings: Settings, store: FeedbackStore, service: ModelService, *, safety: Safety):
+        self.settings = settings
+        self.store = store
+        self.service = service
+        self.safety = safety
 
 
 def turn_record(
