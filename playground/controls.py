@@ -1,10 +1,11 @@
 """The Gradio pieces every generating tab shares: the sampling controls (widgets and their values as
-``SamplingParams``) and the concurrency slot that every event which runs the model takes.
+``SamplingParams``), the concurrency slot that every event which runs the model takes, and
+``in_field_order`` for a dataclass of components.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import gradio as gr
@@ -20,6 +21,12 @@ GENERATE_CONCURRENCY_ID = "generate"
 def generate_queue(concurrency: int) -> dict[str, Any]:
     """The keyword arguments that put an event listener in the shared generate slot."""
     return {"concurrency_limit": concurrency, "concurrency_id": GENERATE_CONCURRENCY_ID}
+
+
+def in_field_order(group: Any) -> list[gr.components.Component]:
+    """The components of a dataclass of Gradio components, in the order its fields are declared (the
+    order of the values a handler they feed receives, or of the updates it returns)."""
+    return [getattr(group, f.name) for f in fields(group)]
 
 
 @dataclass
@@ -49,15 +56,8 @@ class SamplingControls:
 
     @property
     def components(self) -> list[gr.components.Component]:
-        return [
-            self.temperature,
-            self.top_p,
-            self.top_k,
-            self.max_new_tokens,
-            self.repetition_penalty,
-            self.seed,
-            self.stop,
-        ]
+        """The controls in the order ``to_params`` takes their values."""
+        return in_field_order(self)
 
     @staticmethod
     def to_params(

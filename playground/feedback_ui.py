@@ -22,6 +22,7 @@ from feedback_store import feedback as fb
 from feedback_store import hygiene as store_safety
 from feedback_store.store import FeedbackStore, StoreError
 from playground.access import user_id_for
+from playground.controls import in_field_order
 from playground.safety import Safety
 from playground.session import ChatSession
 
@@ -93,16 +94,7 @@ class PanelFields:
 
     @property
     def all(self) -> list[gr.components.Component]:
-        return [
-            self.header,
-            self.thumbs,
-            self.reasons_down,
-            self.reasons_up,
-            self.score,
-            self.flags,
-            self.note,
-            self.better,
-        ]
+        return in_field_order(self)
 
 
 class FeedbackPanel:
