@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from models.base import ModelLoadError
+from models.hf_base import weights_key
 
 log = logging.getLogger(__name__)
 
@@ -346,17 +347,10 @@ def _version(package: str) -> str | None:
 
 
 # -- the cached copy ----------------------------------------------------------------------------------
-def _source_key(path: Path) -> str:
-    """Identity of a source file or checkpoint directory: names, sizes and modification times."""
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    parts = [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files]
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
-
-
 def gptq_cache_name(source: Path, bits: int, group_size: int, calibration: int | None) -> str:
     calibration = calibration or len(calibration_items())  # None and "all of them" are one copy
     calib = hashlib.sha1(CALIBRATION_FILE.read_bytes()).hexdigest()[:8]
-    key = hashlib.sha1(f"{_source_key(source)}:{calib}:{calibration}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{weights_key(source)}:{calib}:{calibration}".encode()).hexdigest()[:12]
     return f"{source.stem if source.is_file() else source.name}-gptq-{bits}bit-g{group_size}-{key}"
 
 

@@ -14,6 +14,7 @@ loading or deleting an adapter takes every slot.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -61,9 +62,30 @@ def gptq_config_of(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def _file_key(path: Path) -> str:
-    st = path.stat()
-    return hashlib.sha1(f"{path.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's bytes; ``size`` and ``mtime_ns`` are in the key so that a rewritten file is
+    read again (a 100 MB GGUF takes 0.2 s, a 4 GB one a few seconds, once per process)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def weights_key(path: str | Path) -> str:
+    """What names a model file's or checkpoint directory's weights: a hash of the contents (and of a
+    directory's file names), not of where they are or when they were copied. A model installed again (a
+    fresh clone's virtual environment, a copy in another folder) keeps its key, and so reuses what was
+    cached for it (its dequantized copy, its GPTQ copy, the base's replay answers); a changed file gets
+    a new one."""
+
+    def digest(p: Path) -> str:
+        st = p.stat()
+        return _file_digest(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+    path = Path(path)
+    if not path.is_dir():
+        return digest(path)[:12]
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    return hashlib.sha256("|".join(f"{p.name}:{digest(p)}" for p in files).encode()).hexdigest()[:12]
 
 
 def ensure_hf_base(gguf_path: str | Path, cache_dir: str | Path) -> Path:
@@ -77,7 +99,7 @@ def ensure_hf_base(gguf_path: str | Path, cache_dir: str | Path) -> Path:
     if not gguf_path.is_file():
         raise ModelLoadError(f"{gguf_path} does not exist")
     cache_dir = Path(cache_dir)
-    target = cache_dir / f"{gguf_path.stem}-{_file_key(gguf_path)}"
+    target = cache_dir / f"{gguf_path.stem}-{weights_key(gguf_path)}"
     if (target / "gguf_source.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

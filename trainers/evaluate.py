@@ -4,9 +4,10 @@ implicit reward, a Monte-Carlo KL estimate on held-out prompts, and sampling.
 Tokenization mirrors TRL's: the prompt rendered with the generation prompt, the completion = the rest of
 the full conversation rendered by the same chat template (so it ends with the end-of-turn token).
 
-Also a command for measuring an adapter in a fresh process (used by tests and the evaluation gate):
+Also a command for measuring saved adapters in a fresh process, as their user loads them (the policy
+tests use it): a JSON line for the base, then one per ``--adapter`` (the base is loaded once):
 
-    python -m trainers.evaluate margins --base DIR [--adapter DIR] --pairs pairs.jsonl
+    python -m trainers.evaluate margins --base DIR [--adapter DIR ...] --pairs pairs.jsonl
 """
 
 from __future__ import annotations
@@ -189,16 +190,36 @@ def write_pairs_jsonl(pairs: Sequence[PreferencePair], path: str | Path) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trainers.evaluate", description="Measure an adapter.")
+    ap = argparse.ArgumentParser(prog="python -m trainers.evaluate", description="Measure adapters.")
     sub = ap.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("margins", help="mean log p(chosen) - log p(rejected) over pairs (JSON to stdout)")
+    m = sub.add_parser(
+        "margins", help="mean log p(chosen) - log p(rejected) over pairs: a JSON line per model"
+    )
     m.add_argument("--base", required=True)
-    m.add_argument("--adapter")
+    m.add_argument("--adapter", action="append", default=[], help="an adapter to measure; repeatable")
     m.add_argument("--pairs", required=True)
     args = ap.parse_args(argv)
-    model, tokenizer = load_policy_for_eval(args.base, args.adapter)
-    margins = logprob_margins(model, tokenizer, read_pairs_jsonl(args.pairs))
-    print(json.dumps({"mean_margin": sum(margins) / len(margins), "margins": margins}))
+    pairs = read_pairs_jsonl(args.pairs)
+    if not pairs:
+        ap.error(f"{args.pairs} holds no preference pairs")
+    model, tokenizer = load_policy_for_eval(args.base)
+
+    def report(adapter: str | None) -> None:
+        margins = logprob_margins(model, tokenizer, pairs)
+        line = {"adapter": adapter, "mean_margin": sum(margins) / len(margins), "margins": margins}
+        print(json.dumps(line), flush=True)
+
+    report(None)
+    for i, adapter in enumerate(args.adapter):
+        from peft import PeftModel
+
+        name = f"adapter{i}"
+        if i == 0:
+            model = PeftModel.from_pretrained(model, adapter, adapter_name=name).eval()
+        else:
+            model.load_adapter(adapter, adapter_name=name)
+        model.set_adapter(name)
+        report(adapter)
     return 0
 
 

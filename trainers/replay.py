@@ -94,17 +94,23 @@ def _digest(*parts: Any) -> str:
 
 
 def model_identity(model: str | None) -> list[Any]:
-    """What names the base model's weights: its path with the size and modification time of the file
-    (or of a directory's files); None is the embedded model."""
+    """What names the answers of the base model: its weights' content key (``models.hf_base.weights_key``,
+    the same wherever the file is installed) and the llama.cpp build that generates them; None is the
+    embedded model."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from models.hf_base import weights_key
+
     if model is None:
         from models.embedded import embedded_model_path
 
         model = str(embedded_model_path())
+    try:
+        runtime = version("llama_cpp_python")
+    except PackageNotFoundError:
+        runtime = None
     path = Path(model)
-    if not path.exists():
-        return [model]
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    return [str(path.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+    return [weights_key(path) if path.exists() else model, runtime]
 
 
 def prepare(

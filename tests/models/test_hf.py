@@ -100,6 +100,17 @@ def test_ensure_hf_base_is_cached_and_reloads_fast(hf_base_dir):
     assert not list(hf_base_dir.parent.glob(".tmp-*"))  # no half-written copies left behind
 
 
+def test_the_same_gguf_installed_elsewhere_reuses_its_dequantized_copy(hf_base_dir, tmp_path):
+    import shutil
+
+    from models.embedded import embedded_model_path
+
+    copy = tmp_path / "elsewhere" / embedded_model_path().name
+    copy.parent.mkdir()
+    shutil.copy(embedded_model_path(), copy)  # a fresh install: another path, another mtime
+    assert ensure_hf_base(copy, hf_base_dir.parent) == hf_base_dir
+
+
 def test_the_base_keeps_the_gguf_identity(hf_model):
     from models.embedded import embedded_model_path
 

@@ -1,7 +1,8 @@
 """DPO, KTO, SFT, RL (RLOO) and best-of-n on the embedded model with small synthetic data.
 
-The DPO/KTO checks measure the log-probability margin chosen - rejected by reloading the saved adapter
-in a fresh process (``python -m trainers.evaluate margins``), as a user of the adapter would.
+The DPO, KTO, ORPO and SimPO checks measure the log-probability margin chosen - rejected by reloading
+the saved adapters in a fresh process (``python -m trainers.evaluate margins``), as a user of an adapter
+would.
 """
 
 import json
@@ -27,21 +28,13 @@ pytestmark = pytest.mark.slow
 SMALL = dict(max_length=96, threads=2, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
 
 
-def fresh_process_margin(base, pairs_file, adapter=None) -> float:
-    cmd = [
-        sys.executable,
-        "-m",
-        "trainers.evaluate",
-        "margins",
-        "--base",
-        str(base),
-        "--pairs",
-        str(pairs_file),
-    ]
-    if adapter is not None:
-        cmd += ["--adapter", str(adapter)]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["mean_margin"]
+# the preference methods, each trained 8 steps on the synthetic preference: (train, config, data)
+PREFERENCE_METHODS = {
+    "dpo": (train_dpo, DPOTrainConfig, lambda: synthetic_pairs(16)),
+    "kto": (train_kto, KTOTrainConfig, lambda: synthetic_unpaired(32)),
+    "orpo": (train_orpo, ORPOTrainConfig, lambda: synthetic_pairs(16)),
+    "simpo": (train_simpo, SimPOTrainConfig, lambda: synthetic_pairs(16)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,58 +45,62 @@ def pairs_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base_margin(hf_base, pairs_file):
-    return fresh_process_margin(hf_base, pairs_file)
+def trained(hf_base, tmp_path_factory):
+    """Every preference method's result (trained once for the module, so that one fresh process can
+    measure all the saved adapters on one load of the base)."""
+    out = tmp_path_factory.mktemp("methods")
+    results = {}
+    for name, (train, config_class, data) in PREFERENCE_METHODS.items():
+        config = config_class(
+            output_dir=str(out / name),
+            base_model_dir=str(hf_base),
+            learning_rate=2e-4,
+            max_steps=8,
+            **SMALL,
+        )
+        results[name] = train(config, data())
+    return results
 
 
-def test_dpo_raises_the_margin_in_a_fresh_process(hf_base, tmp_path, pairs_file, base_margin):
-    config = DPOTrainConfig(
-        output_dir=str(tmp_path / "dpo"),
-        base_model_dir=str(hf_base),
-        learning_rate=2e-4,
-        max_steps=8,
-        **SMALL,
-    )
-    result = train_dpo(config, synthetic_pairs(16))
+@pytest.fixture(scope="module")
+def fresh_margins(hf_base, pairs_file, trained) -> dict[str, float]:
+    """The mean margin of the base and of each saved adapter, measured in a fresh process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainers.evaluate",
+        "margins",
+        "--base",
+        str(hf_base),
+        "--pairs",
+        str(pairs_file),
+    ]
+    for result in trained.values():
+        cmd += ["--adapter", str(result.adapter_dir)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    by_adapter = {line["adapter"]: line["mean_margin"] for line in lines}
+    assert len(lines) == len(trained) + 1, out
+    return {"base": by_adapter[None]} | {name: by_adapter[str(r.adapter_dir)] for name, r in trained.items()}
+
+
+def test_dpo_raises_the_margin_in_a_fresh_process(trained, fresh_margins):
+    result = trained["dpo"]
     assert result.metrics["reward_margin_last"] > 0
     assert len(result.metrics["loss_curve"]) == 8
-    after = fresh_process_margin(hf_base, pairs_file, result.adapter_dir)
-    assert after > base_margin + 1.0, (base_margin, after)
+    assert fresh_margins["dpo"] > fresh_margins["base"] + 1.0, fresh_margins
 
 
-def test_kto_raises_the_margin_in_a_fresh_process(hf_base, tmp_path, pairs_file, base_margin):
-    config = KTOTrainConfig(
-        output_dir=str(tmp_path / "kto"),
-        base_model_dir=str(hf_base),
-        learning_rate=2e-4,
-        max_steps=8,
-        **SMALL,
-    )
-    result = train_kto(config, synthetic_unpaired(32))
-    assert result.metrics["desirable"] == result.metrics["undesirable"] == 16
-    after = fresh_process_margin(hf_base, pairs_file, result.adapter_dir)
-    assert after > base_margin + 1.0, (base_margin, after)
+def test_kto_raises_the_margin_in_a_fresh_process(trained, fresh_margins):
+    assert trained["kto"].metrics["desirable"] == trained["kto"].metrics["undesirable"] == 16
+    assert fresh_margins["kto"] > fresh_margins["base"] + 1.0, fresh_margins
 
 
-@pytest.mark.parametrize(
-    ("train", "config_class"),
-    [(train_orpo, ORPOTrainConfig), (train_simpo, SimPOTrainConfig)],
-    ids=["orpo", "simpo"],
-)
-def test_reference_free_methods_raise_the_margin_in_a_fresh_process(
-    hf_base, tmp_path, pairs_file, base_margin, train, config_class
-):
-    config = config_class(
-        output_dir=str(tmp_path / "adapter"),
-        base_model_dir=str(hf_base),
-        learning_rate=2e-4,
-        max_steps=8,
-        **SMALL,
-    )
-    result = train(config, synthetic_pairs(16))
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_reference_free_methods_raise_the_margin_in_a_fresh_process(trained, fresh_margins, method):
+    result = trained[method]
     assert len(result.metrics["loss_curve"]) == 8 and result.metrics["reward_margin_last"] is not None
-    after = fresh_process_margin(hf_base, pairs_file, result.adapter_dir)
-    assert after > base_margin + 1.0, (base_margin, after)
+    assert fresh_margins[method] > fresh_margins["base"] + 1.0, fresh_margins
 
 
 def test_kto_refuses_one_sided_labels(hf_base, tmp_path):

@@ -249,5 +249,8 @@ def test_the_base_models_answers_are_made_once_for_data_dirs_that_share_its_copy
         "content": "Be brief.",
     }
     copy = tmp_path / "copy.gguf"
-    shutil.copy(embedded_model_path(), copy)
+    shutil.copy(embedded_model_path(), copy)  # the same weights installed elsewhere: the same answers
+    assert replay.model_identity(str(copy)) == replay.model_identity(None)
+    with copy.open("ab") as f:
+        f.write(b"\0")  # other weights
     assert replay.model_identity(str(copy)) != replay.model_identity(None)
