@@ -46,7 +46,7 @@ DEFAULT_MIX = {
     "rl": "thumbs=0.4,votes=0.5,rankings=0.1",
     "best_of_n": "thumbs=0.4,votes=0.5,rankings=0.1",
 }
-# About 12-23 minutes a round on 2 CPU cores (see the README's figures).
+# About 15 minutes a DPO round on 2 CPU cores (docs/loop.md has the measured stage times).
 DEFAULT_POLICY = {
     "dpo": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
     "kto": {"max_steps": 30, "learning_rate": 3e-4, "max_length": 160, "batch_size": 8},
@@ -55,7 +55,8 @@ DEFAULT_POLICY = {
     "rl": {"max_steps": 12, "learning_rate": 5e-5, "max_length": 160, "batch_size": 4, "num_generations": 4},
     "best_of_n": {"max_steps": 30, "learning_rate": 2e-4, "max_length": 160, "batch_size": 8, "n": 4},
 }
-# The reward model's score head starts from scratch each cycle: a higher learning rate than the policy's.
+# The reward model's score head is new in the first cycle (later cycles warm-start it from the previous
+# cycle's): a higher learning rate than the policy's.
 DEFAULT_REWARD = {"max_steps": 30, "learning_rate": 1e-3, "max_length": 160, "batch_size": 8}
 
 

@@ -71,17 +71,35 @@ def random_lora(hf_base_dir, tmp_path_factory):
 GPTQ_CALIBRATION = 32  # of the shipped texts: enough for the embedded model's answers to survive 4 bits
 
 
+def gptq_fixture_cache() -> Path:
+    """Where the session's GPTQ copy of the embedded model is kept: the system's temporary folder, shared by
+    checkouts (as the dequantized base is), one folder per version of the code that makes it
+    (models/gptq.py and the GPTQModel, transformers and torch releases), so that a change to any of them
+    quantizes again. Quantizing itself is proved on every run by tests/commands/test_quantize.py."""
+    import hashlib
+    import tempfile
+    from importlib.metadata import version
+
+    parts = [(ROOT / "models" / "gptq.py").read_bytes()]
+    parts += [version(package).encode() for package in ("gptqmodel", "transformers", "torch")]
+    return (
+        Path(tempfile.gettempdir())
+        / "playground-test-gptq"
+        / hashlib.sha256(b"|".join(parts)).hexdigest()[:12]
+    )
+
+
 @pytest.fixture(scope="session")
 def gptq_base_dir(hf_base_dir):
     """The embedded model quantized to GPTQ 4-bit (group size 64) on the CPU with a small calibration set:
-    made once per checkout (about a minute on two idle cores) and cached under .pytest_cache, as
-    ``launch.py quantize`` caches it under the data directory. Skipped without GPTQModel."""
+    made once (about a minute and a half on two idle cores) in ``gptq_fixture_cache()``, as ``launch.py
+    quantize`` caches it under the data directory. Skipped without GPTQModel."""
     from models.embedded import embedded_model_path
     from models.gptq import INSTALL_HINT, ensure_gptq_base, missing_packages
 
     if missing_packages():
         pytest.skip(INSTALL_HINT)
-    cache = ROOT / ".pytest_cache" / "gptq"
+    cache = gptq_fixture_cache()
     cache.mkdir(parents=True, exist_ok=True)
     return ensure_gptq_base(
         embedded_model_path(),

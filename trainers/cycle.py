@@ -347,6 +347,7 @@ def _run(
             },
             ai_weight=config.ai_weight if config.ai_pairs > 0 else 0.0,
             eval_prompts=config.gate.kl_prompts,
+            eval_tokens=config.gate.max_new_tokens,
             replay=config.replay,
             system_prompt=config.system_prompt,
             chat_template=config.chat_template,

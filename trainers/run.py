@@ -49,6 +49,8 @@ class TrainRequest:
     """Config fields to override (max_steps, learning_rate, threads, ...)."""
     eval_prompts: int = 8
     """Held-out prompts sampled for the KL and reward-score measurements (0 = skip them)."""
+    eval_tokens: int = 48
+    """Length of those samples (a cycle passes the gate's ``max_new_tokens``, whose KL guard reads them)."""
     register: bool = True
     training_run_id: int | None = None
     excluded_users: frozenset[str] = frozenset()
@@ -329,7 +331,10 @@ def evaluate_policy(
     if not prompts:
         return metrics
     after = [
-        s[0] for s in ev.sample(model, tokenizer, prompts, n=1, max_new_tokens=48, temperature=1.0, seed=1)
+        s[0]
+        for s in ev.sample(
+            model, tokenizer, prompts, n=1, max_new_tokens=req.eval_tokens, temperature=1.0, seed=1
+        )
     ]
     kl = ev.kl_per_sample(model, tokenizer, prompts, after)
     metrics["kl_to_base"] = sum(kl) / len(kl)
@@ -338,7 +343,12 @@ def evaluate_policy(
         from trainers.reward import RewardModel
 
         with ev.reference_of(model) as base_model:
-            before = [s[0] for s in ev.sample(base_model, tokenizer, prompts, n=1, max_new_tokens=48, seed=1)]
+            before = [
+                s[0]
+                for s in ev.sample(
+                    base_model, tokenizer, prompts, n=1, max_new_tokens=req.eval_tokens, seed=1
+                )
+            ]
         del model
         rm = RewardModel.load(reward_adapter, hf_base)
         metrics["reward_before"] = sum(rm.score(prompts, before)) / len(prompts)

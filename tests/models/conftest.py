@@ -1,6 +1,6 @@
-"""Session fixtures for the backend tests: the embedded GGUF dequantized for transformers (made once per
-checkout and cached under .pytest_cache, as the app caches it under its data dir), and the transformers
-backend on it (the random LoRA adapter is in tests/conftest.py)."""
+"""Session fixtures for the backend tests: the transformers backend on the embedded GGUF dequantized for
+transformers (``hf_base_dir`` in tests/conftest.py, made once in the folder the quick benchmarks share, as
+the app caches it under its data dir; the random LoRA adapter is there too)."""
 
 from __future__ import annotations
 
