@@ -210,9 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(line), flush=True)
 
     report(None)
-    for i, adapter in enumerate(args.adapter):
+    if args.adapter:
         from peft import PeftModel
-
+    for i, adapter in enumerate(args.adapter):
         name = f"adapter{i}"
         if i == 0:
             model = PeftModel.from_pretrained(model, adapter, adapter_name=name).eval()

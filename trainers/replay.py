@@ -97,7 +97,7 @@ def model_identity(model: str | None) -> list[Any]:
     """What names the answers of the base model: its weights' content key (``models.hf_base.weights_key``,
     the same wherever the file is installed) and the llama.cpp build that generates them; None is the
     embedded model."""
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import version
 
     from models.hf_base import weights_key
 
@@ -105,12 +105,8 @@ def model_identity(model: str | None) -> list[Any]:
         from models.embedded import embedded_model_path
 
         model = str(embedded_model_path())
-    try:
-        runtime = version("llama_cpp_python")
-    except PackageNotFoundError:
-        runtime = None
     path = Path(model)
-    return [weights_key(path) if path.exists() else model, runtime]
+    return [weights_key(path) if path.exists() else model, version("llama_cpp_python")]
 
 
 def prepare(
