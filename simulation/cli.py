@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from settings import DPO_LOSSES
 from simulation.oracles import ORACLES, make_oracle
 from simulation.users import EventMix
 from trainers.gate import GateConfig
@@ -95,6 +96,16 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
     p.add_argument("--reward-max-steps", type=int, help="reward-model optimiser steps per round")
     p.add_argument("--lr", type=float, help="policy learning rate")
     p.add_argument("--beta", type=float, help="policy KL strength (DPO/KTO beta, RLOO beta)")
+    p.add_argument(
+        "--dpo-loss",
+        choices=DPO_LOSSES,
+        help="DPO's loss (with --method dpo); unset: the product's default (--dpo-loss)",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        help="DPO: the probability that a vote is flipped (robust DPO); unset: the product's default",
+    )
     # The gate is the product's (trainers.gate, the server's --gate-* defaults) unless a flag says otherwise;
     # any override is printed in the table's header and stored with the result.
     default = GateConfig()
@@ -187,6 +198,10 @@ def build_config(args: argparse.Namespace):
     work = (
         Path(args.work_dir) if args.work_dir else data_dir / "loop" / "runs" / f"{name}-{args.method}-{stamp}"
     )
+    if args.method != "dpo" and (args.dpo_loss or args.label_smoothing is not None):
+        raise ValueError("--dpo-loss and --label-smoothing are DPO's: use them with --method dpo")
+    if args.label_smoothing is not None and not 0 <= args.label_smoothing < 0.5:
+        raise ValueError(f"--label-smoothing must be in [0, 0.5), not {args.label_smoothing}")
     policy = dict(DEFAULT_POLICY[args.method])
     reward = dict(DEFAULT_REWARD)
     if args.max_steps is not None:
@@ -227,6 +242,8 @@ def build_config(args: argparse.Namespace):
                 ("ptx_coef", args.ptx_coef),
                 ("lora_layers", args.lora_layers),
                 ("ai_pairs", args.ai_pairs),
+                ("dpo_loss", args.dpo_loss),
+                ("label_smoothing", args.label_smoothing),
             )
             if v is not None
         },
@@ -248,7 +265,10 @@ def publish(result: dict, loop_dir: Path) -> Path:
     results = loop_dir / "results"
     results.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=str)
-    for path in (results / f"{result['oracle']}-{result['method']}.json", loop_dir / "latest.json"):
+    for path in (
+        results / f"{result['oracle']}-{result.get('label', result['method'])}.json",
+        loop_dir / "latest.json",
+    ):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)
         tmp.replace(path)

@@ -70,8 +70,8 @@ def loop_figure(results: Sequence[dict[str, Any]]) -> Figure:
     gain_ax = proxy_ax.twinx()
     oracle = results[0]["oracle"] if results else "?"
     for result in results:
-        method = result["method"]
-        color = METHOD_COLORS.get(method, "tab:gray")
+        method = result.get("label", result["method"])
+        color = METHOD_COLORS.get(method, METHOD_COLORS.get(result["method"], "tab:gray"))
         pts = curve(result)
         xs = [p["kl"] for p in pts]
         gold_ax.plot(xs, [p["gold"] for p in pts], "-", color=color, alpha=0.6, label=method)

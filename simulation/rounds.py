@@ -91,6 +91,13 @@ class RoundRecord:
     """The simulated users' canary battles on the candidate (votes, decision, the gold verdict)."""
 
 
+def method_label(method: str, cycle_overrides: dict[str, Any]) -> str:
+    """The name a run's results and plot line go under: the method, with DPO's loss when it is not
+    the default (``dpo-ipo``, ``dpo-robust``), so a loss variant does not replace DPO's own result."""
+    loss = cycle_overrides.get("dpo_loss")
+    return f"{method}-{loss}" if method == "dpo" and loss and loss != "sigmoid" else method
+
+
 def feedback_summary(fb: RoundFeedback, before: LabelStats, after: LabelStats) -> dict[str, Any]:
     """One round's feedback, with the labelers' agreement with gold over that round only."""
     votes = after.votes - before.votes
@@ -238,6 +245,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     result: dict[str, Any] = {
         "oracle": oracle.name,
         "method": config.method,
+        "label": method_label(config.method, config.cycle_overrides),
         "config": config.to_dict(),
         "prompts": {"train": len(prompts.train), "heldout": len(heldout), "capability": len(capability)},
     }
@@ -263,7 +271,8 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
                 phase = users.canary_battles(prompts.train, live)
                 canary = phase.to_dict()
                 log(
-                    f"  canary: {phase.decision} after {phase.battles} votes ({phase.by}); gold prefers the "
+                    f"  canary: {phase.decision} after {phase.battles} votes, {phase.ties} of them ties ({phase.by}); "
+                    "gold prefers the "
                     f"candidate in {_fmt(phase.gold_rate, '.0%')} of those battles"
                 )
                 run = store.runs.get(run_id)

@@ -81,6 +81,8 @@ class CanaryPhase:
 
     canary_id: int
     battles: int = 0
+    ties: int = 0
+    """Battles with the same text on both sides, voted "tie" as a person would."""
     gold_prefers_candidate: int = 0
     """Battles in which the candidate's reply had the higher gold score (ties in gold left out)."""
     gold_decisive: int = 0
@@ -101,6 +103,7 @@ class CanaryPhase:
         return {
             "canary_id": self.canary_id,
             "battles": self.battles,
+            "ties": self.ties,
             "decision": self.decision,
             "by": self.by,
             "gold_rate": None if self.gold_rate is None else round(self.gold_rate, 4),
@@ -228,7 +231,10 @@ class SimulatedUsers:
         messages = task.messages(self.system_prompt)
         results = [side.start(messages).wait() for side in sides]
         a, b = self._store(conv, question, results, None)
-        vote = self.labeler.vote(task, results[0].text, results[1].text)
+        # The same text on both sides: a person clicks "tie" (which the canary's tally does not count).
+        same = results[0].text.strip() == results[1].text.strip()
+        vote = "tie" if same else self.labeler.vote(task, results[0].text, results[1].text)
+        phase.ties += same
         self.store.feedback.record_comparison(
             a, b, user, vote, mode="canary", label_a="Model A", label_b="Model B", anonymous=True
         )
