@@ -186,6 +186,16 @@ def cpu_has_amx() -> bool:
         return False
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators, as the Trainer does, but before the model is built:
+    a fresh LoRA's and a reward model's score head's initial weights are drawn while the TRL trainer is
+    constructed or the model loaded, before the Trainer seeds, so without this two runs on the same data
+    start from different weights and a gate's decision is not reproducible."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
 def load_policy(config: CommonConfig):
     """The causal LM to optimise: the base plus a fresh LoRA, or the base plus ``init_adapter`` (trainable).
 
@@ -198,6 +208,7 @@ def load_policy(config: CommonConfig):
 
     from models.gptq import prepare_for_training
 
+    seed_everything(config.seed)  # the fresh LoRA's initial weights (TRL makes them before Trainer seeds)
     # fp32 weights even with bf16: the Trainer autocasts the matrix products, while the LoRA weights and
     # their optimiser state stay fp32 (bf16 LoRA updates of 1e-4 would round away).
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_dir)

@@ -25,6 +25,7 @@ from trainers.common import (
     TrainResult,
     fit_adapter,
     last_logged,
+    seed_everything,
 )
 from trainers.data import Messages, PreferencePair, preference_rows, to_dataset
 
@@ -99,6 +100,7 @@ def train_reward_model(
     from trl import RewardConfig
 
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_dir)
+    seed_everything(config.seed)  # the new score head's weights are drawn as the model loads
     model = _quietly(
         AutoModelForSequenceClassification.from_pretrained,
         config.base_model_dir,

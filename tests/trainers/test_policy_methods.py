@@ -157,3 +157,25 @@ def test_best_of_n_selects_by_reward_and_fine_tunes(hf_base, tmp_path, trained_r
     result = train_best_of_n(config, synthetic_prompts(4))
     assert result.metrics["method"] == "best_of_n"
     assert result.metrics["mean_reward_selected"] >= result.metrics["mean_reward_samples"]
+
+
+def test_a_fresh_policy_lora_starts_from_the_same_weights_for_the_same_seed(hf_base, tmp_path):
+    """``load_policy`` seeds before the LoRA is made (TRL makes it before the Trainer seeds): the same
+    seed gives the same initial adapter, another seed another one."""
+    from peft import get_peft_model
+
+    from trainers.common import load_policy
+
+    def initial_lora(seed: int):
+        config = DPOTrainConfig(
+            output_dir=str(tmp_path / "unused"), base_model_dir=str(hf_base), seed=seed, **SMALL
+        )
+        model, _, peft_config = load_policy(config)
+        return {
+            k: v.clone() for k, v in get_peft_model(model, peft_config).state_dict().items() if "lora_A" in k
+        }
+
+    first, again, other = initial_lora(0), initial_lora(0), initial_lora(1)
+    assert first and first.keys() == again.keys()
+    assert all((first[k] == again[k]).all() for k in first)
+    assert any(not (first[k] == other[k]).all() for k in first)

@@ -53,3 +53,29 @@ def test_ranking_weights_change_the_loss(hf_base, tmp_path):
     )
     result = train_reward_model(config, pairs[:16] + flipped, heldout=pairs[16:])
     assert result.metrics["heldout_accuracy"] > 0.8
+
+
+def test_same_data_and_seed_train_the_same_reward_model(hf_base, tmp_path):
+    """The score head's and the LoRA's initial weights are seeded too (they are drawn before the Trainer
+    seeds): two runs on the same pairs give the same model, so a gate's decision can be reproduced, and
+    another seed gives another one."""
+    from safetensors.torch import load_file
+
+    def weights(name: str, seed: int = 0):
+        config = RewardTrainConfig(
+            output_dir=str(tmp_path / name),
+            base_model_dir=str(hf_base),
+            max_length=64,
+            max_steps=1,
+            batch_size=4,
+            lora_targets=("q_proj", "v_proj"),
+            threads=2,
+            seed=seed,
+        )
+        train_reward_model(config, synthetic_pairs(16))
+        return load_file(str(tmp_path / name / "adapter_model.safetensors"))
+
+    first, again, other = weights("a"), weights("b"), weights("c", seed=1)
+    assert first.keys() == again.keys() and any("score" in k for k in first)
+    assert all((first[k] == again[k]).all() for k in first)
+    assert any(not (first[k] == other[k]).all() for k in first)
