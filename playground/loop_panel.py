@@ -41,7 +41,7 @@ def result_markdown(result: dict[str, Any]) -> str:
     s = result.get("summary") or {}
     head = (
         f"**Latest loop:** oracle **{html.escape(str(result.get('oracle')))}**, method "
-        f"**{html.escape(str(result.get('method')))}**, {len(result.get('rounds', []))} round(s) in "
+        f"**{html.escape(str(result.get('label') or result.get('method')))}**, {len(result.get('rounds', []))} round(s) in "
         f"{_f(s.get('minutes'), '.1f')} min. Gold reward {_f(s.get('gold_base'), '.3f')} (base) → "
         f"{_f(s.get('gold_final'), '.3f')} (deployed), gold win rate against the base "
         f"**{_f(s.get('win_rate_final'), '.0%')}**, KL to the base {_f(s.get('kl_final'), '.2f')} nats, "

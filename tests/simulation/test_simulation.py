@@ -11,7 +11,7 @@ import pytest
 from simulation.labelers import BradleyTerryLabeler, LabelStats
 from simulation.measure import Measurement, win_rate
 from simulation.oracles import ConciseFactOracle, VaderOracle, make_oracle
-from simulation.plots import align_zero, curve
+from simulation.plots import align_zero, curve, load_results
 from simulation.rounds import feedback_summary, summary
 from simulation.tasks import (
     TASK_FILES,
@@ -359,3 +359,35 @@ def test_the_proxy_and_gold_axes_share_their_zero():
     (lo1, hi1), (lo2, hi2) = ax.get_ylim(), twin.get_ylim()
     assert abs(-lo1 / (hi1 - lo1) - -lo2 / (hi2 - lo2)) < 1e-9  # zero at the same height
     assert lo1 <= -0.13 and hi1 >= 0.22 and lo2 <= -0.01 and hi2 >= 0.23  # no data cut off
+
+
+def test_a_dpo_loss_variant_is_published_beside_dpo_not_over_it(tmp_path):
+    """``--dpo-loss ipo`` writes vader-dpo-ipo.json, so DPO's own result stays; the plot's legend and
+    the Dashboard's summary name the variant."""
+    from playground.loop_panel import result_markdown
+    from simulation.cli import publish
+    from simulation.plots import loop_figure
+
+    def result(label: str) -> dict:
+        work = tmp_path / label
+        work.mkdir()
+        return {
+            "oracle": "vader",
+            "method": "dpo",
+            "label": label,
+            "config": {"work_dir": str(work)},
+            "base": {"gold": 0.2, "capability": 0.5},
+            "rounds": [{"round": 1, "decision": "undecided", "candidate": {"kl": 0.1, "gold": 0.3}}],
+            "summary": {},
+        }
+
+    for label in ("dpo", "dpo-ipo"):
+        publish(result(label), tmp_path / "loop")
+    files = sorted(p.name for p in (tmp_path / "loop" / "results").iterdir())
+    assert files == ["vader-dpo-ipo.json", "vader-dpo.json"]
+    legend = {
+        t.get_text()
+        for t in loop_figure(load_results(tmp_path / "loop", "vader")).axes[0].get_legend().get_texts()
+    }
+    assert {"dpo", "dpo-ipo"} <= legend
+    assert "method **dpo-ipo**" in result_markdown(result("dpo-ipo-again") | {"label": "dpo-ipo"})
