@@ -304,13 +304,14 @@ def run(
         summaries.append({"seed": seed, **summary})
         idle_rounds += idle
     if args.seeds > 1:
+        from simulation.rounds import method_label
+
         pooled = aggregate(summaries)
         print(_seeds_table(summaries))
         loop_dir = Path(args.data_dir) / "loop" / "results"
         loop_dir.mkdir(parents=True, exist_ok=True)
-        (loop_dir / f"{summaries[0]['oracle']}-{args.method}-seeds.json").write_text(
-            json.dumps(pooled, indent=2)
-        )
+        label = method_label(args.method, {"dpo_loss": args.dpo_loss})  # the name publish() files it under
+        (loop_dir / f"{summaries[0]['oracle']}-{label}-seeds.json").write_text(json.dumps(pooled, indent=2))
         before_json()
         print(json.dumps(pooled))
     return 1 if idle_rounds and every_round_trains else 0
