@@ -310,7 +310,8 @@ def run(
         print(_seeds_table(summaries))
         loop_dir = Path(args.data_dir) / "loop" / "results"
         loop_dir.mkdir(parents=True, exist_ok=True)
-        label = method_label(args.method, {"dpo_loss": args.dpo_loss})  # the name publish() files it under
+        config = build_config(args)
+        label = method_label(config.method, config.cycle_overrides, config.policy_overrides)  # as publish()
         (loop_dir / f"{summaries[0]['oracle']}-{label}-seeds.json").write_text(json.dumps(pooled, indent=2))
         before_json()
         print(json.dumps(pooled))

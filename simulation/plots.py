@@ -16,6 +16,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 METHOD_COLORS = {"dpo": "tab:blue", "kto": "tab:orange", "rl": "tab:green", "best_of_n": "tab:red"}
+# A variant (``dpo-beta0.05``, ``kto-ptx0``: simulation.rounds.method_label) gets one of these, in the order drawn.
+VARIANT_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "black")
 
 
 def curve(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -45,9 +47,11 @@ def load_results(results_dir: Path, oracle: str) -> list[dict[str, Any]]:
     out = []
     for path in sorted((results_dir / "results").glob(f"{oracle}-*.json")):
         try:
-            out.append(json.loads(path.read_text()))
+            result = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # a half-written file of a run still going: skip it
+        if isinstance(result, dict) and "base" in result:  # not a --seeds pooled summary (no rounds to draw)
+            out.append(result)
     return out
 
 
@@ -69,9 +73,10 @@ def loop_figure(results: Sequence[dict[str, Any]]) -> Figure:
     gold_ax, proxy_ax = fig.subplots(1, 2)
     gain_ax = proxy_ax.twinx()
     oracle = results[0]["oracle"] if results else "?"
+    variants = iter(VARIANT_COLORS * (1 + len(results) // len(VARIANT_COLORS)))
     for result in results:
         method = result.get("label", result["method"])
-        color = METHOD_COLORS.get(method, METHOD_COLORS.get(result["method"], "tab:gray"))
+        color = METHOD_COLORS.get(method) or next(variants)
         pts = curve(result)
         xs = [p["kl"] for p in pts]
         gold_ax.plot(xs, [p["gold"] for p in pts], "-", color=color, alpha=0.6, label=method)

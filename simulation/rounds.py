@@ -91,11 +91,25 @@ class RoundRecord:
     """The simulated users' canary battles on the candidate (votes, decision, the gold verdict)."""
 
 
-def method_label(method: str, cycle_overrides: dict[str, Any]) -> str:
-    """The name a run's results and plot line go under: the method, with DPO's loss when it is not
-    the default (``dpo-ipo``, ``dpo-robust``), so a loss variant does not replace DPO's own result."""
+def method_label(
+    method: str, cycle_overrides: dict[str, Any], policy_overrides: dict[str, Any] | None = None
+) -> str:
+    """The name a run's results and plot line go under: the method, then what this run changed of how the
+    model is trained, so a variant does not replace the method's own result: DPO's loss when it is not
+    the default (``dpo-ipo``), then ``beta0.05``, ``ptx0`` (the replay term's weight) and ``layers1``
+    (the LoRA's share of the blocks) when given (``dpo-beta0.05``, ``kto-ptx0``, ``dpo-layers1-ptx1``)."""
+    parts = [method]
     loss = cycle_overrides.get("dpo_loss")
-    return f"{method}-{loss}" if method == "dpo" and loss and loss != "sigmoid" else method
+    if method == "dpo" and loss and loss != "sigmoid":
+        parts.append(loss)
+    for key, tag, given in (
+        ("beta", "beta", policy_overrides or {}),
+        ("lora_layers", "layers", cycle_overrides),
+        ("ptx_coef", "ptx", cycle_overrides),
+    ):
+        if given.get(key) is not None:
+            parts.append(f"{tag}{given[key]:g}")
+    return "-".join(parts)
 
 
 def feedback_summary(fb: RoundFeedback, before: LabelStats, after: LabelStats) -> dict[str, Any]:
@@ -245,7 +259,7 @@ def run_loop(config: LoopConfig, log: Log = print) -> dict[str, Any]:
     result: dict[str, Any] = {
         "oracle": oracle.name,
         "method": config.method,
-        "label": method_label(config.method, config.cycle_overrides),
+        "label": method_label(config.method, config.cycle_overrides, config.policy_overrides),
         "config": config.to_dict(),
         "prompts": {"train": len(prompts.train), "heldout": len(heldout), "capability": len(capability)},
     }

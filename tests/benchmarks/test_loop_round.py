@@ -50,6 +50,11 @@ def test_cli_defaults_and_overrides(tmp_path):
     assert robust.cycle_overrides == {"dpo_loss": "robust", "label_smoothing": 0.1}
     assert method_label(robust.method, robust.cycle_overrides) == "dpo-robust"  # its own results file
     assert method_label("dpo", {"dpo_loss": "sigmoid"}) == method_label("dpo", {}) == "dpo"
+    # Every training variant is filed under its own name, beside the method's own result.
+    assert method_label(levers.method, levers.cycle_overrides, levers.policy_overrides) == "dpo-layers1-ptx0"
+    sweep = build_config(parse_args(["--data-dir", str(tmp_path), "--beta", "0.05"]))
+    assert method_label(sweep.method, sweep.cycle_overrides, sweep.policy_overrides) == "dpo-beta0.05"
+    assert method_label(config.method, config.cycle_overrides, config.policy_overrides) == "dpo"
     with pytest.raises(ValueError, match="with --method dpo"):
         build_config(parse_args(["--data-dir", str(tmp_path), "--method", "kto", "--dpo-loss", "ipo"]))
     with pytest.raises(ValueError, match=r"\[0, 0.5\)"):

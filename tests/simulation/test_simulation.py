@@ -3,6 +3,7 @@ Bradley-Terry labelers' statistics (fixed seeds), the event mix, and the round b
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -391,3 +392,29 @@ def test_a_dpo_loss_variant_is_published_beside_dpo_not_over_it(tmp_path):
     }
     assert {"dpo", "dpo-ipo"} <= legend
     assert "method **dpo-ipo**" in result_markdown(result("dpo-ipo-again") | {"label": "dpo-ipo"})
+
+
+def test_the_plot_draws_each_variant_in_its_own_colour_and_skips_pooled_seed_files(tmp_path):
+    """A beta sweep's runs (dpo, dpo-beta0.05, dpo-beta0.5) are three lines of three colours; the
+    ``--seeds`` pooled summary beside them (no base, no rounds) is not a line and does not break the plot."""
+    from simulation.plots import loop_figure
+
+    results = tmp_path / "loop" / "results"
+    results.mkdir(parents=True)
+    for i, label in enumerate(("dpo", "dpo-beta0.05", "dpo-beta0.5")):
+        run = {
+            "oracle": "vader",
+            "method": "dpo",
+            "label": label,
+            "base": {"gold": 0.2},
+            "rounds": [{"round": 1, "decision": "undecided", "candidate": {"kl": 0.1 * i, "gold": 0.3}}],
+        }
+        (results / f"vader-{label}.json").write_text(json.dumps(run))
+    (results / "vader-dpo-seeds.json").write_text(
+        json.dumps({"oracle": "vader", "method": "dpo", "runs": []})
+    )
+    loaded = load_results(tmp_path / "loop", "vader")
+    assert sorted(r["label"] for r in loaded) == ["dpo", "dpo-beta0.05", "dpo-beta0.5"]
+    lines = {line.get_label(): line.get_color() for line in loop_figure(loaded).axes[0].get_lines()
+             if not line.get_label().startswith("_")}  # fmt: skip
+    assert set(lines) == {"dpo", "dpo-beta0.05", "dpo-beta0.5"} and len(set(lines.values())) == 3
