@@ -10,7 +10,7 @@ evaluation gate, deploy or reject) -> the served model swaps -> the candidate is
 reward, gold win rate against the base, KL to the base, the reward model's proxy score next to the gold
 score, and capability (factual questions, greedy).
 
-Prints a table per round; writes ``DATA_DIR/loop/results/ORACLE-METHOD.json``, ``DATA_DIR/loop/latest.json``
+Prints a table per round; writes ``DATA_DIR/loop/results/ORACLE-LABEL.json`` (LABEL: the method and its training variant, ``simulation.rounds.method_label``), ``DATA_DIR/loop/latest.json``
 and the plot ``DATA_DIR/loop/latest.png`` (gold against KL for every method run with this oracle; the
 Dashboard shows it). The last line is a JSON object with gold_base, gold_final, win_rate_final,
 kl_final, capability_base, capability_final (percent) and minutes (wall clock, everything included).
