@@ -188,6 +188,18 @@ def gate_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {**{k: v for k, v in flags.items() if v is not None}, **getattr(args, "gate_checks", {})}
 
 
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The trainers' settings a flag changed from the loop's defaults (``DEFAULT_POLICY``,
+    ``DEFAULT_REWARD``), for the header beside the figures."""
+    flags = {
+        "beta": args.beta,
+        "learning_rate": args.lr,
+        "max_steps": args.max_steps,
+        "reward_max_steps": args.reward_max_steps,
+    }
+    return {**{k: v for k, v in flags.items() if v is not None}, **getattr(args, "trainer_sizes", {})}
+
+
 def build_config(args: argparse.Namespace):
     from simulation.rounds import LoopConfig
 
@@ -377,8 +389,9 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
         flush=True,
     )
     print(f"gate: {_overrides(config.gate_overrides)}")
-    if config.cycle_overrides:
-        print(f"training: {_overrides(config.cycle_overrides)}")
+    trained = {**config.cycle_overrides, **flag_overrides(args)}
+    if trained:
+        print(f"training: {_overrides(trained)}")
     if config.canary_overrides:
         print(f"canary battles: {_overrides(config.canary_overrides)}")
     result = run_loop(config, log=lambda line: print(line, flush=True))

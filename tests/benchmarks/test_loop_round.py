@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.loop import build_config, parse_args, publish
 from feedback_store.store import FeedbackStore
+from simulation.cli import flag_overrides
 from simulation.rounds import LoopConfig, method_label, run_loop
 from simulation.users import EventMix
 from trainers.gate import GateConfig
@@ -54,6 +55,12 @@ def test_cli_defaults_and_overrides(tmp_path):
     assert method_label(levers.method, levers.cycle_overrides, levers.policy_overrides) == "dpo-layers1-ptx0"
     sweep = build_config(parse_args(["--data-dir", str(tmp_path), "--beta", "0.05"]))
     assert method_label(sweep.method, sweep.cycle_overrides, sweep.policy_overrides) == "dpo-beta0.05"
+    assert flag_overrides(parse_args(["--beta", "0.05", "--max-steps", "3"])) == {
+        "beta": 0.05,
+        "max_steps": 3,
+    }
+    assert flag_overrides(parse_args([])) == {}  # the header's "training:" line then says nothing
+    assert flag_overrides(parse_args(["--quick"]))["batch_size"] == 4  # --quick's sizes are printed too
     assert method_label(config.method, config.cycle_overrides, config.policy_overrides) == "dpo"
     with pytest.raises(ValueError, match="with --method dpo"):
         build_config(parse_args(["--data-dir", str(tmp_path), "--method", "kto", "--dpo-loss", "ipo"]))
