@@ -177,27 +177,32 @@ def build_parser(prog: str = "python -m simulation") -> argparse.ArgumentParser:
     return p
 
 
+def _given(**flags: Any) -> dict[str, Any]:
+    """The flags that were given (not None), under their settings' names."""
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def gate_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The gate settings this run changes from the product's defaults (flags given, quick sizes)."""
-    flags = {
-        "min_win_rate": args.gate_min_win_rate,
-        "kl_budget": args.gate_kl_budget,
-        "max_regressions": args.gate_max_regressions,
-        "eval_prompts": args.gate_eval_prompts,
-    }
-    return {**{k: v for k, v in flags.items() if v is not None}, **getattr(args, "gate_checks", {})}
+    given = _given(
+        min_win_rate=args.gate_min_win_rate,
+        kl_budget=args.gate_kl_budget,
+        max_regressions=args.gate_max_regressions,
+        eval_prompts=args.gate_eval_prompts,
+    )
+    return {**given, **getattr(args, "gate_checks", {})}
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The trainers' settings a flag changed from the loop's defaults (``DEFAULT_POLICY``,
     ``DEFAULT_REWARD``), for the header beside the figures."""
-    flags = {
-        "beta": args.beta,
-        "learning_rate": args.lr,
-        "max_steps": args.max_steps,
-        "reward_max_steps": args.reward_max_steps,
-    }
-    return {**{k: v for k, v in flags.items() if v is not None}, **getattr(args, "trainer_sizes", {})}
+    given = _given(
+        beta=args.beta,
+        learning_rate=args.lr,
+        max_steps=args.max_steps,
+        reward_max_steps=args.reward_max_steps,
+    )
+    return {**given, **getattr(args, "trainer_sizes", {})}
 
 
 def build_config(args: argparse.Namespace):
@@ -248,23 +253,15 @@ def build_config(args: argparse.Namespace):
         policy_overrides=policy,
         gate=GateConfig(**gate_overrides(args)),
         gate_overrides=gate_overrides(args),
-        cycle_overrides={
-            k: v
-            for k, v in (
-                ("ptx_coef", args.ptx_coef),
-                ("lora_layers", args.lora_layers),
-                ("ai_pairs", args.ai_pairs),
-                ("dpo_loss", args.dpo_loss),
-                ("label_smoothing", args.label_smoothing),
-            )
-            if v is not None
-        },
+        cycle_overrides=_given(
+            ptx_coef=args.ptx_coef,
+            lora_layers=args.lora_layers,
+            ai_pairs=args.ai_pairs,
+            dpo_loss=args.dpo_loss,
+            label_smoothing=args.label_smoothing,
+        ),
         unrated_per_round=args.unrated_per_round,
-        canary_overrides={
-            k: v
-            for k, v in (("share", args.canary_share or None), ("votes", args.canary_votes))
-            if v is not None
-        },
+        canary_overrides=_given(share=args.canary_share or None, votes=args.canary_votes),
         heldout_limit=args.heldout_limit,
         capability_limit=args.capability_limit,
     )
@@ -316,15 +313,13 @@ def run(
         summaries.append({"seed": seed, **summary})
         idle_rounds += idle
     if args.seeds > 1:
-        from simulation.rounds import method_label
-
         pooled = aggregate(summaries)
         print(_seeds_table(summaries))
         loop_dir = Path(args.data_dir) / "loop" / "results"
         loop_dir.mkdir(parents=True, exist_ok=True)
-        config = build_config(args)
-        label = method_label(config.method, config.cycle_overrides, config.policy_overrides)  # as publish()
-        (loop_dir / f"{summaries[0]['oracle']}-{label}-seeds.json").write_text(json.dumps(pooled, indent=2))
+        (loop_dir / f"{summaries[0]['oracle']}-{summaries[0]['label']}-seeds.json").write_text(
+            json.dumps(pooled, indent=2)
+        )
         before_json()
         print(json.dumps(pooled))
     return 1 if idle_rounds and every_round_trains else 0
@@ -401,7 +396,12 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
             shutil.rmtree(config.work_dir / sub, ignore_errors=True)
     print(f"plot: {png}")
     before_json()
-    summary = {"oracle": result["oracle"], "method": config.method, **result["summary"]}
+    summary = {
+        "oracle": result["oracle"],
+        "method": config.method,
+        "label": result["label"],
+        **result["summary"],
+    }
     if result.get("canary"):  # rounds with canary battles: votes each needed, decisions, gold agreement
         summary["canary"] = result["canary"]
     print(json.dumps(summary))
