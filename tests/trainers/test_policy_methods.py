@@ -6,6 +6,7 @@ would.
 """
 
 import json
+import math
 import subprocess
 import sys
 
@@ -133,7 +134,11 @@ def test_rl_step_logs_reward_and_kl(hf_base, tmp_path, trained_reward_model):
     )
     result = train_rl(config, synthetic_prompts(8))
     assert len(result.metrics["reward_curve"]) == 2
-    assert len(result.metrics["kl_curve"]) == 2 and all(p["kl"] >= -1e-3 for p in result.metrics["kl_curve"])
+    kl = [p["kl"] for p in result.metrics["kl_curve"]]
+    # RLOO logs the sampled (k1) estimate log pi - log pi_ref over the batch's completions: zero at the
+    # first step (the fresh LoRA adapter leaves the policy equal to the reference) and small after two
+    # steps, but of either sign, since the estimate comes from a handful of samples.
+    assert len(kl) == 2 and abs(kl[0]) < 1e-6 and all(math.isfinite(v) and abs(v) < 1.0 for v in kl)
     assert (result.adapter_dir / "adapter_model.safetensors").exists()
 
 
