@@ -61,12 +61,12 @@ class ModelVersion(FromRow):
     decoders = {"metrics": lambda value: loads(value) or {}}
 
 
-@dataclass(frozen=True)
-class AssistantTurn:
-    """What the serving layer knows about one generated reply, as stored with the message."""
+@dataclass(frozen=True, kw_only=True)
+class ReplyRecord:
+    """How a reply was generated and what it cost: the columns of ``messages`` that only an assistant
+    reply fills (``None`` on user and system messages)."""
 
-    content: str
-    model_version_id: int | None
+    preset_id: str | None = None
     params: dict[str, Any] | None = None
     prompt: str | None = None
     prompt_tokens: int | None = None
@@ -75,13 +75,20 @@ class AssistantTurn:
     tokens_per_s: float | None = None
     total_ms: float | None = None
     finish_reason: str | None = None
-    preset_id: str | None = None
     moderation: dict[str, Any] | None = None
     trace: Any = None
 
 
 @dataclass(frozen=True)
-class StoredMessage(FromRow):
+class AssistantTurn(ReplyRecord):
+    """What the serving layer knows about one generated reply, as stored with the message."""
+
+    content: str
+    model_version_id: int | None
+
+
+@dataclass(frozen=True)
+class StoredMessage(ReplyRecord, FromRow):
     id: int
     conversation_id: str
     parent_id: int | None
@@ -89,17 +96,6 @@ class StoredMessage(FromRow):
     content: str
     created_at: str
     model_version_id: int | None = None
-    preset_id: str | None = None
-    params: dict[str, Any] | None = None
-    prompt: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    ttft_ms: float | None = None
-    tokens_per_s: float | None = None
-    total_ms: float | None = None
-    finish_reason: str | None = None
-    moderation: dict[str, Any] | None = None
-    trace: Any = None
 
     decoders = dict.fromkeys(JSON_COLUMNS, loads)
 
