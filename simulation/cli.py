@@ -31,7 +31,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from settings import DPO_LOSSES
+from pydantic import ValidationError
+
+from settings import DPO_LOSSES, TrainingSettings
 from simulation.oracles import ORACLES, make_oracle
 from simulation.users import EventMix
 from trainers.gate import GateConfig
@@ -217,8 +219,11 @@ def build_config(args: argparse.Namespace):
     )
     if args.method != "dpo" and (args.dpo_loss or args.label_smoothing is not None):
         raise ValueError("--dpo-loss and --label-smoothing are DPO's: use them with --method dpo")
-    if args.label_smoothing is not None and not 0 <= args.label_smoothing < 0.5:
-        raise ValueError(f"--label-smoothing must be in [0, 0.5), not {args.label_smoothing}")
+    if args.label_smoothing is not None:  # the product's own bounds (settings), not a copy of them
+        try:
+            TrainingSettings(label_smoothing=args.label_smoothing)
+        except ValidationError as error:
+            raise ValueError(f"--label-smoothing {args.label_smoothing}: {error.errors()[0]['msg']}") from None
     policy = dict(DEFAULT_POLICY[args.method])
     reward = dict(DEFAULT_REWARD)
     if args.max_steps is not None:

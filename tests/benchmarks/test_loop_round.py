@@ -64,8 +64,10 @@ def test_cli_defaults_and_overrides(tmp_path):
     assert method_label(config.method, config.cycle_overrides, config.policy_overrides) == "dpo"
     with pytest.raises(ValueError, match="with --method dpo"):
         build_config(parse_args(["--data-dir", str(tmp_path), "--method", "kto", "--dpo-loss", "ipo"]))
-    with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
+    with pytest.raises(ValueError, match="--label-smoothing 0.5: Input should be less than 0.5"):
         build_config(parse_args(["--data-dir", str(tmp_path), "--label-smoothing", "0.5"]))
+    with pytest.raises(ValueError, match="greater than or equal to 0"):  # the settings' bounds, both ends
+        build_config(parse_args(["--data-dir", str(tmp_path), "--label-smoothing", "-0.1"]))
 
 
 @pytest.mark.slow
