@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from trainers.common import TrainingDataError, TrainResult, load_policy, require, write_metrics
 from trainers.data import Demonstration, PromptRecord
+from trainers.progress import progress_among
 from trainers.sft import SFTTrainConfig, train_sft
 
 
@@ -49,6 +50,12 @@ def train_best_of_n(
         config.reward_adapter, config.base_model_dir, max_length=config.max_length
     )
     policy, tokenizer, _ = load_policy(config)
+    progress = progress_among(callbacks)  # sampling takes about half of best-of-n's time, the steps the rest
+
+    def sampled(done: int, total: int) -> None:
+        if progress is not None:
+            progress.report(f"sampled {done} of {total} replies ({config.n} per prompt)", done / total / 2)
+
     samples = sample(
         policy.eval(),
         tokenizer,
@@ -57,8 +64,11 @@ def train_best_of_n(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
         seed=config.seed,
+        on_batch=sampled,
     )
     del policy
+    if progress is not None:
+        progress.steps_within(0.5, 1.0)
     scores = [reward_model.score([p.prompt] * len(s), list(s)) for p, s in zip(prompts, samples, strict=True)]
     best = select_best(prompts, samples, scores)
     demos = [Demonstration(prompt=p.prompt, completion=text, user_id="best_of_n") for p, text, _ in best]

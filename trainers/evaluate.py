@@ -16,7 +16,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +111,10 @@ def sample(
     top_p: float = 1.0,
     seed: int = 0,
     batch_size: int = 8,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[list[str]]:
-    """``n`` sampled replies per prompt with HF generate (left padding, batched)."""
+    """``n`` sampled replies per prompt with HF generate (left padding, batched); ``on_batch(done,
+    total)`` after each batch, for a progress report."""
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     old_side = tokenizer.padding_side
@@ -139,6 +141,8 @@ def sample(
             )
             new = output[:, enc["input_ids"].shape[1] :]
             replies.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+            if on_batch is not None:
+                on_batch(len(replies), len(flat))
     finally:
         tokenizer.padding_side = old_side
     return [replies[i * n : (i + 1) * n] for i in range(len(prompts))]

@@ -20,6 +20,7 @@ from feedback_store.store import FeedbackStore
 from trainers import registry
 from trainers.common import CommonConfig, TrainingDataError, TrainResult, read_metrics, write_metrics
 from trainers.data import cap_per_user, dedupe, one_pair_per_vote, split_heldout, vote_count
+from trainers.progress import training_progress
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,8 @@ def run_training(
             config.replay_file = str(_replay_file(req, store, deployed or versions.ensure_base(base_id)))
 
         say(f"training {req.method}", 0.1)
-        result = _train(req.method, config, train, heldout, callbacks)
+        steps = training_progress(say, f"training {req.method}", 0.1, 0.85)
+        result = _train(req.method, config, train, heldout, [*(callbacks or ()), steps])
         say("evaluating", 0.85)
         if not method.policy:
             # what the next warm start continues from: pairs up to here are in this model already

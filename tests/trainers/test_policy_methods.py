@@ -18,6 +18,7 @@ from trainers.best_of_n import BestOfNConfig, train_best_of_n
 from trainers.common import TrainingDataError
 from trainers.data import Demonstration
 from trainers.dpo import DPOTrainConfig, train_dpo
+from trainers.progress import training_progress
 from trainers.evaluate import write_pairs_jsonl
 from trainers.kto import KTOTrainConfig, train_kto
 from trainers.reference_free import ORPOTrainConfig, SimPOTrainConfig, train_orpo, train_simpo
@@ -159,9 +160,18 @@ def test_best_of_n_selects_by_reward_and_fine_tunes(hf_base, tmp_path, trained_r
         max_steps=1,
         **SMALL,
     )
-    result = train_best_of_n(config, synthetic_prompts(4))
+    said: list[tuple[str, float]] = []
+    progress = training_progress(lambda message, f: said.append((message, f)), "training best_of_n", 0.1, 0.85)
+    result = train_best_of_n(config, synthetic_prompts(4), callbacks=[progress])
     assert result.metrics["method"] == "best_of_n"
     assert result.metrics["mean_reward_selected"] >= result.metrics["mean_reward_samples"]
+    # the bar moves through the sampling (12 replies in batches of 8) and then the optimiser step
+    assert [m for m, _ in said] == [
+        "training best_of_n: sampled 8 of 12 replies (3 per prompt)",
+        "training best_of_n: sampled 12 of 12 replies (3 per prompt)",
+        "training best_of_n: step 1 of 1",
+    ]
+    assert [f for _, f in said] == pytest.approx([0.1 + 0.75 * 8 / 24, 0.1 + 0.75 / 2, 0.85])
 
 
 def test_a_fresh_policy_lora_starts_from_the_same_weights_for_the_same_seed(hf_base, tmp_path):
