@@ -223,7 +223,9 @@ def build_config(args: argparse.Namespace):
         try:
             TrainingSettings(label_smoothing=args.label_smoothing)
         except ValidationError as error:
-            raise ValueError(f"--label-smoothing {args.label_smoothing}: {error.errors()[0]['msg']}") from None
+            raise ValueError(
+                f"--label-smoothing {args.label_smoothing}: {error.errors()[0]['msg']}"
+            ) from None
     policy = dict(DEFAULT_POLICY[args.method])
     reward = dict(DEFAULT_REWARD)
     if args.max_steps is not None:

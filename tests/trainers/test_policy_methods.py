@@ -18,9 +18,9 @@ from trainers.best_of_n import BestOfNConfig, train_best_of_n
 from trainers.common import TrainingDataError
 from trainers.data import Demonstration
 from trainers.dpo import DPOTrainConfig, train_dpo
-from trainers.progress import training_progress
 from trainers.evaluate import write_pairs_jsonl
 from trainers.kto import KTOTrainConfig, train_kto
+from trainers.progress import training_progress
 from trainers.reference_free import ORPOTrainConfig, SimPOTrainConfig, train_orpo, train_simpo
 from trainers.rl import RLTrainConfig, train_rl
 from trainers.sft import SFTTrainConfig, train_sft
@@ -161,7 +161,9 @@ def test_best_of_n_selects_by_reward_and_fine_tunes(hf_base, tmp_path, trained_r
         **SMALL,
     )
     said: list[tuple[str, float]] = []
-    progress = training_progress(lambda message, f: said.append((message, f)), "training best_of_n", 0.1, 0.85)
+    progress = training_progress(
+        lambda message, f: said.append((message, f)), "training best_of_n", 0.1, 0.85
+    )
     result = train_best_of_n(config, synthetic_prompts(4), callbacks=[progress])
     assert result.metrics["method"] == "best_of_n"
     assert result.metrics["mean_reward_selected"] >= result.metrics["mean_reward_samples"]
