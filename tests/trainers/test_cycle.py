@@ -142,8 +142,6 @@ def test_cycle_registers_deploys_and_records_its_decision(loop):
     assert run.status == "succeeded" and run.decision == "deployed", run
     assert any("win rate" in r for r in run.reasons) and any("KL" in r for r in run.reasons)
     assert set(run.stage_seconds) >= {"export", "reward", "policy", "evaluate", "deploy"}
-    log = (loop["config"].data_dir / "runs" / f"run-{run.id}.log").read_text()
-    assert "[policy] training dpo: step 2 of 2" in log  # the Training tab's bar moves with the steps
     candidate = store.versions.get(run.candidate_version_id)
     assert candidate.status == "deployed" and candidate.parent_id == loop["base_id"]
     assert (
