@@ -32,9 +32,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from scipy.optimize import brentq
-from scipy.special import betaln
-
 from feedback_store.db import Repository, utc_now
 from feedback_store.records import FromRow, StoreError, dumps, loads
 from feedback_store.runs import TrainingRuns
@@ -55,6 +52,11 @@ def anytime_interval(wins: int, losses: int, alpha: float = 0.05) -> tuple[float
         raise ValueError("wins and losses count votes: they cannot be negative")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    # imported here: scipy.optimize takes about 0.7 s to import, and every process that opens the store
+    # (the server, each training cycle) imports this module
+    from scipy.optimize import brentq
+    from scipy.special import betaln
+
     threshold = math.log(1 / alpha)
     log_mix = float(betaln(wins + 1, losses + 1))
 

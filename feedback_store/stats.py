@@ -17,8 +17,6 @@ from itertools import combinations
 from typing import NamedTuple, TypeVar
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_expit
 
 T = TypeVar("T")
 Z95 = 1.959963984540054
@@ -180,6 +178,8 @@ def _fit(
     n_players: int, pairs: np.ndarray, outcomes: np.ndarray, weights: np.ndarray, l2: float
 ) -> np.ndarray:
     """Strengths (natural-log odds scale, mean 0) maximising the weighted BT likelihood."""
+    from scipy.optimize import minimize  # here, not at the top: its import takes about 0.7 s
+    from scipy.special import log_expit
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         d = theta[pairs[:, 0]] - theta[pairs[:, 1]]
