@@ -52,8 +52,8 @@ def anytime_interval(wins: int, losses: int, alpha: float = 0.05) -> tuple[float
         raise ValueError("wins and losses count votes: they cannot be negative")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    # imported here: scipy.optimize takes about 0.7 s to import, and every process that opens the store
-    # (the server, each training cycle) imports this module
+    # imported here, not at the top: every process that opens the store (the server, each training
+    # cycle) imports this module, and importing scipy's optimize and special added 0.7 s to it
     from scipy.optimize import brentq
     from scipy.special import betaln
 

@@ -178,7 +178,7 @@ def _fit(
     n_players: int, pairs: np.ndarray, outcomes: np.ndarray, weights: np.ndarray, l2: float
 ) -> np.ndarray:
     """Strengths (natural-log odds scale, mean 0) maximising the weighted BT likelihood."""
-    from scipy.optimize import minimize  # here, not at the top: its import takes about 0.7 s
+    from scipy.optimize import minimize  # here, not at the top: opening the store imports this module
     from scipy.special import log_expit
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
