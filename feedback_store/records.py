@@ -44,14 +44,21 @@ class FromRow:
 
 @dataclass(frozen=True)
 class ModelVersion(FromRow):
+    """A row of ``model_versions``: a base model, or a LoRA adapter trained on one."""
+
     id: int
     name: str
     base_model: str
+    """The served base file or directory the version runs on (its adapter was trained on it)."""
     status: str
+    """"candidate", "deployed" (one per base model), "retired" or "rejected"."""
     created_at: str
     adapter_path: str | None = None
+    """The PEFT adapter directory (None for the base itself)."""
     gguf_adapter_path: str | None = None
+    """The same adapter converted for llama.cpp, which serves it."""
     parent_id: int | None = None
+    """The version it was trained from (rollback returns to it)."""
     training_run_id: int | None = None
     method: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -161,15 +161,12 @@ class LlamaCppChatModel(CountedGenerations, BaseChatModel):
         extra_buffers: str = "auto",
         display_name: str | None = None,
     ):
-        self._init_args = dict(
-            chat_template=chat_template,
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            pool_size=pool_size,
-            n_gpu_layers=n_gpu_layers,
-            lora_scale=lora_scale,
-            extra_buffers=extra_buffers,
-        )
+        # The settings a clone() keeps: every argument but the file, the adapter and the name.
+        self._init_args = {
+            name: value
+            for name, value in locals().items()
+            if name not in ("self", "path", "lora_path", "display_name")
+        }
         self.path = Path(path)
         check_gguf_file(self.path)
         if lora_path is not None:

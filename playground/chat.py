@@ -339,12 +339,7 @@ class ChatTab(Answerer):
             ),
         ]
         replaced = history.wire(
-            chatbot=chatbot,
-            session=session,
-            system_prompt=system_prompt,
-            stats=stats,
-            new_conversation=fresh,
-            generating=events,
+            chatbot, session, system_prompt=system_prompt, stats=stats, new_conversation=fresh, replies=events
         )
         self.components = {"chatbot": chatbot, "session": session, "info": info, "stats": stats}
         FeedbackPanel(self.store, self.safety).render(chatbot, session, replies=[*events, *replaced])

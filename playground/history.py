@@ -334,16 +334,16 @@ class HistorySidebar:
 
     def wire(
         self,
-        *,
         chatbot: gr.Chatbot,
         session: gr.State,
+        *,
         system_prompt: gr.Textbox,
         stats: gr.Markdown,
         new_conversation: list[Any],
-        generating: list[Any],
+        replies: list[Any],
     ) -> list[Any]:
         """Connect the sidebar to the chat. ``new_conversation``: the events that start a fresh chat;
-        ``generating``: the chat's reply events (the list follows them; restoring and deleting stop
+        ``replies``: the chat's reply events (the list follows them; restoring and deleting stop
         them). Returns the events that replace the chat (restore, delete), for the feedback panel."""
         p = self.parts
         private = {"api_visibility": "private"}  # scripts use register_api's endpoints instead
@@ -357,7 +357,7 @@ class HistorySidebar:
             show_progress="hidden",
             **private,
         )
-        for event in generating:
+        for event in replies:
             event.then(
                 self.refresh,
                 [p.search, p.title, p.browser_key, session],
@@ -372,7 +372,7 @@ class HistorySidebar:
             self.open,
             [p.listing, session, p.browser_key],
             [chatbot, session, system_prompt, stats, p.title],
-            cancels=generating,
+            cancels=replies,
             **private,
         )
         p.rename.click(

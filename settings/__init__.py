@@ -425,20 +425,20 @@ def short_flags() -> dict[str, str]:
     return flags
 
 
-CLI_CONFIG = SettingsConfigDict(
-    env_prefix=ENV_PREFIX,
-    env_nested_delimiter="_",
-    env_nested_max_split=1,
-    extra="forbid",
-    validate_default=True,
-    cli_kebab_case=True,
-    cli_implicit_flags=True,
-    cli_avoid_json=True,
-    cli_hide_none_type=True,
-    cli_exit_on_error=True,
-    cli_prog_name="launch.py",
-    cli_shortcuts=short_flags(),
-)
+CLI_CONFIG: SettingsConfigDict = {
+    "env_prefix": ENV_PREFIX,
+    "env_nested_delimiter": "_",
+    "env_nested_max_split": 1,
+    "extra": "forbid",
+    "validate_default": True,
+    "cli_kebab_case": True,
+    "cli_implicit_flags": True,
+    "cli_avoid_json": True,
+    "cli_hide_none_type": True,
+    "cli_exit_on_error": True,
+    "cli_prog_name": "launch.py",
+    "cli_shortcuts": short_flags(),
+}
 
 
 class CommonSettings(BaseSettings):

@@ -48,10 +48,14 @@ def mean(values: Sequence[float]) -> float:
 
 @dataclass
 class Measurement:
+    """One version's figures (the module's docstring defines each)."""
+
     version_id: int
     gold: float
     win_rate: float
+    """Against the base; the base itself gets 0.5."""
     kl: float
+    """Nats per reply to the base; 0 for the base."""
     capability: float
     proxy: float | None = None
     proxy_base: float | None = None

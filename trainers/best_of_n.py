@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from trainers.common import TrainingDataError, TrainResult, load_policy, require, write_metrics
+from trainers.common import TrainingDataError, TrainResult, load_policy, require, same_named, write_metrics
 from trainers.data import Demonstration, PromptRecord
 from trainers.progress import progress_among
 from trainers.sft import SFTTrainConfig, train_sft
@@ -60,10 +60,7 @@ def train_best_of_n(
         policy.eval(),
         tokenizer,
         [p.prompt for p in prompts],
-        n=config.n,
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        seed=config.seed,
+        **same_named(config, "n", "max_new_tokens", "temperature", "seed"),
         on_batch=sampled,
     )
     del policy

@@ -158,6 +158,12 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def same_named(source: object, *names: str) -> dict[str, Any]:
+    """``{name: source.<name>}``: the fields handed on under the same name (to a TRL config class, to a
+    request), each written once."""
+    return {name: getattr(source, name) for name in names}
+
+
 def write_metrics(directory: Path, metrics: dict[str, Any]) -> None:
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
 

@@ -33,7 +33,7 @@ from feedback_store.store import FeedbackStore
 from settings import CanarySettings, TrainingSettings
 from trainers import registry
 from trainers.ai_judge import KEY_ENV as JUDGE_KEY_ENV
-from trainers.common import TrainingDataError
+from trainers.common import TrainingDataError, same_named
 from trainers.data import vote_count
 from trainers.gate import GateConfig
 from trainers.progress import ProgressCallback, Stages
@@ -235,15 +235,10 @@ def _run(
     deployed = versions.deployed(base_id) or base_row
     if config.hygiene:  # who is excluded is decided now, from the store, not when the server started
         config = replace(config, excluded_users=config.excluded_users | store.hygiene.excluded_users())
-    req = dict(
-        db_path=config.db_path,
-        data_dir=config.data_dir,
-        model=config.model,
-        training_run_id=run_id,
-        init_from=config.init_from,
-        excluded_users=config.excluded_users,
-        hygiene=config.hygiene,
-    )
+    req = {
+        "training_run_id": run_id,
+        **same_named(config, "db_path", "data_dir", "model", "init_from", "excluded_users", "hygiene"),
+    }
     speed = {"lora_layers": config.lora_layers, "bf16": BF16[config.bf16]}
     callbacks = [thread_callback(threads)]
 
@@ -348,9 +343,7 @@ def _run(
             ai_weight=config.ai_weight if config.ai_pairs > 0 else 0.0,
             eval_prompts=config.gate.kl_prompts,
             eval_tokens=config.gate.max_new_tokens,
-            replay=config.replay,
-            system_prompt=config.system_prompt,
-            chat_template=config.chat_template,
+            **same_named(config, "replay", "system_prompt", "chat_template"),
             reward_scores=False,  # the gate scores the served artifact's replies instead
             **req,
         ),

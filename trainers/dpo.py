@@ -15,7 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.common import PolicyConfig, TrainResult, fit_policy, last_logged, margin_metrics, require
+from trainers.common import (
+    PolicyConfig,
+    TrainResult,
+    fit_policy,
+    last_logged,
+    margin_metrics,
+    require,
+    same_named,
+)
 from trainers.data import PreferencePair, preference_rows, vote_count, vote_epochs
 
 
@@ -73,13 +81,7 @@ def train_dpo(
     from trl import DPOConfig, DPOTrainer
 
     def args(common):
-        return DPOConfig(
-            **common,
-            beta=config.beta,
-            max_length=config.max_length,
-            loss_type=config.loss_type,
-            label_smoothing=config.label_smoothing,
-        )
+        return DPOConfig(**common, **same_named(config, "beta", "max_length", "loss_type", "label_smoothing"))
 
     def summarize(history, _trainer):
         return {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from feedback_store import datasets as ds
 from feedback_store.store import FeedbackStore
+from trainers.common import same_named
 from trainers.gate import (
     FACTS,
     HARMFUL_REQUESTS,
@@ -96,13 +97,7 @@ def evaluate_candidate(
     # Held-out user pairs: the candidate's likelihood margins against the deployed version's.
     _, heldout_pairs = load_examples(
         store,
-        TrainRequest(
-            method="dpo",
-            db_path=config.db_path,
-            data_dir=config.data_dir,
-            excluded_users=config.excluded_users,
-            hygiene=config.hygiene,
-        ),
+        TrainRequest(method="dpo", **same_named(config, "db_path", "data_dir", "excluded_users", "hygiene")),
     )
     heldout_pairs = spread_sample(heldout_pairs, gate.max_heldout_pairs)
     if heldout_pairs:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainers.common import PolicyConfig, TrainResult, last_logged
+from trainers.common import PolicyConfig, TrainResult, last_logged, same_named
 from trainers.data import PreferencePair
 from trainers.dpo import fit_votes, vote_examples
 
@@ -76,9 +76,7 @@ def train_simpo(
             **common,
             loss_type="simpo",
             cpo_alpha=0.0,  # pure SimPO: no behaviour-cloning term
-            beta=config.beta,
-            simpo_gamma=config.simpo_gamma,
-            max_length=config.max_length,
+            **same_named(config, "beta", "simpo_gamma", "max_length"),
         )
 
     return fit_votes("simpo", config, CPOTrainer, args, examples, callbacks, _summarize)

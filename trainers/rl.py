@@ -23,6 +23,7 @@ from trainers.common import (
     last_logged,
     mean_logged,
     require,
+    same_named,
 )
 from trainers.data import PromptRecord, trl_rows
 
@@ -70,12 +71,17 @@ def train_rl(
         common["per_device_train_batch_size"] = max(config.batch_size, config.num_generations)
         return RLOOConfig(
             **common,
-            beta=config.beta,
-            num_generations=config.num_generations,
-            max_completion_length=config.max_completion_length,
-            temperature=config.temperature,
-            num_iterations=config.num_iterations,
-            epsilon=config.epsilon,
+            **same_named(
+                config,
+                *(
+                    "beta",
+                    "num_generations",
+                    "max_completion_length",
+                    "temperature",
+                    "num_iterations",
+                    "epsilon",
+                ),
+            ),
         )
 
     def summarize(history, _trainer):
