@@ -391,6 +391,13 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
         flush=True,
     )
     print(f"gate: {_overrides(config.gate_overrides)}")
+    # the loop's time budget, applied to every cycle; the product's cycle trains full epochs at its defaults
+    print(
+        "training budget of the loop (not the product's full epochs): reward model "
+        + ", ".join(f"{k}={v}" for k, v in config.reward_overrides.items())
+        + "; policy "
+        + ", ".join(f"{k}={v}" for k, v in config.policy_overrides.items())
+    )
     trained = {**config.cycle_overrides, **flag_overrides(args)}
     if trained:
         print(f"training: {_overrides(trained)}")
