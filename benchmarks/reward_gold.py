@@ -1,20 +1,22 @@
 """How well the cycle's reward model predicts the gold preference, on a loop run's own feedback.
 
-    python -m benchmarks.reward_gold [RUN_DIR] [--variants 0.3:30,1.0:30,0.3:90,1.0:90] [--quick]
+    python -m benchmarks.reward_gold [RUN_DIR] [--variants 0.3:30,1.0:30,0.3:90,1.0:90] [--split-seed N]
+                                     [--quick]
 
 The loop (``benchmarks.loop``) logs the cycle's reward-model accuracy on held-out pairs against the
 simulated users' labels, which are noisy (Bradley-Terry choices on the gold difference), so a low figure
 there may be the labels' noise or the model's. This reads a finished loop run (default: the newest
 under ``DATA_DIR/loop/runs``), splits its people's preference pairs by prompt group (near-duplicates on
-one side) into train and held-out, and trains the reward model once per variant ``LAYERS:STEPS`` (LoRA
-on the upper LAYERS share of the blocks, STEPS optimiser steps; everything else as the run's cycle
-trained it, from its ``loop_config.json``). For each it prints the held-out accuracy against the users'
-labels and against the gold preference (on the pairs whose gold scores differ), each with a 95%
-bootstrap interval over pairs, the change in gold accuracy against the first variant on the same pairs
-(a paired bootstrap: the figure to decide between two variants by), and the training seconds;
-``product`` as a variant trains as the product's cycle does (one epoch at the product's reward-model
-settings) instead of the loop's step budget; and how often the labels agree with gold, the
-most a perfect reward model could score against them. The last line is a JSON object.
+one side) into train and held-out (``--split-seed`` draws another split), and trains the reward model
+once per variant: ``LAYERS:STEPS`` is LoRA on the upper LAYERS share of the blocks for STEPS optimiser
+steps, everything else as the run's cycle trained it (its ``loop_config.json``); ``product`` trains as
+the product's cycle does (one epoch at the product's reward-model settings) instead of the loop's step
+budget. It prints how often the labels agree with gold (what a reward model that knew the gold
+preference would score against them), then for each variant the held-out accuracy against the labels
+and against the gold preference (on the pairs whose gold scores differ), each with a 95% bootstrap
+interval over pairs, the change in gold accuracy against the first variant on the same pairs (a paired
+bootstrap: the figure to decide between two variants by) and the training seconds. The last line is a
+JSON object.
 
 ``--quick`` makes one variant of one step on at most 24 training pairs and, when no run
 is given, reads a small one it writes itself first in a temporary folder (48 factual prompts of the

@@ -391,9 +391,9 @@ def _run_one(args: argparse.Namespace, before_json: Callable[[], None]) -> tuple
         flush=True,
     )
     print(f"gate: {_overrides(config.gate_overrides)}")
-    # the loop's time budget, applied to every cycle; the product's cycle trains full epochs at its defaults
+    # the loop's time budget, applied to every cycle: the product's own cycle trains full epochs
     print(
-        "training budget of the loop (not the product's full epochs): reward model "
+        "training budget of the loop, every cycle (the product's cycle trains full epochs): reward model "
         + ", ".join(f"{k}={v}" for k, v in config.reward_overrides.items())
         + "; policy "
         + ", ".join(f"{k}={v}" for k, v in config.policy_overrides.items())
