@@ -27,7 +27,6 @@ them): a smoke test, its figures are not measurements.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -121,13 +120,6 @@ def _triple(interval) -> list[float] | None:
     )
 
 
-def is_heldout(group: str, fraction: float, seed: int = 0) -> bool:
-    digest = hashlib.sha256(
-        f"reward-gold:{seed}:{group}".encode() if seed else f"reward-gold:{group}".encode()
-    ).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.reward_gold", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", nargs="?", type=Path, help="a loop run's directory (default: the newest)")
@@ -166,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.embedded import embedded_model_path
     from models.hf_base import ensure_hf_base
     from simulation.oracles import make_oracle
-    from simulation.tasks import prompt_set
+    from simulation.tasks import is_heldout, prompt_set
     from trainers.data import dedupe, one_pair_per_vote
     from trainers.gate import bootstrap_mean
     from trainers.reward import RewardModel, RewardTrainConfig, train_reward_model
@@ -186,10 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sum(task_of(x) is None for x in pairs)
     pairs = [x for x in pairs if task_of(x) is not None]  # a prompt the oracle's set lacks has no gold
 
-    train = [x for x in pairs if not is_heldout(task_of(x).split_key, args.heldout, args.split_seed)]
-    held = one_pair_per_vote(
-        [x for x in pairs if is_heldout(task_of(x).split_key, args.heldout, args.split_seed)]
-    )
+    salt = "reward-gold" if args.split_seed == 0 else f"reward-gold:{args.split_seed}"  # seed 0: docs' split
+    held_out = [is_heldout(task_of(x).split_key, args.heldout, salt) for x in pairs]
+    train = [x for x, out in zip(pairs, held_out, strict=True) if not out]
+    held = one_pair_per_vote([x for x, out in zip(pairs, held_out, strict=True) if out])
     if args.max_train_pairs:
         train = train[: args.max_train_pairs]
     gold_gap = [oracle.score(task_of(x), x.chosen) - oracle.score(task_of(x), x.rejected) for x in held]

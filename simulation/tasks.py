@@ -88,9 +88,10 @@ def load_tasks(path: str | Path) -> list[Task]:
     return tasks
 
 
-def is_heldout(key: str, fraction: float = HELDOUT_FRACTION) -> bool:
-    """Stable membership of the held-out split (a hash of the task's ``split_key``)."""
-    digest = hashlib.sha256(f"{SPLIT_SALT}:{key}".encode()).hexdigest()
+def is_heldout(key: str, fraction: float = HELDOUT_FRACTION, salt: str = SPLIT_SALT) -> bool:
+    """Stable membership of the held-out split (a hash of the task's ``split_key``); another ``salt``
+    draws another split of the same groups."""
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()
     return int(digest[:8], 16) / 2**32 < fraction
 
 
